@@ -62,6 +62,9 @@ def atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         write(tmp)
+        os.chmod(tmp, 0o755)
+        for child in tmp.rglob("*"):
+            os.chmod(child, 0o755 if child.is_dir() else 0o644)
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
             os.replace(path, old / "previous")

@@ -26,7 +26,7 @@ class Param:
         if self.choices:
             allowed = "one of " + ", ".join(str(c) for c in self.choices)
         elif self.low is not None or self.high is not None:
-            allowed = f"{self.kind.__name__} in [{_fmt(self.low)}, {_fmt(self.high)}]"
+            allowed = f"{self.kind.__name__} in [{_fmt(self.low, '-inf')}, {_fmt(self.high, 'inf')}]"
         else:
             allowed = self.kind.__name__
         default = "auto" if self.default is None else self.default
@@ -35,7 +35,8 @@ class Param:
     def coerce(self, value: Any, owner: str) -> Any:
         """Return `value` as this parameter's type, or raise ValueError naming `owner.name`."""
         field = f"{owner}.{self.name}" if owner else self.name
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"auto", "none", "null"}):
+        is_auto = isinstance(value, str) and value.strip().lower() in {"auto", "none", "null"}
+        if value is None or (is_auto and not (self.choices and value in self.choices)):
             if self.default is None or self.optional:
                 return None
             raise ValueError(f"{field}: a value is required ({self.describe()})")
@@ -47,12 +48,12 @@ class Param:
             allowed = ", ".join(str(c) for c in self.choices)
             raise ValueError(f"{field}: {value!r} is not allowed; choose one of: {allowed}")
         if self.low is not None and out < self.low or self.high is not None and out > self.high:
-            raise ValueError(f"{field}: {value!r} is out of range [{_fmt(self.low)}, {_fmt(self.high)}]")
+            raise ValueError(f"{field}: {value!r} is out of range [{_fmt(self.low, '-inf')}, {_fmt(self.high, 'inf')}]")
         return out
 
 
-def _fmt(v: float | None) -> str:
-    return "-inf" if v is None else f"{v:g}"
+def _fmt(v: float | None, unbounded: str) -> str:
+    return unbounded if v is None else f"{v:g}"
 
 
 def _convert(kind: type, value: Any) -> Any:

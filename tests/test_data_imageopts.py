@@ -149,3 +149,4 @@ def test_params_declare_split_and_bounds():
     with pytest.raises(ValueError, match="dataset.split.*train, test"):
         resolve(params, {"split": "val"}, "dataset")
     assert "split" not in {p.name for p in image_params(8, 1)}
+    assert "classes" not in {p.name for p in image_params(8, 1, labelled=False)}

@@ -30,8 +30,12 @@ def image_params(
     splits: Sequence[str] | None = None,
     max_size: int | None = None,
     max_resolution: int = 256,
+    labelled: bool = True,
 ) -> tuple[Param, ...]:
-    """The shared option declarations, defaulting to the source's natural resolution and channels."""
+    """The shared option declarations, defaulting to the source's natural resolution and channels.
+
+    `splits` adds a `split` choice (first one is the default); `labelled=False` leaves out `classes`.
+    """
     params = [
         Param("resolution", int, resolution, "side of the square images in pixels (center crop, antialiased resize)",
               low=4, high=max(max_resolution, resolution)),
@@ -40,8 +44,9 @@ def image_params(
         Param("subset", str, "first", "which images `size` keeps: the first ones or a seeded random choice",
               choices=("first", "random")),
         Param("subset_seed", int, 0, "seed of the random subset", low=0),
-        Param("classes", list, [], "keep only these classes (names or label numbers), e.g. 0,1,7"),
     ]
+    if labelled:
+        params.append(Param("classes", list, [], "keep only these classes (names or label numbers), e.g. 0,1,7"))
     if splits:
         params.append(Param("split", str, splits[0], "which split of the source", choices=tuple(splits)))
     return tuple(params)
@@ -156,20 +161,27 @@ def _to_unit(array: Any, batched: bool) -> torch.Tensor:
     return (x / scale).clamp_(0, 1)
 
 
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """[N, 1 or 3, H, W] -> [N, channels, H, W]: RGB to gray by BT.601 luma, gray to RGB by repetition."""
+    if channels == 1 and x.shape[1] == 3:
+        return torch.einsum("nchw,c->nhw", x, torch.tensor(LUMA, dtype=x.dtype))[:, None]
+    if channels == 3 and x.shape[1] == 1:
+        return x.expand(-1, 3, -1, -1)
+    return x
+
+
 def _fit(x: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
     """Center-crop to a square, resize with an antialiased bilinear filter, convert channels.
 
     Both steps are linear, so reducing channels first and expanding them last gives the same
     result while resizing as few planes as possible.
     """
-    if channels == 1 and x.shape[1] == 3:
-        x = torch.einsum("nchw,c->nhw", x, torch.tensor(LUMA, dtype=x.dtype))[:, None]
+    if channels == 1:
+        x = convert_channels(x, 1)
     h, w = x.shape[-2:]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     x = x[..., top:top + side, left:left + side]
     if side != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    if channels == 3 and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x
+    return convert_channels(x, channels)

@@ -1,0 +1,1 @@
+"""Analysis of runs: nearest training neighbours, per-step statistics, comparison metrics."""

@@ -1,0 +1,44 @@
+"""`python -m studio COMMAND ...`: every command is a module exposing `register_cli(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Each module adds its sub-command(s) with `sub.add_parser(...)` and `set_defaults(func=handler)`,
+# where handler(args) -> int. Bad input raises ValueError: it is printed as one line, exit status 2.
+COMMAND_MODULES: tuple[str, ...] = (
+    "studio.commands",
+)
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line instead of usage + message
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m studio", description="Analytic Diffusion Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except ValueError as err:  # includes UsageError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,114 @@
+"""`patches`: natural-image patches cut (seeded) from the photographs the installed packages ship.
+
+Patches are cut at several scales (the photo shrunk by 1, 2 and 4 with an antialiased filter)
+with random horizontal flips, an equal share per photo and per scale, in shuffled order; each
+patch is labelled by its photo. `cut_patches` is shared with `textures`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from studio.data.buildcache import cached_builder
+from studio.data.imageopts import convert_channels, image_params, select_indices
+from studio.data.photos import load_photo, provenance
+from studio.data.registry import Built, DatasetEntry, register
+from studio.params import Param
+
+COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
+                "immunohistochemistry", "motorcycle", "china", "flower")
+SCALES = (1.0, 0.5, 0.25)
+MAX_SIDE = 64  # the smallest photo (chelsea, 300 px) still holds a 64 px patch at 1/4 scale
+
+
+def patch_params(resolution: int, channels: int, size: int, max_size: int) -> tuple[Param, ...]:
+    """Shared image options (side, channels, class = source photo) plus the patch count and seed."""
+    shared = {p.name: p for p in image_params(resolution, channels, max_resolution=MAX_SIDE)}
+    return (
+        shared["resolution"],
+        shared["channels"],
+        Param("size", int, size, "number of patches", low=1, high=max_size),
+        Param("seed", int, 0, "seed of the patch positions, flips and order", low=0),
+        Param("classes", list, [], "keep patches of these source images only (names or numbers)"),
+    )
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` counts differing by at most one, larger ones first."""
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def cut_patches(
+    images: Sequence[np.ndarray], counts: Sequence[int], side: int, channels: int, scales: Sequence[float],
+    g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`counts[k]` random side x side crops of image k, shared equally over `scales`, half of them mirrored.
+
+    Returns float32 patches [N, channels, side, side] in [-1, 1], shuffled, and the image each came from.
+    Positions, flips and order depend only on the generator, so gray and RGB sets hold the same crops.
+    """
+    total = sum(counts)
+    out = torch.empty(total, channels, side, side)
+    owner = torch.empty(total, dtype=torch.long)
+    order = torch.randperm(total, generator=g)
+    offsets = torch.arange(side)
+    start = 0
+    for k, (image, count) in enumerate(zip(images, counts)):
+        full = torch.from_numpy(np.array(image, dtype=np.float32)).div_(255)
+        full = convert_channels((full[None] if full.dim() == 2 else full.permute(2, 0, 1))[None], channels)[0]
+        for scale, m in zip(scales, split_evenly(count, len(scales))):
+            h, w = round(full.shape[1] * scale), round(full.shape[2] * scale)
+            if min(h, w) < side:
+                raise ValueError(f"dataset.resolution: {side} px patches do not fit image {k} at scale {scale}")
+            shrunk = full if scale == 1 else F.interpolate(
+                full[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+            top = torch.randint(0, h - side + 1, (m,), generator=g)
+            left = torch.randint(0, w - side + 1, (m,), generator=g)
+            mirrored = torch.rand(m, generator=g) < 0.5
+            rows = (top[:, None] + offsets)[:, :, None]
+            cols = left[:, None] + torch.where(mirrored[:, None], offsets.flip(0), offsets)
+            slots = order[start:start + m]
+            out[slots] = shrunk[:, rows, cols[:, None, :]].transpose(0, 1)
+            owner[slots] = k
+            start += m
+    return out.mul_(2).sub_(1).clamp_(-1, 1), owner
+
+
+def build_patch_set(
+    names: Sequence[str], resolution: int, channels: int, size: int, seed: int, classes: list,
+    scales: Sequence[float],
+) -> Built:
+    """Patches of the named photos (after the class filter), labelled by photo."""
+    keep = select_indices(len(names), torch.arange(len(names)), list(names), {"classes": classes}).tolist()
+    g = torch.Generator().manual_seed(seed)
+    photos = [load_photo(names[i]) for i in keep]
+    x, owner = cut_patches(photos, split_evenly(size, len(keep)), resolution, channels, scales, g)
+    return Built(x=x, labels=torch.tensor(keep)[owner], class_names=list(names))
+
+
+def _make(resolution: int, channels: int, size: int, seed: int, classes: list) -> Built:
+    return build_patch_set(COLOR_PHOTOS, resolution, channels, size, seed, classes, SCALES)
+
+
+_build, _cached = cached_builder("patches", "patches-1", _make)
+_source, _license = provenance(
+    list(COLOR_PHOTOS),
+    "seeded random patches of the photographs bundled with scikit-image and scikit-learn, scales 1, 1/2, 1/4, "
+    "horizontal flips",
+)
+
+register(DatasetEntry(
+    name="patches",
+    kind="image",
+    summary="natural-image patches (default 20,000 of 16x16 RGB) from 10 bundled photographs, labelled by photo",
+    source=_source,
+    license=_license,
+    params=patch_params(resolution=16, channels=3, size=20_000, max_size=200_000),
+    build=_build,
+    cached=_cached,
+))

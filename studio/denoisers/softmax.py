@@ -1,0 +1,103 @@
+"""Exact softmax over all N training points, one GEMM per data chunk, with an online log-sum-exp.
+
+Logits are ℓ_i = (2 s <x_t, x_i> - ā ||x_i||²) / (2 (1-ā) τ), i.e. -||x_t - s x_i||² / (2(1-ā)τ) up to a
+per-row constant. Chunks are merged exactly (running max, rescaled numerator and denominator), so the
+result does not depend on the chunk size, the batch size or the order of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass
+class DataBank:
+    """Training data resident on the device as one [N, D] fp32 tensor, with squared norms."""
+
+    x: torch.Tensor
+    sq_norms: torch.Tensor
+
+    @classmethod
+    def from_flat(cls, x: torch.Tensor, device: torch.device) -> "DataBank":
+        x = x.to(device=device, dtype=torch.float32).contiguous()
+        return cls(x, (x.double() ** 2).sum(1).float())
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Posterior:
+    """Posterior mean plus the top-k weights/indices and the effective number of points 1/Σw²."""
+
+    mean: torch.Tensor
+    top_w: torch.Tensor
+    top_idx: torch.Tensor
+    ess: torch.Tensor
+
+
+def auto_chunk(batch: int, n: int, chunk: int | None) -> int:
+    """Rows per chunk: the caller's choice, else what keeps the [B, chunk] temporaries under budget."""
+    if chunk:
+        return max(1, min(chunk, n))
+    return max(1, min(n, _CHUNK_BYTES // (12 * max(batch, 1))))
+
+
+def scaled_scores(x: torch.Tensor, bank: DataBank, lo: int, hi: int, s: float, ab: float) -> torch.Tensor:
+    """2 s <x, x_i> - ā ||x_i||² for the rows lo:hi (larger is closer)."""
+    return torch.addmm(bank.sq_norms[lo:hi].unsqueeze(0), x, bank.x[lo:hi].T, beta=-ab, alpha=2 * s)
+
+
+def posterior_mean(
+    x: torch.Tensor, bank: DataBank, ab: float, temperature: float = 1.0, chunk: int | None = None, k: int = 8
+) -> Posterior:
+    """Σ_i softmax_i(ℓ) x_i over all N points for each row of x [B, D]."""
+    B = x.shape[0]
+    s = ab**0.5
+    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
+    step = auto_chunk(B, bank.n, chunk)
+    k = min(k, bank.n)
+    m = torch.full((B,), -torch.inf, device=x.device)
+    den = torch.zeros(B, device=x.device)
+    sq = torch.zeros(B, device=x.device)
+    num = torch.zeros_like(x)
+    top_v = torch.full((B, 0), -torch.inf, device=x.device)
+    top_i = torch.zeros((B, 0), dtype=torch.long, device=x.device)
+    for lo in range(0, bank.n, step):
+        hi = min(lo + step, bank.n)
+        logits = scaled_scores(x, bank, lo, hi, s, ab) * inv
+        m_new = torch.maximum(m, logits.max(1).values)
+        scale = torch.exp(m - m_new)
+        p = torch.exp(logits - m_new[:, None])
+        num = torch.addmm(num * scale[:, None], p, bank.x[lo:hi])
+        den = den * scale + p.sum(1)
+        sq = sq * scale**2 + (p * p).sum(1)
+        m = m_new
+        idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
+        top_v, pos = torch.cat([top_v, logits], 1).topk(k, dim=1)
+        top_i = torch.cat([top_i, idx], 1).gather(1, pos)
+    lse = m + torch.log(den)
+    return Posterior(num / den[:, None], torch.exp(top_v - lse[:, None]), top_i, den**2 / sq)
+
+
+def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None = None, k: int = 8):
+    """Indices and squared distances ||x - s x_i||² of the k closest rows, best first."""
+    B = x.shape[0]
+    s = ab**0.5
+    step = auto_chunk(B, bank.n, chunk)
+    k = min(k, bank.n)
+    top_v = torch.full((B, 0), -torch.inf, device=x.device)
+    top_i = torch.zeros((B, 0), dtype=torch.long, device=x.device)
+    for lo in range(0, bank.n, step):
+        hi = min(lo + step, bank.n)
+        scores = scaled_scores(x, bank, lo, hi, s, ab)
+        idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
+        top_v, pos = torch.cat([top_v, scores], 1).topk(k, dim=1)
+        top_i = torch.cat([top_i, idx], 1).gather(1, pos)
+    dist = ((x.unsqueeze(1) - s * bank.x[top_i]) ** 2).sum(-1)
+    return top_i, dist

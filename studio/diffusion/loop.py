@@ -1,0 +1,111 @@
+"""The sampling loop: a generator of per-step records, and a collector that stacks them into a Trajectory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from studio.denoisers.base import Denoised, Denoiser
+from studio.diffusion.noise import NoiseSource
+from studio.diffusion.samplers import DiffusersAdapter, Sampler
+
+
+class Cancelled(Exception):
+    """Raised when a progress callback asks to stop; the partial trajectory is attached."""
+
+    def __init__(self, steps_done: int) -> None:
+        super().__init__(f"cancelled after {steps_done} steps")
+        self.steps_done = steps_done
+
+
+@dataclass
+class Step:
+    k: int
+    K: int
+    t: int
+    alpha_bar: float
+    x_t: torch.Tensor
+    x0: torch.Tensor
+    extras: dict[str, torch.Tensor]
+    shared: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class Trajectory:
+    """Everything a run recorded, on the CPU: x_t/x0 are [K, N, *shape]; extras are [K, N, ...]."""
+
+    timesteps: torch.Tensor
+    alpha_bar: torch.Tensor
+    x_t: torch.Tensor
+    x0: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    shared: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """The result of sampling: x̂0 of the last step."""
+        return self.x0[-1]
+
+
+def denoise_batched(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float, batch_size: int | None) -> Denoised:
+    """Call the denoiser on slices of at most `batch_size` samples and join the results."""
+    if not batch_size or batch_size >= x.shape[0]:
+        return denoiser.denoise(x, t, ab)
+    parts = [denoiser.denoise(x[i:i + batch_size], t, ab) for i in range(0, x.shape[0], batch_size)]
+    extras = {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
+    return Denoised(torch.cat([p.x0 for p in parts]), extras, parts[0].shared)
+
+
+def steps(
+    denoiser: Denoiser,
+    sampler: Sampler,
+    noise: NoiseSource,
+    clip_x0: bool = False,
+    batch_size: int | None = None,
+    x_T: torch.Tensor | None = None,
+) -> Iterator[Step]:
+    """Yield one Step per denoiser call. x_T defaults to the first draw of each sample's noise stream."""
+    if isinstance(sampler, DiffusersAdapter):
+        sampler.generators = noise.generators
+    sampler.start(noise.draw() if x_T is None else x_T.to(noise.device))
+    K = len(sampler)
+    for k in range(K):
+        t0 = time.perf_counter()
+        t, ab, x = sampler.point(k)
+        out = denoise_batched(denoiser, x, t, ab, batch_size)
+        x0 = out.x0.clamp(-1, 1) if clip_x0 else out.x0
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0)
+        sampler.advance(k, x0, noise.draw)
+
+
+def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | None = None) -> Trajectory:
+    """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled)."""
+    ts, abs_, xs, x0s, secs, shared = [], [], [], [], [], []
+    extras: dict[str, list[torch.Tensor]] = {}
+    for step in records:
+        ts.append(step.t)
+        abs_.append(step.alpha_bar)
+        xs.append(step.x_t.detach().float().cpu())
+        x0s.append(step.x0.detach().float().cpu())
+        secs.append(step.seconds)
+        shared.append(step.shared)
+        for key, value in step.extras.items():
+            extras.setdefault(key, []).append(value.detach().cpu())
+        if on_step is not None and on_step(step) is False:
+            raise Cancelled(len(ts))
+    return Trajectory(
+        timesteps=torch.tensor(ts, dtype=torch.int64),
+        alpha_bar=torch.tensor(abs_, dtype=torch.float64),
+        x_t=torch.stack(xs),
+        x0=torch.stack(x0s),
+        extras={k: torch.stack(v) for k, v in extras.items()},
+        shared=shared,
+        step_seconds=secs,
+    )

@@ -1,0 +1,113 @@
+"""Orchestration: config -> dataset -> fitted denoiser -> sampler loop -> Run. The UI, CLI and tests call this."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from studio.analysis import stats
+from studio.config import RunConfig
+from studio.data.dataset import Dataset
+from studio.data.registry import load_dataset
+from studio.denoisers.base import Denoiser
+from studio.denoisers.registry import make_denoiser
+from studio.diffusion import loop
+from studio.diffusion.noise import NoiseSource
+from studio.diffusion.samplers import Sampler, make_sampler
+from studio.diffusion.schedules import Schedule
+from studio.runs import Run, new_run_id
+
+_FITTED: OrderedDict[str, Denoiser] = OrderedDict()
+_FITTED_MAX = 6
+_FIT_LOCK = threading.Lock()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was requested but no CUDA GPU is available; choose one of: auto, cpu")
+    return torch.device(name)
+
+
+def fitted_denoiser(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Denoiser:
+    """A denoiser fitted on `dataset`, reused across runs with the same parameters, data and device."""
+    key = repr((cfg.denoiser.name, sorted(cfg.denoiser.params.items()), dataset.fingerprint, str(device)))
+    with _FIT_LOCK:
+        if key in _FITTED:
+            _FITTED.move_to_end(key)
+            return _FITTED[key]
+    den = make_denoiser(cfg.denoiser.name, device=device, **cfg.denoiser.params).fit(dataset)
+    with _FIT_LOCK:
+        _FITTED[key] = den
+        while len(_FITTED) > _FITTED_MAX:
+            _FITTED.popitem(last=False)
+    return den
+
+
+def build_sampler(cfg: RunConfig) -> Sampler:
+    schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
+    return make_sampler(cfg.sampler.name, schedule, cfg.sampler.steps, cfg.sampler.spacing, **cfg.sampler.params)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, ready to step; `fit_s` is the time spent loading and fitting."""
+
+    config: RunConfig
+    dataset: Dataset
+    denoiser: Denoiser
+    device: torch.device
+    fit_s: float
+
+    def steps(self, x_T: torch.Tensor | None = None) -> Iterator[loop.Step]:
+        cfg = self.config
+        noise = NoiseSource(cfg.seed, cfg.n, self.dataset.shape, self.device)
+        return loop.steps(self.denoiser, build_sampler(cfg), noise, cfg.sampler.clip_x0, cfg.batch_size, x_T)
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    cfg.validate()
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+    den = fitted_denoiser(cfg, dataset, device)
+    return Prepared(cfg, dataset, den, device, time.perf_counter() - t0)
+
+
+def finish(prep: Prepared, traj: loop.Trajectory, sampling_s: float) -> Run:
+    """Attach per-step statistics, neighbour summary and timings to a finished trajectory."""
+    t0 = time.perf_counter()
+    per_step = stats.per_step(traj, prep.dataset)
+    summary = stats.summary(traj.samples, prep.dataset)
+    metrics = {
+        "timings": {
+            "fit_s": prep.fit_s,
+            "sampling_s": sampling_s,
+            "ms_per_step": 1000 * sampling_s / max(len(traj.timesteps), 1),
+            "analysis_s": time.perf_counter() - t0,
+        },
+        "per_step": per_step,
+        "summary": summary,
+    }
+    return Run(new_run_id(prep.config), prep.config, traj, dataset_info(prep.dataset), metrics)
+
+
+def dataset_info(ds: Dataset) -> dict:
+    return {
+        "name": ds.name, "fingerprint": ds.fingerprint, "kind": ds.kind, "shape": list(ds.shape), "n": ds.n,
+        "source": ds.source, "license": ds.license, "options": ds.options,
+    }
+
+
+def execute(cfg: RunConfig, on_step: Callable[[loop.Step], bool | None] | None = None) -> Run:
+    """Run a config to the end; `on_step` sees every step and may return False to cancel."""
+    prep = prepare(cfg)
+    t0 = time.perf_counter()
+    traj = loop.collect(prep.steps(), on_step)
+    return finish(prep, traj, time.perf_counter() - t0)

@@ -1,0 +1,36 @@
+"""Shared fixtures: every test gets its own cache folder; GPU tests are skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path_factory.mktemp("studio-cache")))
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fake_hub():
+    """A local server speaking the Hub's HTTP API (tests/fake_hub.py); stopped after the test."""
+    from fake_hub import FakeHub
+
+    hub = FakeHub.start()
+    yield hub
+    hub.stop()
