@@ -33,6 +33,8 @@ class DatasetEntry:
     build: Callable[..., Built]
     bundled: bool = True
     cached: Callable[[dict[str, Any]], bool] | None = None
+    # False for sources that can change under the same options (a user's folder): build every time.
+    memoise: bool = True
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -65,7 +67,7 @@ def load_dataset(name: str, **options: Any) -> Dataset:
     entry = get_entry(name)
     opts = resolve(entry.params, options, "dataset")
     memo_key = digest(name, opts)
-    if memo_key in _MEMO:
+    if entry.memoise and memo_key in _MEMO:
         return _MEMO[memo_key]
     built = entry.build(**opts)
     x = built.x.float().contiguous()
@@ -83,5 +85,6 @@ def load_dataset(name: str, **options: Any) -> Dataset:
         options=opts,
         notes=list(built.notes),
     )
-    _MEMO[memo_key] = ds
+    if entry.memoise:
+        _MEMO[memo_key] = ds
     return ds
