@@ -283,7 +283,8 @@ def fetch_files(
     """Download the files `select` picks from the repo listing; returns {path in repo: local file}.
 
     Online: list the revision (one request that also checks reachability), then hf_hub_download each chosen file
-    into huggingface_hub's cache (complete files are never fetched twice; a dropped transfer resumes by Range).
+    into huggingface_hub's cache by revision name, which records refs/<revision> there for later offline use
+    (complete files are never fetched twice; a dropped transfer resumes by Range).
     Offline or unreachable: the same selection over what huggingface_hub's cache already holds for that
     revision (e.g. after `hf download REPO --repo-type dataset`); if that is not enough, a HubNetworkError.
     `select` raises ValueError when the files it needs are not all there.
@@ -301,7 +302,7 @@ def fetch_files(
                                                       files_metadata=True, timeout=READ_TIMEOUT_S),
                                 what=what, repo_id=repo_id, endpoint=endpoint, token=token)
             listing = [RemoteFile(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
-            return _download(repo_id, repo_type, info.sha, select(listing), what=what, endpoint=endpoint,
+            return _download(repo_id, repo_type, revision, select(listing), what=what, endpoint=endpoint,
                              token=token, cache_dir=cache_dir, progress=progress)
         except HubNetworkError as err:
             failure = err
@@ -319,7 +320,7 @@ def fetch_files(
     return {f.path: root / f.path for f in chosen}
 
 
-def _download(repo_id: str, repo_type: str, commit: str, chosen: Iterable[RemoteFile], *, what: str,
+def _download(repo_id: str, repo_type: str, revision: str, chosen: Iterable[RemoteFile], *, what: str,
               endpoint: str, token: str | None, cache_dir: Path, progress: Progress | None) -> dict[str, Path]:
     chosen = list(chosen)
     total = sum(f.size for f in chosen)
@@ -333,9 +334,9 @@ def _download(repo_id: str, repo_type: str, commit: str, chosen: Iterable[Remote
         file_bar = _forwarding_bar(bar, report)
         for f in chosen:
             local = with_retries(
-                lambda f=f: hf_hub_download(repo_id, f.path, repo_type=repo_type, revision=commit, endpoint=endpoint,
-                                            token=token, cache_dir=cache_dir, tqdm_class=file_bar,
-                                            etag_timeout=READ_TIMEOUT_S),
+                lambda f=f: hf_hub_download(repo_id, f.path, repo_type=repo_type, revision=revision,
+                                            endpoint=endpoint, token=token, cache_dir=cache_dir,
+                                            tqdm_class=file_bar, etag_timeout=READ_TIMEOUT_S),
                 what=what, repo_id=repo_id, endpoint=endpoint, token=token)
             out[f.path] = Path(local)
             if f.size == 0 or not bar.total:
@@ -345,7 +346,8 @@ def _download(repo_id: str, repo_type: str, commit: str, chosen: Iterable[Remote
     return out
 
 
-def _cached_revision(cache_dir: Path, repo_id: str, repo_type: str, revision: str) -> tuple[Path, dict[str, int]] | None:
+def _cached_revision(cache_dir: Path, repo_id: str, repo_type: str,
+                     revision: str) -> tuple[Path, dict[str, int]] | None:
     """(snapshot folder, {path: size}) of `revision` (a branch, tag or commit) in huggingface_hub's cache."""
     if not cache_dir.is_dir():
         return None

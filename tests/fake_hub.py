@@ -65,6 +65,13 @@ class Repo:
         return next((c for c in self.commits if c.sha == revision), None)
 
 
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    range: str | None
+
+
 class HubError(Exception):
     """An HTTP error answer, in the Hub's shape."""
 
@@ -80,7 +87,7 @@ class FakeHub:
                  orgs: tuple[str, ...] = (), read_token: str = "hf_fakeReadToken0123456789abcdef"):
         self.token, self.user, self.orgs, self.read_token = token, user, tuple(orgs), read_token
         self.delay = 0.0
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[Request] = []
         self._repos: dict[tuple[str, str], Repo] = {}
         self._lock = threading.RLock()
         self._limited = 0
@@ -151,7 +158,8 @@ class FakeHub:
     def _create(self, repo_type: str, repo_id: str, private: bool) -> Repo:
         repo = Repo(repo_type, repo_id, private)
         self._repos[(repo_type, repo_id)] = repo
-        self._commit(repo, "initial commit", "", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, ())
+        attributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        self._commit(repo, "initial commit", "", {".gitattributes": attributes}, ())
         return repo
 
     def _commit(self, repo: Repo, message: str, description: str, added: dict[str, bytes],
@@ -280,7 +288,8 @@ class FakeHub:
             if key == "file" and value.get("encoding") == "base64":
                 added[value["path"]] = base64.b64decode(value["content"])
             elif key in ("deletedFile", "deletedFolder"):
-                if not any(p == value["path"] or p.startswith(value["path"].rstrip("/") + "/") for p in repo.head.files):
+                folder = value["path"].rstrip("/") + "/"
+                if not any(p == value["path"] or p.startswith(folder) for p in repo.head.files):
                     raise HubError(404, "A file with this name doesn't exist", "EntryNotFound")
                 deleted.append(value["path"])
             else:
@@ -372,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         hub = self.hub
-        hub.requests.append((method, self.path))
+        hub.requests.append(Request(method, self.path, self.headers.get("range")))
         if hub.delay:
             time.sleep(hub.delay)
         retry_after = hub.next_limited()

@@ -23,7 +23,7 @@ import torch
 from studio.cache import cached_tensors, digest, is_cached
 from studio.data.dataset import Dataset
 from studio.data.imageopts import apply_image_options, image_params
-from studio.data.registry import Built, DatasetEntry, dataset_names, get_entry, load_dataset, register
+from studio.data.registry import Built, DatasetEntry, dataset_names, get_entry, load_dataset, register, resolve_options
 from studio.hub_client import HubError, Progress, RemoteFile, fetch_files, hf_cache_dir
 from studio.params import Param
 
@@ -172,7 +172,7 @@ def _decode(paths: list[Path], resolution: int, channels: int, limit: int | None
             x, _, _ = apply_image_options(pictures, None, None, {"resolution": resolution, "channels": channels})
             chunks.append(((x + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8))
             if label_col:
-                labels.append(torch.as_tensor(batch.column(label_col).to_numpy()[:rows], dtype=torch.int64))
+                labels.append(torch.tensor(batch.column(label_col).to_pylist()[:rows], dtype=torch.int64))
             done += rows
     if not chunks:
         raise ValueError("the parquet files hold no images")
@@ -246,7 +246,7 @@ def _entry(src: HubSource) -> DatasetEntry:
     return DatasetEntry(
         name=src.name, kind="image", summary=src.summary, source=src.source, license=src.license, params=params,
         build=lambda **opts: _build(src, **opts), bundled=False,
-        cached=lambda opts: is_cached(CACHE_NAMESPACE, _cache_key(opts)),
+        cached=lambda opts: is_cached(CACHE_NAMESPACE, _cache_key(resolve_options(src.name, opts))),
     )
 
 
