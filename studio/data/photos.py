@@ -1,4 +1,4 @@
-"""The photographs scikit-image and scikit-learn ship, read from their installed files with provenance.
+"""Files scikit-image and scikit-learn ship: the photographs with their provenance, and `package_file`.
 
 Credits and licenses are quoted from the `skimage.data` docstrings and from
 `sklearn/datasets/images/README.txt` of the installed packages; nothing is downloaded.
