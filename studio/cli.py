@@ -12,7 +12,6 @@ from typing import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "studio.commands",
     "studio.data.cli",
-    "studio.hub",
 )
 
 
