@@ -79,7 +79,7 @@ def posterior_mean(
         sq = sq * scale**2 + (p * p).sum(1)
         m = m_new
         idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
-        top_v, pos = torch.cat([top_v, logits], 1).topk(k, dim=1)
+        top_v, pos = torch.cat([top_v, logits], 1).topk(min(k, top_v.shape[1] + hi - lo), dim=1)
         top_i = torch.cat([top_i, idx], 1).gather(1, pos)
     lse = m + torch.log(den)
     return Posterior(num / den[:, None], torch.exp(top_v - lse[:, None]), top_i, den**2 / sq)
@@ -97,7 +97,7 @@ def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None =
         hi = min(lo + step, bank.n)
         scores = scaled_scores(x, bank, lo, hi, s, ab)
         idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
-        top_v, pos = torch.cat([top_v, scores], 1).topk(k, dim=1)
+        top_v, pos = torch.cat([top_v, scores], 1).topk(min(k, top_v.shape[1] + hi - lo), dim=1)
         top_i = torch.cat([top_i, idx], 1).gather(1, pos)
     dist = ((x.unsqueeze(1) - s * bank.x[top_i]) ** 2).sum(-1)
     return top_i, dist

@@ -134,7 +134,8 @@ class DiffusersAdapter(Sampler):
         extra = {k: v for k, v in self.preset.items() if k != "scheduler"}
         config = dict(
             num_train_timesteps=schedule.T, trained_betas=schedule.betas.float().numpy(),
-            timestep_spacing=spacing, steps_offset=0, prediction_type="epsilon", **extra,
+            timestep_spacing=spacing, steps_offset=0, prediction_type="epsilon", clip_sample=False,
+            thresholding=False, **extra,
         )
         accepted = inspect.signature(cls.__init__).parameters
         self.sched = cls(**{k: v for k, v in config.items() if k in accepted})
@@ -164,7 +165,8 @@ class DiffusersAdapter(Sampler):
     def advance(self, k, x0, noise):
         t, ab, x_in = self.point(k)
         eps = eps_from_x0(x_in, x0, ab)
-        kwargs = {"generator": self.generators} if self.generators else {}
+        takes_generator = "generator" in inspect.signature(self.sched.step).parameters
+        kwargs = {"generator": self.generators} if self.generators and takes_generator else {}
         self.x = self.sched.step(eps, self.sched.timesteps[k], self.x, **kwargs).prev_sample
 
 

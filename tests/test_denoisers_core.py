@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from studio.cache import digest
+from studio.data import load_dataset
+from studio.data.dataset import Dataset
+from studio.denoisers import make_denoiser
+from studio.denoisers.reference import nearest_ref, optimal_ref, wiener_ref
+
+LEVELS = [1e-4, 1e-2, 0.5, 0.9999]
+
+
+def noisy(data: torch.Tensor, ab: float, b: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randint(0, len(data), (b,), generator=g)
+    return ab**0.5 * data[pick] + (1 - ab) ** 0.5 * torch.randn(data[pick].shape, generator=g)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    return float(((a - b).norm(dim=1) / b.norm(dim=1)).max())
+
+
+def as_dataset(x: torch.Tensor, name: str = "t") -> Dataset:
+    kind = "image" if x.dim() == 4 else "points"
+    return Dataset(x=x.float(), name=name, kind=kind, fingerprint=digest(name, x))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("ab", LEVELS)
+def test_optimal_matches_float64_brute_force(digits, ab):
+    x = noisy(digits.x, ab)
+    out = make_denoiser("optimal").fit(digits).denoise(x, 0, ab)
+    assert rel(out.x0, optimal_ref(x, digits.x, ab)) < 1e-5
+    w = out.extras["weights"]
+    assert w.shape == (6, 8) and (w[:, :-1] >= w[:, 1:]).all() and (w.sum(1) <= 1 + 1e-5).all()
+    assert (out.extras["ess"] >= 1 - 1e-4).all() and (out.extras["ess"] <= digits.n + 1e-3).all()
+
+
+@pytest.mark.parametrize("ab", [1e-2, 0.5])
+def test_optimal_temperature(digits, ab):
+    x = noisy(digits.x, ab)
+    out = make_denoiser("optimal", temperature=0.3).fit(digits).denoise(x, 0, ab).x0
+    assert rel(out, optimal_ref(x, digits.x, ab, temperature=0.3)) < 1e-5
+
+
+@pytest.mark.parametrize("ab", [0.02, 0.7])
+def test_optimal_invariances(digits, ab):
+    x = noisy(digits.x, ab, b=16)
+    outs = [make_denoiser("optimal", chunk_size=c).fit(digits).denoise(x, 0, ab).x0 for c in (7, 64, digits.n)]
+    # Chunks change only the float32 rounding of the GEMMs, never the math: agreement to 1e-5 relative.
+    for o in outs[1:]:
+        assert rel(o, outs[0]) < 1e-5
+    den = make_denoiser("optimal").fit(digits)
+    one_by_one = torch.cat([den.denoise(x[i:i + 1], 0, ab).x0 for i in range(16)])
+    assert rel(one_by_one, den.denoise(x, 0, ab).x0) < 1e-5
+    perm = torch.randperm(digits.n, generator=torch.Generator().manual_seed(5))
+    shuffled = make_denoiser("optimal").fit(as_dataset(digits.x[perm], "perm")).denoise(x, 0, ab)
+    assert rel(shuffled.x0, outs[0]) < 1e-5
+    plain = den.denoise(x, 0, ab)
+    assert torch.equal(perm[shuffled.extras["neighbours"][:, 0]], plain.extras["neighbours"][:, 0])
+
+
+def test_optimal_tends_to_nearest(digits):
+    x = noisy(digits.x, 0.9) + 0.05 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    near = make_denoiser("nearest").fit(digits).denoise(x, 0, 0.9).x0
+    gaps = [rel(make_denoiser("optimal", temperature=tau).fit(digits).denoise(x, 0, 0.9).x0, near)
+            for tau in (1.0, 0.1, 0.01, 1e-4)]
+    assert gaps[-1] < 1e-6
+    ab_gaps = []
+    for ab in (0.9, 0.99, 0.9999):
+        xa = noisy(digits.x, ab, seed=2)
+        ab_gaps.append(rel(make_denoiser("optimal").fit(digits).denoise(xa, 0, ab).x0,
+                           make_denoiser("nearest").fit(digits).denoise(xa, 0, ab).x0))
+    assert ab_gaps[-1] < 1e-6 and ab_gaps[0] >= ab_gaps[-1]
+
+
+def test_optimal_approaches_wiener_on_gaussian_data():
+    """With many Gaussian samples, the empirical posterior mean tends to the Wiener filter."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.tensor([[0.5, 0.0], [0.3, 0.2]])
+    errs = []
+    for n in (50, 50_000):
+        ds = as_dataset(torch.randn(n, 2, generator=g) @ A.T, f"gauss{n}")
+        x = noisy(ds.x, 0.5, b=32, seed=3)
+        opt = make_denoiser("optimal").fit(ds).denoise(x, 0, 0.5).x0
+        wie = make_denoiser("wiener").fit(ds).denoise(x, 0, 0.5).x0
+        errs.append(float((opt - wie).norm() / wie.norm()))
+    assert errs[1] < 0.02 and errs[1] < errs[0]
+
+
+@pytest.mark.parametrize("ab", LEVELS)
+def test_wiener_matches_closed_form(digits, ab):
+    x = noisy(digits.x, ab)
+    out = make_denoiser("wiener").fit(digits).denoise(x, 0, ab).x0
+    assert rel(out, wiener_ref(x, digits.x, ab)) < 1e-4
+
+
+@pytest.mark.parametrize("ab", LEVELS)
+def test_nearest_matches_brute_force(digits, ab):
+    x = noisy(digits.x, ab)
+    out = make_denoiser("nearest", chunk_size=100).fit(digits).denoise(x, 0, ab)
+    assert torch.equal(out.x0.double(), nearest_ref(x, digits.x, ab))
+    assert (out.extras["weights"][:, 0] == 1).all()
+
+
+def test_wiener_fit_is_cached(digits, tmp_path):
+    from studio.cache import cache_root
+
+    make_denoiser("wiener").fit(digits)
+    files = list((cache_root() / "gaussian-fit").glob("*.safetensors"))
+    assert len(files) == 1 and digits.fingerprint  # keyed by the fingerprint digest
+    before = files[0].stat().st_mtime_ns
+    make_denoiser("wiener").fit(digits)
+    assert files[0].stat().st_mtime_ns == before
+
+
+def test_unknown_denoiser_and_param():
+    with pytest.raises(ValueError, match="denoiser.name.*optimal"):
+        make_denoiser("magic")
+    with pytest.raises(ValueError, match="denoiser.temperature.*out of range"):
+        make_denoiser("optimal", temperature=-1)
+    with pytest.raises(ValueError, match="denoiser.sigma.*allowed: temperature"):
+        make_denoiser("optimal", sigma=1)
+
+
+def test_denoise_before_fit_is_an_error():
+    with pytest.raises(RuntimeError, match="fit"):
+        make_denoiser("optimal").denoise(torch.zeros(1, 2), 0, 0.5)
