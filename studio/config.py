@@ -28,6 +28,8 @@ from studio.params import Param, resolve
 
 MAX_SAMPLES = 100_000
 DEVICES = ("auto", "cpu", "cuda")
+# Top-level keys a preset YAML may carry beside the run (studio.presets reads them); a run ignores them.
+PRESET_KEYS = ("title", "description", "compare")
 
 
 @dataclass
@@ -130,6 +132,8 @@ class RunConfig:
         data = copy.deepcopy(data or {})
         if not isinstance(data, dict):
             raise ValueError("config: expected a mapping at the top level")
+        for key in PRESET_KEYS:
+            data.pop(key, None)
         known = {f.name for f in fields(cls)}
         unknown = [k for k in data if k not in known]
         if unknown:
