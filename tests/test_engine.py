@@ -88,3 +88,12 @@ def test_points_dataset_runs_with_every_core_denoiser():
     for name in ("optimal", "nearest", "wiener"):
         run = execute(cfg(dataset__name="moons", denoiser__name=name, sampler__steps=10, n=8))
         assert run.samples.shape == (8, 2) and torch.isfinite(run.samples).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("denoiser", ["optimal", "wiener", "nearest"])
+def test_cpu_and_cuda_give_the_same_samples(denoiser):
+    cpu = execute(cfg(denoiser__name=denoiser, sampler__name="ddpm", sampler__steps=20, n=8))
+    gpu = execute(cfg(denoiser__name=denoiser, sampler__name="ddpm", sampler__steps=20, n=8, device="cuda"))
+    assert torch.allclose(cpu.trajectory.x_t[0], gpu.trajectory.x_t[0])  # identical x_T
+    assert torch.allclose(cpu.samples, gpu.samples, atol=1e-4)

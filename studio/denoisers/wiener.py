@@ -10,11 +10,11 @@ from studio.denoisers.base import Denoised, Denoiser
 from studio.denoisers.registry import register
 
 
-def gaussian_fit(dataset: Dataset) -> dict[str, torch.Tensor]:
-    """μ, and Σ = U diag(λ) Uᵀ (population covariance, float64 eigh), cached by fingerprint."""
+def gaussian_fit(dataset: Dataset, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """μ, and Σ = U diag(λ) Uᵀ (population covariance, float64 eigh on `device`), cached by fingerprint."""
 
     def build() -> dict[str, torch.Tensor]:
-        x = dataset.flat().double()
+        x = dataset.flat().to(device).double()
         mu = x.mean(0)
         xc = x - mu
         lam, u = torch.linalg.eigh(xc.T @ xc / x.shape[0])
@@ -34,7 +34,7 @@ class Wiener(Denoiser):
     summary = "linear Gaussian posterior mean (blurs: keeps only the data's principal directions)"
 
     def _fit(self, dataset: Dataset) -> None:
-        fit = gaussian_fit(dataset)
+        fit = gaussian_fit(dataset, self.device)
         self.mu = fit["mu"].to(self.device, torch.float32)
         self.u = fit["u"].to(self.device, torch.float32).contiguous()
         self.lam = fit["lam"].to(self.device)
