@@ -1,0 +1,103 @@
+"""Presets: RunConfig YAML files in presets/ with an optional title, description and a `compare` pair.
+
+A preset file is a plain RunConfig (so `python -m studio sample --config presets/X.yaml` runs it) plus:
+    title: "DDPM vs DDIM on digits"            shown in the dropdown
+    description: "..."                          shown under it
+    compare: {a: {...}, b: {...}}               overrides of the run for the two sides of the Compare tab
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studio.config import RunConfig
+
+SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
+DEFAULT_PAIR = {"a": {"sampler": {"name": "ddpm"}}, "b": {"sampler": {"name": "ddim", "eta": 0.0}}}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    description: str
+    config: RunConfig
+    compare: dict[str, dict[str, Any]]
+
+
+def presets_dir() -> Path:
+    """$STUDIO_PRESETS, or the repository's presets/ folder."""
+    return Path(os.environ.get("STUDIO_PRESETS", Path(__file__).resolve().parents[1] / "presets"))
+
+
+def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """A copy of `cfg` with `changes` (RunConfig YAML shape) applied; a new dataset, denoiser or sampler
+    name drops the old one's own parameters, since they belong to it."""
+    base = cfg.to_dict()
+    for key, value in (changes or {}).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            section = base[key]
+            if "name" in value and value["name"] != section.get("name"):
+                keep = SAMPLER_FIELDS if key == "sampler" else ()
+                section = {k: v for k, v in section.items() if k in keep}
+            base[key] = {**section, **value}
+        else:
+            base[key] = value
+    return RunConfig.from_dict(base)
+
+
+def compare_pair(cfg: RunConfig, compare: dict[str, dict[str, Any]] | None = None) -> tuple[RunConfig, RunConfig]:
+    """The two configs of a comparison: `cfg` with side a's and side b's overrides (DDPM vs DDIM by default)."""
+    pair = compare or DEFAULT_PAIR
+    return override(cfg, pair.get("a", {})), override(cfg, pair.get("b", {}))
+
+
+def parse_preset(text: str, name: str) -> Preset:
+    """A Preset from YAML text; ValueError naming the preset and the field when anything is wrong."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"preset {name}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {name}: expected a mapping at the top level")
+    meta = {k: data.get(k) for k in ("title", "description", "compare")}
+    compare = meta["compare"] or {}
+    if not isinstance(compare, dict) or set(compare) - {"a", "b"} or not all(
+            isinstance(v, dict) for v in compare.values()):
+        raise ValueError(f"preset {name}: compare: expected a mapping with sides a and b of config overrides")
+    try:
+        cfg = RunConfig.from_dict(data)
+        compare_pair(cfg, compare or None)
+    except ValueError as err:
+        raise ValueError(f"preset {name}: {err}") from None
+    title = str(meta["title"] or name.replace("_", " "))
+    return Preset(name, title, str(meta["description"] or "").strip(), cfg, copy.deepcopy(compare))
+
+
+def load_preset(path: str | Path) -> Preset:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"preset: no such file {path}")
+    return parse_preset(path.read_text(), path.stem)
+
+
+def preset_files(folder: str | Path | None = None) -> list[Path]:
+    folder = Path(folder) if folder else presets_dir()
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+
+
+def list_presets(folder: str | Path | None = None) -> tuple[list[Preset], list[str]]:
+    """Every preset that validates, and one message per file that does not (the app shows them)."""
+    good, bad = [], []
+    for path in preset_files(folder):
+        try:
+            good.append(load_preset(path))
+        except ValueError as err:
+            bad.append(str(err))
+    return good, bad
