@@ -1,0 +1,241 @@
+"""Background jobs: one worker thread per device, fed by a queue; every job streams progress events and stops
+within one denoising step when cancelled.
+
+`job_events(job)` is the one function that runs a job and yields its events. The worker thread iterates it and
+forwards the events to the job's own queue (`Job.stream()` reads them); a caller that must run the job inline
+(a ZeroGPU `spaces.GPU` handler, where the GPU exists only inside the call) iterates it directly. Room to grow:
+`Worker(threads=..., max_queue=...)` sets per-device concurrency and the queue limit; a worker whose thread
+died is restarted on the next submit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from studio.config import RunConfig
+
+log = logging.getLogger("studio.worker")
+
+TERMINAL = ("done", "cancelled", "error")
+SaveTo = Callable[[int, Any], Path]
+"""save_to(part, run) -> folder: where a finished run is written (studio.runs.save_run)."""
+
+
+class QueueFull(ValueError):
+    """Too many jobs are waiting for this device."""
+
+
+@dataclass
+class Event:
+    """One progress report. kind: queued | preparing | step | result | done | cancelled | error.
+    `part` tells which config of the job it belongs to (a comparison has two)."""
+
+    kind: str
+    part: int = 0
+    k: int = 0
+    K: int = 0
+    step: Any = None          # studio.diffusion.loop.Step with CPU tensors
+    run: Any = None           # studio.runs.Run
+    dataset: Any = None       # studio.data.Dataset the run was fitted on
+    folder: Path | None = None
+    position: int = 0
+    message: str = ""
+
+
+@dataclass
+class Job:
+    """Configs to run side by side (one per part), the events they produced, and a cancel flag."""
+
+    configs: Sequence[RunConfig]
+    save_to: SaveTo | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    events: "queue.Queue[Event]" = field(default_factory=queue.Queue, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    worker: "Worker | None" = field(default=None, repr=False)
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def stream(self, poll_s: float = 0.2, coalesce: bool = True) -> Iterator[Event]:
+        """Events until a terminal one. While queued, yields `queued` with the position whenever it changes.
+        With `coalesce`, a slow reader gets only the newest `step` of each part among those waiting."""
+        last_position = None
+        while True:
+            position = self.worker.position(self) if self.worker else 0
+            if position and position != last_position:
+                last_position = position
+                yield Event("queued", position=position, message=f"waiting: {position - 1} job(s) ahead")
+            try:
+                batch = [self.events.get(timeout=poll_s)]
+            except queue.Empty:
+                if self.thread is not None and not self.thread.is_alive() and self.events.empty():
+                    yield Event("error", message="the worker running this job stopped; please run it again")
+                    return
+                continue
+            while True:
+                try:
+                    batch.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            for i, event in enumerate(batch):
+                newer = coalesce and event.kind == "step" and any(
+                    e.kind == "step" and e.part == event.part for e in batch[i + 1:])
+                if not newer:
+                    yield event
+                if event.kind in TERMINAL:
+                    return
+
+
+def _to_cpu(step):
+    return replace(step, x_t=step.x_t.detach().float().cpu(), x0=step.x0.detach().float().cpu(),
+                   extras={k: v.detach().cpu() for k, v in step.extras.items()})
+
+
+def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: SaveTo | None) -> Iterator[Event]:
+    from studio import engine
+    from studio.diffusion import loop
+    from studio.runs import save_run
+
+    yield Event("preparing", part=part, message="loading the dataset and fitting the denoiser")
+    prep = engine.prepare(cfg)
+    kept = []
+    for step in prep.steps():
+        kept.append(_to_cpu(step))
+        yield Event("step", part=part, k=step.k + 1, K=step.K, step=kept[-1])
+        if stop():
+            raise loop.Cancelled(len(kept))
+    traj = loop.collect(iter(kept))
+    run = engine.finish(prep, traj, sum(s.seconds for s in kept))
+    folder = None
+    if save_to is not None:
+        background = None if run.is_image else prep.dataset.x
+        folder = save_run(run, save_to(part, run), background)
+    yield Event("result", part=part, k=len(kept), K=len(kept), run=run, dataset=prep.dataset, folder=folder)
+
+
+def job_events(job: Job) -> Iterator[Event]:
+    """Run `job` here and now, yielding its events; the parts advance in lock step, one step each in turn.
+    Always ends with exactly one terminal event: done, cancelled (within one step of the request) or error."""
+    from studio.diffusion.loop import Cancelled
+
+    parts = [_part_events(i, cfg, lambda: job.cancelled, job.save_to) for i, cfg in enumerate(job.configs)]
+    try:
+        if job.cancelled:
+            raise Cancelled(0)
+        for group in itertools.zip_longest(*parts):
+            yield from (event for event in group if event is not None)
+        yield Event("done")
+    except Cancelled as err:
+        yield Event("cancelled", k=err.steps_done, message=f"cancelled after {err.steps_done} step(s)")
+    except ValueError as err:  # bad input: the message names the field
+        yield Event("error", message=str(err))
+    except Exception as err:  # noqa: BLE001 - one clear line for the page, the traceback for the log
+        log.exception("job %s failed", job.id)
+        yield Event("error", message=f"the run failed: {type(err).__name__}: {err}")
+    finally:
+        for gen in parts:
+            gen.close()
+
+
+class Worker:
+    """Runs jobs for one device on `threads` background threads, in the order they were submitted."""
+
+    def __init__(self, device: str, threads: int = 1, max_queue: int = 64) -> None:
+        self.device = device
+        self.max_queue = max_queue
+        self._jobs: "queue.Queue[Job]" = queue.Queue()
+        self._pending: list[Job] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread | None] = [None] * threads
+
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"the {self.device} queue is full ({self.max_queue} jobs waiting); try again shortly")
+            self._pending.append(job)
+        job.worker = self
+        self._jobs.put(job)
+        self._ensure_threads()
+        return job
+
+    def position(self, job: Job) -> int:
+        """1-based place of a job still waiting to start; 0 once it runs."""
+        with self._lock:
+            return self._pending.index(job) + 1 if job in self._pending else 0
+
+    def _ensure_threads(self) -> None:
+        with self._lock:
+            for i, thread in enumerate(self._threads):
+                if thread is None or not thread.is_alive():
+                    if thread is not None:
+                        log.warning("worker thread %s for %s had died; restarting it", i, self.device)
+                    self._threads[i] = threading.Thread(
+                        target=self._serve, name=f"studio-worker-{self.device}-{i}", daemon=True)
+                    self._threads[i].start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            with self._lock:
+                if job in self._pending:
+                    self._pending.remove(job)
+            job.thread = threading.current_thread()
+            for event in job_events(job):
+                job.events.put(event)
+
+
+_WORKERS: dict[str, Worker] = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def worker_for(device: str) -> Worker:
+    """The worker of a device ("auto" resolves to cuda when there is one)."""
+    from studio.engine import resolve_device
+
+    key = str(resolve_device(device))
+    with _WORKERS_LOCK:
+        if key not in _WORKERS:
+            _WORKERS[key] = Worker(key)
+        return _WORKERS[key]
+
+
+def submit(configs: Sequence[RunConfig], save_to: SaveTo | None = None) -> Job:
+    """Queue a job on the worker of its device; ValueError (e.g. an unknown device) before anything runs."""
+    for cfg in configs:
+        cfg.validate()
+    devices = {cfg.device for cfg in configs}
+    if len(devices) != 1:
+        raise ValueError(f"device: the parts of one job must share a device, got {', '.join(sorted(devices))}")
+    return worker_for(devices.pop()).submit(Job(list(configs), save_to))
+
+
+def stream(configs: Sequence[RunConfig], save_to: SaveTo | None = None, inline: bool = False,
+           on_job: Callable[[Job], None] | None = None) -> Iterator[Event]:
+    """Start a job and yield its events: on the device's worker thread, or here when `inline`."""
+    if inline:
+        for cfg in configs:
+            cfg.validate()
+        job = Job(list(configs), save_to)
+        if on_job:
+            on_job(job)
+        yield from job_events(job)
+        return
+    job = submit(configs, save_to)
+    if on_job:
+        on_job(job)
+    try:
+        yield from job.stream()
+    finally:
+        job.cancel()  # the reader went away (page closed, event cancelled): stop the work too
