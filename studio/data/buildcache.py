@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from studio.data.registry import Built
 _SOURCE_PACKAGES = ("scikit-image", "scikit-learn", "numpy", "pillow", "torch")
 
 
+@functools.lru_cache(maxsize=1)
 def source_versions() -> dict[str, str]:
     """Installed versions of the source packages: a new release may ship different files, so it rebuilds."""
     out = {}
