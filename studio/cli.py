@@ -12,6 +12,7 @@ from typing import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "studio.commands",
     "studio.data.cli",
+    "studio.hub",
 )
 
 

@@ -287,7 +287,7 @@ def fetch_files(
     (complete files are never fetched twice; a dropped transfer resumes by Range).
     Offline or unreachable: the same selection over what huggingface_hub's cache already holds for that
     revision (e.g. after `hf download REPO --repo-type dataset`); if that is not enough, a HubNetworkError.
-    `select` raises ValueError when the files it needs are not all there.
+    `select` raises ValueError (or a HubError) when the files it needs are not all there.
     """
     from huggingface_hub import HfApi
 
@@ -313,7 +313,7 @@ def fetch_files(
     root, files = local
     try:
         chosen = select([RemoteFile(p, size) for p, size in files.items()])
-    except ValueError as err:
+    except (ValueError, HubError) as err:  # offline, whatever the selection misses is simply not here
         raise HubNetworkError(f"{reason}; and the local copy of {repo_id}@{revision} is incomplete: {err}") from None
     log.info("%s: using the local copy of %s@%s (%s)", what, repo_id, revision,
              "Hub unreachable" if failure else "offline mode")

@@ -399,16 +399,19 @@ class _Handler(BaseHTTPRequestHandler):
                 if err.code:
                     extra["X-Error-Code"] = err.code
                 status, headers, data, cut = _json(err.status, {"error": err.message}, extra)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(data if cut is None else data[:cut])
-            self.wfile.flush()
         self.close_connection = True
+        try:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(data if cut is None else data[:cut])
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests): nothing to answer
+            pass
 
     def do_GET(self):
         self._serve("GET")
