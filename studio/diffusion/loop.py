@@ -13,6 +13,18 @@ from studio.diffusion.noise import NoiseSource
 from studio.diffusion.samplers import DiffusersAdapter, Sampler
 
 
+class RunError(ValueError):
+    """A run that cannot go on, with a message fit for the page (no traceback needed)."""
+
+
+class NonFiniteError(RunError):
+    pass
+
+
+class OutOfMemory(RunError):
+    pass
+
+
 class Cancelled(Exception):
     """Raised when a progress callback asks to stop; the partial trajectory is attached."""
 
@@ -61,6 +73,10 @@ def denoise_batched(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float, batc
     return Denoised(torch.cat([p.x0 for p in parts]), extras, parts[0].shared)
 
 
+def _oom_types() -> tuple[type[BaseException], ...]:
+    return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else (torch.cuda.OutOfMemoryError,)
+
+
 def steps(
     denoiser: Denoiser,
     sampler: Sampler,
@@ -69,7 +85,9 @@ def steps(
     batch_size: int | None = None,
     x_T: torch.Tensor | None = None,
 ) -> Iterator[Step]:
-    """Yield one Step per denoiser call. x_T defaults to the first draw of each sample's noise stream."""
+    """Yield one Step per denoiser call. x_T defaults to the first draw of each sample's noise stream.
+    Out of memory: retried once with quarter-size batches (kept for the rest of the run), then RunError.
+    NaN/inf in x̂0 stops the run with a RunError naming the step and the denoiser."""
     if isinstance(sampler, DiffusersAdapter):
         sampler.generators = noise.generators
     sampler.start(noise.draw() if x_T is None else x_T.to(noise.device))
@@ -77,7 +95,22 @@ def steps(
     for k in range(K):
         t0 = time.perf_counter()
         t, ab, x = sampler.point(k)
-        out = denoise_batched(denoiser, x, t, ab, batch_size)
+        try:
+            out = denoise_batched(denoiser, x, t, ab, batch_size)
+        except _oom_types():
+            if x.is_cuda:
+                torch.cuda.empty_cache()
+            batch_size = max(1, (batch_size or x.shape[0]) // 4)
+            try:
+                out = denoise_batched(denoiser, x, t, ab, batch_size)
+            except _oom_types():
+                raise OutOfMemory(
+                    f"step {k + 1}/{K}: {denoiser.name} ran out of GPU memory even with batches of {batch_size}"
+                    " samples; use fewer samples, a smaller dataset or the CPU"
+                ) from None
+        if not torch.isfinite(out.x0).all():
+            raise NonFiniteError(f"step {k + 1}/{K} (t={t}): denoiser {denoiser.name} produced NaN or inf in x̂0; "
+                                 "the run was stopped (try another temperature, schedule or denoiser)")
         x0 = out.x0.clamp(-1, 1) if clip_x0 else out.x0
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
