@@ -122,6 +122,15 @@ def test_zip_entries_escaping_the_folder_are_rejected(tmp_path, entry):
     assert not (tmp_path / "evil.png").exists() and not Path("/tmp/abs-evil.png").exists()
 
 
+def test_zip_entries_that_clash_are_a_clear_error(tmp_path):
+    archive = tmp_path / "clash.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a", b"file")
+        z.writestr("a/b.png", b"x")
+    with pytest.raises(ValueError, match="'a/b.png' of clash.zip cannot be written"):
+        load_dataset("folder", path=str(archive))
+
+
 def test_zip_over_the_file_count_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_UPLOAD_FILES", "3")
     archive = tmp_path / "many.zip"

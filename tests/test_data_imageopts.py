@@ -84,6 +84,10 @@ def test_rgba_drops_alpha_and_value_ranges():
     assert torch.allclose(apply_image_options(floats, None, None, _opts())[0], torch.full((1, 1, 4, 4), -0.5))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         apply_image_options(floats * 8, None, None, _opts())
+    mask = np.eye(4, dtype=bool)[None]
+    assert torch.equal(apply_image_options(mask, None, None, _opts())[0][0, 0], torch.eye(4) * 2 - 1)
+    with pytest.raises(ValueError, match="unsupported image dtype int32"):
+        apply_image_options(np.full((1, 4, 4), 300, dtype=np.int32), None, None, _opts())
 
 
 def test_mixed_size_list_and_pil_images():

@@ -61,7 +61,7 @@ def _safe_member(name: str) -> PurePosixPath:
     """The entry's path inside the target folder, or ValueError if it would land outside it."""
     text = name.replace("\\", "/")
     path = PurePosixPath(text)
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or ".." in path.parts:
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or ".." in path.parts or not path.parts:
         raise ValueError(
             f"dataset.path: zip entry {name!r} escapes the target folder (absolute path or '..'); archive rejected")
     return path
@@ -108,8 +108,8 @@ def _extract(archive: zipfile.ZipFile, members: list, folder: Path, max_bytes: i
         dest = folder.joinpath(*inner.parts)
         if not dest.resolve().is_relative_to(folder.resolve()):
             raise ValueError(f"dataset.path: zip entry {info.filename!r} escapes the target folder; archive rejected")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as src, open(dest, "wb") as out:
                 for block in iter(lambda: src.read(1 << 20), b""):
                     written += len(block)
@@ -120,6 +120,9 @@ def _extract(archive: zipfile.ZipFile, members: list, folder: Path, max_bytes: i
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
             raise ValueError(f"dataset.path: zip entry {info.filename!r} of {label} cannot be read "
                              f"(damaged, encrypted or an unsupported compression: {err})") from None
+        except OSError as err:
+            raise ValueError(f"dataset.path: zip entry {info.filename!r} of {label} cannot be written "
+                             f"(it clashes with another entry: {err.strerror})") from None
 
 
 def scan_folder(root: Path) -> tuple[Path, list[tuple[str, int, int]]]:

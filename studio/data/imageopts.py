@@ -148,7 +148,9 @@ def _to_unit(array: Any, batched: bool) -> torch.Tensor:
         scale = 255.0
     elif a.dtype == np.uint16:
         scale = 65535.0
-    elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.floating):
+    elif a.dtype == np.bool_:
+        scale = 1.0
+    elif np.issubdtype(a.dtype, np.floating):
         scale = 1.0
         if a.size and (np.nanmin(a) < -1e-3 or np.nanmax(a) > 1 + 1e-3 or np.isnan(a).any()):
             raise ValueError(f"dataset: float images must lie in [0, 1], got [{np.nanmin(a):g}, {np.nanmax(a):g}]")

@@ -7,6 +7,7 @@ patch is labelled by its photo. `cut_patches` is shared with `textures`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ def patch_params(resolution: int, channels: int, size: int, max_size: int) -> tu
     """Shared image options (side, channels, class = source photo) plus the patch count and seed."""
     shared = {p.name: p for p in image_params(resolution, channels, max_resolution=MAX_SIDE)}
     return (
-        shared["resolution"],
+        replace(shared["resolution"], help="patch side in pixels (16; 32 for CIFAR-like work)"),
         shared["channels"],
         Param("size", int, size, "number of patches", low=1, high=max_size),
         Param("seed", int, 0, "seed of the patch positions, flips and order", low=0),
@@ -62,6 +63,8 @@ def cut_patches(
         full = torch.from_numpy(np.array(image, dtype=np.float32)).div_(255)
         full = convert_channels((full[None] if full.dim() == 2 else full.permute(2, 0, 1))[None], channels)[0]
         for scale, m in zip(scales, split_evenly(count, len(scales))):
+            if m == 0:
+                continue
             h, w = round(full.shape[1] * scale), round(full.shape[2] * scale)
             if min(h, w) < side:
                 raise ValueError(f"dataset.resolution: {side} px patches do not fit image {k} at scale {scale}")
