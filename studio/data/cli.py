@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from studio.data.registry import get_entry, dataset_names, load_dataset, resolve_options
+from studio.data.registry import dataset_names, get_entry, load_dataset, resolve_options
 
 COLUMNS = ("name", "N", "shape", "classes", "source", "license", "cached")
 _CELL = 44  # widest source/license cell; `datasets NAME` prints them in full
