@@ -13,7 +13,7 @@ _ENV = {
     "max_samples": ("STUDIO_MAX_SAMPLES", 64),
     "max_steps": ("STUDIO_MAX_STEPS", 1000),
     "max_dataset": ("STUDIO_MAX_DATASET", 60_000),
-    "max_upload_bytes": ("STUDIO_MAX_UPLOAD_BYTES", 200 * 2**20),
+    "max_upload_bytes": ("STUDIO_MAX_UPLOAD_BYTES", 500_000_000),
     "max_upload_files": ("STUDIO_MAX_UPLOAD_FILES", 20_000),
     "queue_length": ("STUDIO_QUEUE_LENGTH", 32),
     "concurrency_per_device": ("STUDIO_CONCURRENCY_PER_DEVICE", 1),
@@ -40,12 +40,9 @@ class Limits:
         for f in fields(cls):
             var, default = _ENV[f.name]
             raw = os.environ.get(var, "").strip()
-            try:
-                values[f.name] = int(float(raw)) if raw else default
-            except ValueError:
-                raise LimitError(f"{var}: expected a whole number, got {raw!r}") from None
-            if values[f.name] < 1:
-                raise LimitError(f"{var}: must be at least 1, got {values[f.name]}")
+            if raw and (not raw.isdigit() or int(raw) < 1):
+                raise LimitError(f"{var}: expected a positive whole number, got {raw!r}")
+            values[f.name] = int(raw) if raw else default
         return cls(**values)
 
     def check(self, field: str, value: int, what: str) -> None:

@@ -37,5 +37,5 @@ def test_upload_and_queue_limits_have_messages(monkeypatch):
 
 def test_bad_environment_value(monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_STEPS", "lots")
-    with pytest.raises(LimitError, match="STUDIO_MAX_STEPS: expected a whole number"):
+    with pytest.raises(LimitError, match="STUDIO_MAX_STEPS: expected a positive whole number"):
         Limits.from_env()

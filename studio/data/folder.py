@@ -25,6 +25,7 @@ from studio.cache import atomic_dir, cache_root, digest
 from studio.data.buildcache import cached_built
 from studio.data.imageopts import apply_image_options, image_params, select_indices
 from studio.data.registry import Built, DatasetEntry, register
+from studio.limits import Limits
 from studio.params import Param
 
 log = logging.getLogger(__name__)
@@ -32,24 +33,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _DECODERS = ("PNG", "JPEG", "WEBP")
 FILES_ENV, BYTES_ENV = "STUDIO_MAX_UPLOAD_FILES", "STUDIO_MAX_UPLOAD_BYTES"
-DEFAULT_MAX_FILES, DEFAULT_MAX_BYTES = 20_000, 500_000_000
 TOP_LEVEL_CLASS = "(top level)"  # class of images lying beside the class subfolders
 _BUILD_VERSION = "folder-1"
 _UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def upload_limits() -> tuple[int, int]:
-    """(max files, max bytes) of one folder or archive, from STUDIO_MAX_UPLOAD_FILES/_BYTES."""
-    return _env_int(FILES_ENV, DEFAULT_MAX_FILES), _env_int(BYTES_ENV, DEFAULT_MAX_BYTES)
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{name}: expected a positive whole number, got {text!r}")
-    return int(text)
+    """(max files, max bytes) of one folder or archive: the instance limits (studio.limits)."""
+    lim = Limits.from_env()
+    return lim.max_upload_files, lim.max_upload_bytes
 
 
 def _hidden(name: str) -> bool:
