@@ -30,6 +30,8 @@ from studio.hub_client import (
     HubNetworkError,
     HubNotFoundError,
     HubPermissionError,
+    HubRateLimitError,
+    HubRepoIdError,
     Progress,
     RemoteFile,
     check_repo_id,
@@ -40,7 +42,10 @@ from studio.hub_client import (
     with_retries,
 )
 
-__all__ = ["HubError", "PushResult", "export_run", "list_pushed_runs", "pull_run", "push_run"]
+__all__ = [
+    "HubAuthError", "HubError", "HubNetworkError", "HubNotFoundError", "HubPermissionError", "HubRateLimitError",
+    "HubRepoIdError", "PushResult", "export_run", "list_pushed_runs", "pull_run", "push_run",
+]
 
 log = logging.getLogger("studio.hub")
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, TypeVar
 import httpx2
 from huggingface_hub import constants, get_token, hf_hub_download, scan_cache_dir, set_client_factory
 from huggingface_hub.errors import (
+    GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
     LocalEntryNotFoundError,
@@ -189,9 +190,12 @@ def translate(err: BaseException, *, what: str, repo_id: str, endpoint: str, tok
             return HubNotFoundError(f"{what}: revision not found in {repo_id}{detail}.")
         if isinstance(err, RemoteEntryNotFoundError):
             return HubNotFoundError(f"{what}: file not found in {repo_id}{detail}.")
-        if status == 401 and not isinstance(err, RepositoryNotFoundError) or "Invalid user token" in str(err):
-            return HubAuthError(f"{what}: the Hugging Face token was rejected (401: invalid or expired). Create a "
-                                "new token with write access at https://huggingface.co/settings/tokens.")
+        if isinstance(err, GatedRepoError):
+            return HubPermissionError(f"{what}: {repo_id} is gated; accept its conditions on its Hub page, then use "
+                                      "a token of that account.")
+        if (status == 401 and not isinstance(err, RepositoryNotFoundError)) or "Invalid user token" in str(err):
+            return HubAuthError(f"{what}: the Hugging Face token was rejected (401: invalid or expired); use a "
+                                "valid token (https://huggingface.co/settings/tokens).")
         if isinstance(err, RepositoryNotFoundError) or status == 404:
             return HubNotFoundError(f"{what}: repository {repo_id} not found on {endpoint}, or it is private and "
                                     "the token cannot read it.")
