@@ -254,3 +254,21 @@ def test_cli_push_pull_and_bad_input(fake_hub, runs, monkeypatch, capsys, tmp_pa
     assert "UNSET_VAR_X is not set" in capsys.readouterr().err
     assert main(["export", str(runs[0]), "--out", str(tmp_path / "exp")]) == 0
     assert capsys.readouterr().out.strip().endswith(".zip")
+
+
+def test_a_comparison_folder_pushes_and_pulls_like_a_run(fake_hub, tmp_path):
+    comparison = tmp_path / "cmp"
+    make_run(comparison / "ddim-3", seed=3, steps=3)
+    make_run(comparison / "ddim-5", seed=3, steps=5)
+    (comparison / "metrics.json").write_text(json.dumps({"comparison_id": "steps-3-vs-5", "rms_ratio": 0.5}))
+    result = push_run(comparison, REPO, token=fake_hub.token, endpoint=fake_hub.url)
+    assert result.run_id == "steps-3-vs-5"
+    remote = fake_hub.files("dataset", REPO)
+    prefix = "runs/steps-3-vs-5/"
+    assert {k[len(prefix):]: v for k, v in remote.items() if k.startswith(prefix) and not k.endswith(README)} == \
+        tree_bytes(comparison)
+    entry = json.loads(remote[INDEX])[-1]
+    assert entry["kind"] == "comparison" and entry["sampler"] == "ddim (3 steps), ddim (5 steps)"
+    assert f"]({prefix}ddim-3/samples.png)" in remote[README].decode()
+    folder = pull_run(REPO, endpoint=fake_hub.url)
+    assert load_run(folder / "ddim-5").samples.equal(load_run(comparison / "ddim-5").samples)
