@@ -74,7 +74,7 @@ def _repo_url(endpoint: str, repo_id: str) -> str:
     return f"{endpoint}/datasets/{repo_id}"
 
 
-def _read_remote_text(api, repo_id: str, path: str, endpoint: str, token: str, scratch: Path) -> str | None:
+def _read_remote_text(repo_id: str, path: str, endpoint: str, token: str, scratch: Path) -> str | None:
     """A small file of the repo's main branch, or None when it does not exist."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
@@ -182,8 +182,8 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
 
         _report(progress, 0.3, f"opening dataset repository {repo_id}")
         _open_repo(api, repo_id, private, retry)
-        index_text = _read_remote_text(api, repo_id, INDEX, endpoint, token, scratch / "hf")
-        readme = _read_remote_text(api, repo_id, README, endpoint, token, scratch / "hf")
+        index_text = _read_remote_text(repo_id, INDEX, endpoint, token, scratch / "hf")
+        readme = _read_remote_text(repo_id, README, endpoint, token, scratch / "hf")
         index = [e for e in (json.loads(index_text) if index_text else []) if e.get("run_id") != run_id]
         replacing = index_text is not None and len(index) < len(json.loads(index_text))
         index.append(_index_entry(bundle, run_id))
