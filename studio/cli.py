@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "studio.commands",
     "studio.data.cli",
     "studio.hub",
+    "studio.model_cli",
 )
 
 
