@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from studio.config import RunConfig
+from studio.limits import Limits
 
 log = logging.getLogger("studio.worker")
 
@@ -103,12 +104,21 @@ def _to_cpu(step):
                    extras={k: v.detach().cpu() for k, v in step.extras.items()})
 
 
-def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: SaveTo | None) -> Iterator[Event]:
-    from studio import engine
-    from studio.diffusion import loop
+def save_result(run: Any, dataset: Any, folder: Path) -> Path:
+    """Write a finished run (atomically); 2-D runs draw their training points behind the samples."""
     from studio.runs import save_run
 
+    return save_run(run, folder, None if run.is_image else dataset.x)
+
+
+def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: SaveTo | None) -> Iterator[Event]:
+    from studio import engine
+    from studio.data.registry import load_dataset
+    from studio.diffusion import loop
+
     yield Event("preparing", part=part, message="loading the dataset and fitting the denoiser")
+    loaded = load_dataset(cfg.dataset.name, **cfg.dataset.options)  # the size limit, before any fitting
+    Limits.from_env().check("max_dataset", loaded.n, "dataset size")
     prep = engine.prepare(cfg)
     kept = []
     for step in prep.steps():
@@ -118,10 +128,7 @@ def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: S
             raise loop.Cancelled(len(kept))
     traj = loop.collect(iter(kept))
     run = engine.finish(prep, traj, sum(s.seconds for s in kept))
-    folder = None
-    if save_to is not None:
-        background = None if run.is_image else prep.dataset.x
-        folder = save_run(run, save_to(part, run), background)
+    folder = None if save_to is None else save_result(run, prep.dataset, save_to(part, run))
     yield Event("result", part=part, k=len(kept), K=len(kept), run=run, dataset=prep.dataset, folder=folder)
 
 
@@ -163,7 +170,8 @@ class Worker:
     def submit(self, job: Job) -> Job:
         with self._lock:
             if len(self._pending) >= self.max_queue:
-                raise QueueFull(f"the {self.device} queue is full ({self.max_queue} jobs waiting); try again shortly")
+                raise QueueFull(f"the {self.device} queue is full ({self.max_queue} jobs waiting, this instance's "
+                                f"limit; set STUDIO_QUEUE_LENGTH to change it); try again shortly")
             self._pending.append(job)
         job.worker = self
         self._jobs.put(job)
@@ -201,20 +209,28 @@ _WORKERS_LOCK = threading.Lock()
 
 
 def worker_for(device: str) -> Worker:
-    """The worker of a device ("auto" resolves to cuda when there is one)."""
+    """The worker of a device ("auto" resolves to cuda when there is one); threads and queue length are the
+    instance's limits (studio.limits)."""
     from studio.engine import resolve_device
 
     key = str(resolve_device(device))
     with _WORKERS_LOCK:
         if key not in _WORKERS:
-            _WORKERS[key] = Worker(key)
+            lim = Limits.from_env()
+            _WORKERS[key] = Worker(key, threads=lim.concurrency_per_device, max_queue=lim.queue_length)
         return _WORKERS[key]
 
 
-def submit(configs: Sequence[RunConfig], save_to: SaveTo | None = None) -> Job:
-    """Queue a job on the worker of its device; ValueError (e.g. an unknown device) before anything runs."""
+def admit(configs: Sequence[RunConfig]) -> None:
+    """Validate a job's configs and check them against the instance's limits; ValueError names the field."""
+    limits = Limits.from_env()
     for cfg in configs:
-        cfg.validate()
+        limits.check_config(cfg.validate())
+
+
+def submit(configs: Sequence[RunConfig], save_to: SaveTo | None = None) -> Job:
+    """Queue a job on the worker of its device; ValueError (bad input, a limit, a full queue) before anything runs."""
+    admit(configs)
     devices = {cfg.device for cfg in configs}
     if len(devices) != 1:
         raise ValueError(f"device: the parts of one job must share a device, got {', '.join(sorted(devices))}")
@@ -223,18 +239,22 @@ def submit(configs: Sequence[RunConfig], save_to: SaveTo | None = None) -> Job:
 
 def stream(configs: Sequence[RunConfig], save_to: SaveTo | None = None, inline: bool = False,
            on_job: Callable[[Job], None] | None = None) -> Iterator[Event]:
-    """Start a job and yield its events: on the device's worker thread, or here when `inline`."""
-    if inline:
-        for cfg in configs:
-            cfg.validate()
-        job = Job(list(configs), save_to)
-        if on_job:
-            on_job(job)
-        yield from job_events(job)
+    """Start a job and yield its events: on the device's worker thread, or here when `inline`. A refused job
+    (bad input, over a limit, a full queue) yields one `error` event."""
+    try:
+        if inline:
+            admit(configs)
+            job = Job(list(configs), save_to)
+        else:
+            job = submit(configs, save_to)
+    except ValueError as err:
+        yield Event("error", message=str(err))
         return
-    job = submit(configs, save_to)
     if on_job:
         on_job(job)
+    if inline:
+        yield from job_events(job)
+        return
     try:
         yield from job.stream()
     finally:
