@@ -11,6 +11,7 @@ from typing import Sequence
 # where handler(args) -> int. Bad input raises ValueError: it is printed as one line, exit status 2.
 COMMAND_MODULES: tuple[str, ...] = (
     "studio.commands",
+    "studio.calibrate",
     "studio.data.cli",
     "studio.hub",
     "studio.model_cli",

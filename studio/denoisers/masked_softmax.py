@@ -1,0 +1,188 @@
+"""Exact per-coordinate softmax over all N training points under a 0/1 mask (pca_locality, LS).
+
+For output coordinate m: x̂0[m] = Σ_i softmax_i(-Σ_n M[n, m] (x[n] - s x_i[n])² / (2(1-ā)τ)) x_i[m].
+Squared differences are formed directly in fp32 (no expansion, so no cancellation at low noise) and
+summed with the 0/1 mask; chunks of training points merge through an exact online log-sum-exp.
+
+A `ColumnPlan` arranges one mask for speed: all-ones columns share one softmax (the `optimal`
+denoiser's), the other columns are cut into spatially compact tiles of G columns, each carrying only
+the union of its columns' supports (or, when cheaper, of their complements: the distance over the
+complement is subtracted from the full distance). Work per tile is then B·N·|support|·G instead of
+B·N·D·G. The same plan feeds the torch path (CPU, and GPU without Triton) and the Triton kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from studio.denoisers.budget import rows_that_fit
+from studio.denoisers.softmax import DataBank, posterior_mean
+
+TILE = 64
+KERNELS = ("auto", "torch", "triton")
+
+
+@dataclass
+class ColumnPlan:
+    """One mask [D, D] arranged as dense columns plus tiles of sparse columns (padding index = D)."""
+
+    D: int
+    dense: torch.Tensor          # long [Dd]: all-ones columns
+    cols: torch.Tensor           # long [T, G]: the columns of each tile, padded with D
+    supports: list[torch.Tensor]  # long [S_t]: the inputs a tile reads
+    blocks: list[torch.Tensor]    # float32 [S_t, G]: mask (or its complement) on supports x cols
+    complement: torch.Tensor     # bool [T]: tile sums over the complement, subtracted from the full distance
+    packed: dict[str, Any] = field(default_factory=dict)  # per-kernel device layouts, built on first use
+
+    @property
+    def n_tiles(self) -> int:
+        return self.cols.shape[0]
+
+    def work(self) -> float:
+        """Fraction of the dense B·N·D·D multiply-adds this plan performs."""
+        done = sum(s.numel() for s in self.supports) * self.cols.shape[1]
+        return done / max(self.D * self.D, 1)
+
+    def to(self, device: torch.device) -> "ColumnPlan":
+        return ColumnPlan(self.D, self.dense.to(device), self.cols.to(device),
+                          [s.to(device) for s in self.supports], [b.to(device) for b in self.blocks],
+                          self.complement.to(device))
+
+
+def spatial_order(shape: tuple[int, ...], tile: int = TILE) -> torch.Tensor:
+    """Coordinates ordered by square pixel blocks (all channels of a block together), row-major over blocks,
+    so consecutive coordinates are close in the image and their masks overlap."""
+    if len(shape) != 3:
+        return torch.arange(math.prod(shape))
+    C, H, W = shape
+    side = max(1, math.isqrt(max(tile // C, 1)))
+    c, y, x = torch.meshgrid(torch.arange(C), torch.arange(H), torch.arange(W), indexing="ij")
+    flat = (c * H * W + y * W + x).reshape(-1)
+    key = ((y // side) * ((W + side - 1) // side) + x // side) * (C * side * side) + c * side * side \
+        + (y % side) * side + x % side
+    return flat[key.reshape(-1).argsort()]
+
+
+def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> ColumnPlan:
+    """Arrange a bool mask [D, D] into a ColumnPlan (done once per mask; cheap next to the mask itself)."""
+    D = mask.shape[0]
+    full = mask.all(0)
+    order = spatial_order(shape, tile)
+    sparse = order[~full[order]]
+    n_tiles = -(-sparse.numel() // tile)
+    cols = torch.full((n_tiles * tile,), D, dtype=torch.long)
+    cols[:sparse.numel()] = sparse
+    cols = cols.reshape(n_tiles, tile)
+    padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool)], 1)
+    supports, blocks, complement = [], [], []
+    for t in range(n_tiles):
+        real = cols[t] < D
+        sub = padded[:, cols[t]]
+        holes = ~sub & real[None, :]
+        use_complement = bool(holes.any(1).sum() < sub.any(1).sum())
+        chosen = holes if use_complement else sub
+        rows = chosen.any(1).nonzero().squeeze(1)
+        supports.append(rows)
+        blocks.append(chosen[rows].float())
+        complement.append(use_complement)
+    return ColumnPlan(D, full.nonzero().squeeze(1), cols, supports, blocks, torch.tensor(complement, dtype=torch.bool))
+
+
+def shifted_exp(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """exp(logits - top), with the difference floored at -87: below it fp32 exp leaves the normal range
+    (weights < 2e-38, irrelevant next to the 1 of the maximum) and CPUs take a slow path."""
+    return torch.exp((logits - top).clamp_min_(-87.0))
+
+
+class ColumnSoftmax:
+    """Running max, denominator and numerator per (sample, column): an exact online softmax over chunks."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
+        self.m = torch.full(shape, -torch.inf, device=device)
+        self.den = torch.zeros(shape, device=device)
+        self.num = torch.zeros(shape, device=device)
+
+    def add(self, t: int, logits: torch.Tensor, values: torch.Tensor) -> None:
+        """Fold in group t: logits [B, n, G] of n chunk points whose coordinates are values [n, G]."""
+        m_new = torch.maximum(self.m[t], logits.amax(1))
+        scale = torch.exp(self.m[t] - m_new)
+        p = shifted_exp(logits, m_new[:, None, :])
+        self.den[t] = self.den[t] * scale + p.sum(1)
+        self.num[t] = self.num[t] * scale + (p * values).sum(1)
+        self.m[t] = m_new
+
+    def mean(self) -> torch.Tensor:
+        return self.num / self.den
+
+
+def masked_posterior_mean(
+    x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float = 1.0,
+    chunk: int | None = None, kernel: str = "auto",
+) -> torch.Tensor:
+    """x̂0 [B, D] for queries x [B, D] (fp32, on the bank's device) under the plan's mask."""
+    B, D = x.shape
+    out = torch.empty_like(x)
+    if plan.dense.numel():
+        out[:, plan.dense] = posterior_mean(x, bank, ab, temperature, chunk, k=1).mean[:, plan.dense]
+    if not plan.n_tiles:
+        return out
+    if _use_triton(x, kernel):
+        from studio.denoisers.masked_triton import tiles_posterior_mean
+
+        means = tiles_posterior_mean(x, bank, plan, ab, temperature)
+    else:
+        means = _tiles_torch(x, bank, plan, ab, temperature, chunk)
+    real = plan.cols < D
+    out[:, plan.cols[real]] = means[:, real]
+    return out
+
+
+def _use_triton(x: torch.Tensor, kernel: str) -> bool:
+    if kernel not in KERNELS:
+        raise ValueError(f"denoiser.kernel: {kernel!r} is not allowed; choose one of: {', '.join(KERNELS)}")
+    if kernel == "torch" or not x.is_cuda:
+        if kernel == "triton":
+            raise ValueError("denoiser.kernel: triton needs a CUDA device; choose auto or torch")
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        if kernel == "triton":
+            raise ValueError("denoiser.kernel: triton is not installed; choose auto or torch") from None
+        return False
+    return True
+
+
+def _tiles_torch(
+    x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
+) -> torch.Tensor:
+    """Per-tile softmax means [B, T, G] with plain torch ops, chunked over the training points."""
+    B, D = x.shape
+    T, G = plan.cols.shape
+    s = math.sqrt(ab)
+    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
+    widest = max((blk.shape[0] for blk in plan.blocks), default=0)
+    per_row = 4 * B * (D + widest + 4 * G)
+    step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or bank.n)
+    state = ColumnSoftmax((T, B, G), x.device)
+    needs_base = bool(plan.complement.any())
+    shift = None
+    for lo in range(0, bank.n, step):
+        xc = bank.x[lo:lo + step]
+        diff = (x[:, None, :] - s * xc[None]).square_()
+        if needs_base:
+            base = diff.sum(2, dtype=torch.float64)
+            shift = base[:, :1].clone() if shift is None else shift
+            base = base - shift
+        for t in range(T):
+            rows = plan.supports[t]
+            sub = diff if rows.numel() == D else diff.index_select(2, rows)
+            dist = sub @ plan.blocks[t]
+            if plan.complement[t]:
+                dist = (base[:, :, None] - dist.double()).float()
+            state.add(t, dist.mul_(-inv), xc.index_select(1, plan.cols[t].clamp(max=D - 1)))
+    return state.mean().permute(1, 0, 2)

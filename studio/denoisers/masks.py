@@ -1,0 +1,85 @@
+"""Locality masks (Lukoianov et al., arXiv 2509.09672) and the patch masks of the local-score machines.
+
+W_t = U diag(ā λ / (ā λ + 1 - ā)) Uᵀ is the Wiener filter of the data's Gaussian fit at noise level ā.
+Its normalised entries P[n, m] = W[n, m] / W[m, m] ("self") or W[n, m] / W[n, n] ("reference", the
+published code's choice) are thresholded at θ · max|P| into M[n, m]: input coordinate n takes part in
+the softmax of output coordinate m. A mask depends only on (dataset, ā, θ, normalisation), so it is
+computed once in float64 and cached under that key.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from studio.cache import cached_tensors, digest
+from studio.data.dataset import Dataset
+from studio.denoisers.budget import require
+from studio.denoisers.wiener import gaussian_fit, wiener_gains
+
+NORMALIZATIONS = ("self", "reference")
+# A diagonal entry this small relative to the largest one belongs to a (numerically) constant coordinate:
+# it is not divided by (its ratio would be round-off over round-off) and its P entries stay ~0.
+DEGENERATE = 1e-9
+
+
+def default_threshold(shape: tuple[int, ...]) -> float:
+    """θ of the paper's experiments: 0.005 for 28x28 gray, 0.05 for 32x32 RGB, 0.02 otherwise."""
+    if tuple(shape) == (1, 28, 28):
+        return 0.005
+    if tuple(shape) == (3, 32, 32):
+        return 0.05
+    return 0.02
+
+
+def wiener_matrix(fit: dict[str, torch.Tensor], ab: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """W = U diag(gains) Uᵀ in float64 on `device`."""
+    u = fit["u"].to(device, torch.float64)
+    return (u * wiener_gains(fit["lam"].to(device, torch.float64), ab)) @ u.T
+
+
+def projection(w: torch.Tensor, normalization: str) -> torch.Tensor:
+    """P = W / W[m, m] per column ("self") or W / W[n, n] per row ("reference")."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"denoiser.mask_normalization: {normalization!r} is not allowed; "
+                         f"choose one of: {', '.join(NORMALIZATIONS)}")
+    diag = w.diagonal()
+    safe = torch.where(diag > DEGENERATE * diag.max().clamp_min(1e-300), diag, torch.ones_like(diag))
+    return w / safe[None, :] if normalization == "self" else w / safe[:, None]
+
+
+def threshold(p: torch.Tensor, theta: float) -> torch.Tensor:
+    """M = |P| >= θ · max|P| (θ = 0 gives all-ones masks)."""
+    a = p.abs()
+    return a >= theta * a.max()
+
+
+def mask_key(dataset: Dataset, ab: float, theta: float, normalization: str) -> str:
+    return digest("locality-mask-v1", dataset.fingerprint, float(ab), float(theta), normalization)
+
+
+def locality_mask(
+    dataset: Dataset, ab: float, theta: float, normalization: str = "self", device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The bool mask M [D, D] (column m = the inputs of output m), from the cache or computed on `device`."""
+    device = torch.device(device)
+    D = dataset.dim
+    require(4 * 8 * D * D, device, "denoiser.pca_locality: the float64 Wiener filter and its mask")
+
+    def build() -> dict[str, torch.Tensor]:
+        w = wiener_matrix(gaussian_fit(dataset), ab, device)
+        return {"mask": threshold(projection(w, normalization), theta).cpu()}
+
+    return cached_tensors("locality-masks", mask_key(dataset, ab, theta, normalization), build)["mask"]
+
+
+def patch_mask(shape: tuple[int, ...], k: int) -> torch.Tensor:
+    """Bool [D, D]: n feeds m when pixel(n) lies in the k x k window centred at pixel(m), any channels.
+
+    Windows are clipped at the image border (equivalently: both images zero-padded), so a window of
+    side >= 2 max(H, W) - 1 covers the whole image for every pixel.
+    """
+    C, H, W = shape
+    h = k // 2
+    ys = torch.arange(H).repeat_interleave(W).repeat(C)
+    xs = torch.arange(W).repeat(H).repeat(C)
+    return ((ys[:, None] - ys[None, :]).abs() <= h) & ((xs[:, None] - xs[None, :]).abs() <= h)

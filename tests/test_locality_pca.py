@@ -1,0 +1,173 @@
+"""pca_locality against float64 brute force: masks, exactness, invariances, the θ=0 limit, normalisations."""
+
+import pytest
+import torch
+
+from locality_data import as_dataset, noisy, rel, smooth_images
+from studio.cache import is_cached
+from studio.denoisers import make_denoiser
+from studio.denoisers import budget, masks
+from studio.denoisers.masked_softmax import build_plan, masked_posterior_mean
+from studio.denoisers.reference import locality_mask_ref, masked_softmax_ref, optimal_ref, pca_locality_ref
+from studio.denoisers.softmax import DataBank
+from studio.denoisers.wiener import gaussian_fit
+
+LEVELS = [0.003, 0.08, 0.4, 0.9, 0.999]
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return as_dataset(smooth_images(160, (3, 6, 6)), "rgb")
+
+
+@pytest.fixture(scope="module")
+def gray():
+    return as_dataset(smooth_images(200, (1, 8, 8), seed=3), "gray")
+
+
+@pytest.mark.parametrize("ab", LEVELS)
+@pytest.mark.parametrize("norm", ["self", "reference"])
+def test_matches_float64_brute_force(rgb, ab, norm):
+    x = noisy(rgb.x, ab)
+    den = make_denoiser("pca_locality", mask_threshold=0.05, mask_normalization=norm, chunk_size=45).fit(rgb)
+    out = den.denoise(x, 0, ab)
+    assert rel(out.x0, pca_locality_ref(x, rgb.x, ab, 0.05, norm)) < 1e-4
+    assert torch.equal(out.shared["mask"], locality_mask_ref(rgb.x, ab, 0.05, norm))
+
+
+def test_levels_exercise_every_path(rgb):
+    """Across LEVELS the plans hold all-ones columns, complement tiles and plain sparse tiles."""
+    den = make_denoiser("pca_locality", mask_threshold=0.05).fit(rgb)
+    plans = [den.mask(ab).plan for ab in LEVELS]
+    assert any(p.dense.numel() for p in plans)
+    assert any(bool(p.complement.any()) for p in plans)
+    assert any(p.n_tiles and not bool(p.complement.any()) for p in plans)
+
+
+def test_tiles_skip_what_local_masks_leave_out():
+    """A 3 x 3 window mask on a 32 x 32 image: the tiles read a small part of the D x D products."""
+    plan = build_plan(masks.patch_mask((1, 32, 32), 3), (1, 32, 32))
+    assert plan.work() < 0.12 and not bool(plan.complement.any())
+
+
+@pytest.mark.parametrize("ab", [0.05, 0.6])
+def test_gray_default_threshold_and_temperature(gray, ab):
+    x = noisy(gray.x, ab, b=3)
+    out = make_denoiser("pca_locality", temperature=0.5).fit(gray).denoise(x, 0, ab)
+    assert out.shared["mask_threshold"] == 0.02
+    assert rel(out.x0, pca_locality_ref(x, gray.x, ab, 0.02, temperature=0.5)) < 1e-4
+
+
+def test_default_thresholds():
+    assert masks.default_threshold((1, 28, 28)) == 0.005
+    assert masks.default_threshold((3, 32, 32)) == 0.05
+    assert masks.default_threshold((3, 16, 16)) == 0.02
+
+
+@pytest.mark.parametrize("ab", [0.02, 0.5, 0.95])
+def test_invariant_to_chunk_batch_and_order(rgb, ab):
+    x = noisy(rgb.x, ab, b=6)
+    outs = [make_denoiser("pca_locality", chunk_size=c).fit(rgb).denoise(x, 0, ab).x0 for c in (1, 17, 1000)]
+    for o in outs[1:]:
+        assert rel(o, outs[0]) < 1e-5
+    den = make_denoiser("pca_locality").fit(rgb)
+    one_by_one = torch.cat([den.denoise(x[i:i + 1], 0, ab).x0 for i in range(6)])
+    assert rel(one_by_one, outs[0]) < 1e-5
+    perm = torch.randperm(rgb.n, generator=torch.Generator().manual_seed(5))
+    shuffled = make_denoiser("pca_locality").fit(as_dataset(rgb.x[perm], "rgb-shuffled"))
+    assert rel(shuffled.denoise(x, 0, ab).x0, outs[0]) < 1e-5
+
+
+@pytest.mark.parametrize("ab", [0.01, 0.5, 0.97])
+def test_theta_zero_is_optimal(rgb, ab):
+    x = noisy(rgb.x, ab)
+    out = make_denoiser("pca_locality", mask_threshold=0.0).fit(rgb).denoise(x, 0, ab)
+    assert bool(out.shared["mask"].all()) and out.shared["mask_density"] == 1.0
+    assert rel(out.x0, optimal_ref(x, rgb.x, ab)) < 1e-5
+
+
+def test_reference_normalisation_differs_exactly_where_diagonals_differ(rgb):
+    ab = 0.9
+    w = masks.wiener_matrix(gaussian_fit(rgb), ab)
+    p_self, p_ref = masks.projection(w, "self"), masks.projection(w, "reference")
+    diag = w.diagonal()
+    same = torch.isclose(diag[:, None], diag[None, :], rtol=1e-12, atol=0)
+    assert torch.allclose(p_self[same], p_ref[same], rtol=1e-12, atol=1e-15)
+    ratio = p_ref[~same] / p_self[~same]
+    assert torch.allclose(ratio, (diag[None, :] / diag[:, None]).expand_as(w)[~same], rtol=1e-9)
+    assert (ratio - 1).abs().min() > 1e-6  # every pair of unequal diagonals changes P
+    x = noisy(rgb.x, ab)
+    outs = {n: make_denoiser("pca_locality", mask_normalization=n).fit(rgb).denoise(x, 0, ab) for n in ("self", "reference")}
+    assert not torch.equal(outs["self"].shared["mask"], outs["reference"].shared["mask"])
+    assert rel(outs["self"].x0, outs["reference"].x0) > 1e-4
+
+
+def test_equal_diagonals_make_the_normalisations_agree():
+    data = as_dataset(smooth_images(120, (1, 6, 6), seed=7, stationary=True), "stationary")
+    # Translation-invariant statistics: augment with every cyclic shift so all pixel variances are equal.
+    shifted = torch.cat([torch.roll(data.x, (dy, dx), (2, 3)) for dy in range(6) for dx in range(6)])
+    data = as_dataset(shifted, "cyclic")
+    densities = []
+    for ab in (0.9, 0.999, 0.99999):
+        a = masks.locality_mask(data, ab, 0.05, "self")
+        assert torch.equal(a, masks.locality_mask(data, ab, 0.05, "reference"))
+        densities.append(float(a.float().mean()))
+    assert min(densities) < 1
+
+
+def test_masks_are_cached_by_dataset_level_threshold_and_normalisation(rgb, monkeypatch):
+    ab = 0.21
+    first = masks.locality_mask(rgb, ab, 0.05, "self")
+    assert is_cached("locality-masks", masks.mask_key(rgb, ab, 0.05, "self"))
+    assert not is_cached("locality-masks", masks.mask_key(rgb, ab, 0.06, "self"))
+    assert not is_cached("locality-masks", masks.mask_key(rgb, ab, 0.05, "reference"))
+    monkeypatch.setattr(masks, "gaussian_fit", lambda d: pytest.fail("the mask should come from the cache"))
+    assert torch.equal(masks.locality_mask(rgb, ab, 0.05, "self"), first)
+
+
+def test_shared_mask_is_what_the_ui_draws(rgb):
+    ab = 0.2
+    out = make_denoiser("pca_locality").fit(rgb).denoise(noisy(rgb.x, ab), 0, ab)
+    mask = out.shared["mask"]
+    assert mask.dtype == torch.bool and mask.shape == (rgb.dim, rgb.dim) and mask.device.type == "cpu"
+    assert out.shared["mask_density"] == pytest.approx(float(mask.float().mean()))
+    assert out.shared["mask_normalization"] == "self" and out.extras == {}
+
+
+def test_plan_matches_dense_softmax_on_arbitrary_masks():
+    """The tile/complement arrangement is exact for any 0/1 mask, not only Wiener masks."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(90, 50, generator=g) * 2 - 1
+    mask = torch.rand(50, 50, generator=g) < 0.3  # columns 9..22: sparse tile
+    mask[:, :7] = True  # all-ones columns
+    mask[:, 7:9] = False  # empty columns: uniform weights
+    mask[:, 23:] = True
+    mask[:4, 23:39] = False  # columns 23..38: a complement tile
+    plan = build_plan(mask, (50,), tile=16)
+    assert plan.dense.tolist() == [*range(7), *range(39, 50)]
+    assert plan.complement.tolist() == [False, True]
+    bank = DataBank.from_flat(x, "cpu")
+    for ab in (0.1, 0.8):
+        q = noisy(x, ab, b=3)
+        out = masked_posterior_mean(q, bank, plan, ab, chunk=13, kernel="torch")
+        assert rel(out, masked_softmax_ref(q, x, ab, mask)) < 1e-5
+
+
+def test_bad_parameters_and_memory_are_clear_errors(rgb, monkeypatch):
+    with pytest.raises(ValueError, match="mask_normalization"):
+        make_denoiser("pca_locality", mask_normalization="diag")
+    with pytest.raises(ValueError, match="mask_threshold"):
+        make_denoiser("pca_locality", mask_threshold=2)
+    with pytest.raises(ValueError, match="kernel"):
+        make_denoiser("pca_locality", kernel="cuda")
+    monkeypatch.setattr(budget, "CPU_BUDGET_BYTES", 10_000)
+    with pytest.raises(ValueError, match=r"GiB.*budget"):
+        make_denoiser("pca_locality").fit(rgb)
+
+
+@pytest.mark.gpu
+def test_triton_kernel_matches_float64_on_gpu(rgb):
+    for ab in LEVELS:
+        x = noisy(rgb.x, ab, b=5).cuda()
+        out = make_denoiser("pca_locality", device="cuda", kernel="triton").fit(rgb).denoise(x, 0, ab)
+        assert rel(out.x0.cpu(), pca_locality_ref(x.cpu(), rgb.x, ab, 0.02)) < 1e-4
