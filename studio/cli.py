@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "studio.data.cli",
     "studio.hub",
     "studio.model_cli",
+    "studio.loadtest",
 )
 
 
