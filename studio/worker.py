@@ -35,7 +35,7 @@ class QueueFull(ValueError):
 
 @dataclass
 class Event:
-    """One progress report. kind: queued | preparing | step | result | done | cancelled | error.
+    """One progress report. kind: queued | preparing | ready | step | result | done | cancelled | error.
     `part` tells which config of the job it belongs to (a comparison has two)."""
 
     kind: str
@@ -120,6 +120,7 @@ def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: S
     loaded = load_dataset(cfg.dataset.name, **cfg.dataset.options)  # the size limit, before any fitting
     Limits.from_env().check("max_dataset", loaded.n, "dataset size")
     prep = engine.prepare(cfg)
+    yield Event("ready", part=part, dataset=prep.dataset, message=f"fitted in {prep.fit_s:.2f} s")
     kept = []
     for step in prep.steps():
         kept.append(_to_cpu(step))

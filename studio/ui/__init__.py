@@ -1,0 +1,1 @@
+"""The Gradio web app: one module per tab; `studio.ui.app.build_app()` assembles the page."""

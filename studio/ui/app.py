@@ -1,0 +1,141 @@
+"""The studio page: header, presets, and one tab per module (sample, neighbours, locality, compare, forward).
+
+Building the page reads only the registries (names and declared parameters); datasets are loaded when a
+page asks for them, and `warm_up` prepares the default run in the background after the server starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from studio.config import RunConfig
+from studio.data.registry import get_entry, load_dataset
+from studio.presets import Preset, compare_pair, list_presets
+from studio.ui import pictures
+from studio.ui.compare import CompareTab
+from studio.ui.forward import ForwardTab
+from studio.ui.locality import LocalityTab
+from studio.ui.neighbours import NeighboursTab
+from studio.ui.sample import SampleTab
+from studio.ui.session import new_session, outputs_root
+
+log = logging.getLogger("studio.ui")
+
+CSS_FILE = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
+TITLE = "Analytic Diffusion Studio"
+NO_PRESET = "(your own settings)"
+
+
+def dataset_preview(name: str, *option_values: Any, form=None) -> tuple[Any, str]:
+    """The strip of training images and one line of facts (N, shape, source) for the chosen dataset."""
+    try:
+        options = form.dataset.read([name, *option_values])[1] if form is not None else {}
+        ds = load_dataset(name, **options)
+    except (ValueError, OSError) as err:
+        return None, f"⚠️ {err}"
+    shape = "×".join(map(str, ds.shape))
+    classes = f" · {len(ds.class_names)} classes" if ds.class_names else ""
+    entry = get_entry(name)
+    return pictures.strip(ds.x), (f"**N = {ds.n:,}** · shape {shape}{classes} · {entry.summary}  \n"
+                                  f"<span class='studio-source'>source: {ds.source} · license: {ds.license}</span>")
+
+
+def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
+    presets, problems = list_presets(presets_folder)
+    by_title = {p.title: p for p in presets}
+    cfg = RunConfig().validate()
+    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+        session = gr.State(new_session, delete_callback=lambda s: s.cancel())
+        with gr.Row(elem_id="studio-header", equal_height=True):
+            gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
+                        "images it copies and why local denoisers generalise.", elem_id="studio-title")
+            with gr.Column(scale=1, min_width=320):
+                preset = gr.Dropdown([NO_PRESET, *by_title], value=NO_PRESET, label="Preset",
+                                     elem_id="preset", info="fills every control, then press Run")
+        preset_text = gr.Markdown(elem_id="preset-description", elem_classes=["studio-preset"])
+        if problems:
+            gr.Markdown("⚠️ Presets not loaded: " + "; ".join(problems), elem_classes=["studio-small"])
+        with gr.Tabs(elem_id="studio-tabs"):
+            with gr.Tab("Sample", id="sample"):
+                sample = SampleTab(session, cfg)
+            with gr.Tab("Neighbours", id="neighbours"):
+                neighbours = NeighboursTab(session)
+            with gr.Tab("Locality", id="locality"):
+                locality = LocalityTab(session)
+            with gr.Tab("Compare", id="compare"):
+                compare = CompareTab(session, sample.form, cfg)
+            with gr.Tab("Forward process", id="forward") as forward_tab:
+                forward = ForwardTab(sample.form)
+
+        result_events = sample.wire()
+        neighbours.wire(result_events)
+        locality.wire(result_events)
+        compare.wire()
+        forward.wire(forward_tab)
+
+        form = sample.form
+        preview_inputs = [form.dataset.dropdown, *form.dataset.inputs[1:]]
+        preview_outputs = [form.dataset_view, form.dataset_info]
+
+        def preview(*values):
+            return dataset_preview(*values, form=form)
+
+        form.dataset.dropdown.change(preview, preview_inputs, preview_outputs, api_visibility="private",
+                                     show_progress="minimal")
+        demo.load(preview, preview_inputs, preview_outputs, api_visibility="private", show_progress="hidden")
+
+        def apply_preset(title: str) -> list:
+            chosen: Preset | None = by_title.get(title)
+            if chosen is None:
+                return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs)) + [""]
+            a, b = compare_pair(chosen.config, chosen.compare or None)
+            return [*form.fill(chosen.config), *compare.fill(a, b), chosen.description]
+
+        preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, preset_text],
+                      api_name="preset", show_progress="hidden")
+    return demo
+
+
+def launch_options() -> dict[str, Any]:
+    """Theme, CSS and file access for `demo.launch`."""
+    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate")
+    root = outputs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    from studio.serving import launch_limits
+
+    return dict(theme=theme, css_paths=[CSS_FILE] if CSS_FILE.is_file() else None, allowed_paths=[str(root)],
+                footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
+
+
+def start(host: str = "127.0.0.1", port: int | None = None, share: bool = False, quiet: bool = False,
+          presets_folder: str | Path | None = None) -> gr.Blocks:
+    """Build the page and serve it in the background; `demo.local_url` says where, `demo.close()` stops it."""
+    demo = build_app(presets_folder)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
+                **launch_options())
+    return demo
+
+
+def warm_up(cfg: RunConfig | None = None) -> threading.Thread:
+    """Load the default dataset, fit the default denoiser and build its neighbour index in the background,
+    so the first Run streams at once."""
+
+    def work() -> None:
+        try:
+            from studio import engine
+            from studio.ui import charts  # noqa: F401  (imports plotly)
+
+            run = engine.execute(cfg or RunConfig.from_dict({"sampler": {"steps": 3}}))
+            charts.per_step(run.metrics["per_step"])
+        except Exception:  # noqa: BLE001 - warming up is an optimisation; a real run reports real errors
+            log.exception("warm-up failed")
+
+    thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
+    thread.start()
+    return thread

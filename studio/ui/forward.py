@@ -1,0 +1,143 @@
+"""Forward process tab: a training image (or an upload) noised to any t with q(x_t | x0), with ā and the SNR;
+DDIM inversion to x_T with the Sample tab's denoiser, and the reconstruction with its error."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from studio import zerogpu
+from studio.config import RunConfig
+from studio.data.registry import load_dataset
+from studio.diffusion.inversion import ddim_invert, reconstruct
+from studio.diffusion.schedules import Schedule
+from studio.diffusion.spacing import timesteps
+from studio.ui import charts, explain, pictures
+from studio.ui.form import RunForm
+
+SOURCES = ("training image", "upload")
+POINTS_SHOWN = 500
+
+
+def upload_as_item(picture: Image.Image, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uploaded picture as one item of the dataset's shape [C, H, W], values in [-1, 1]."""
+    C, H, W = shape
+    picture = picture.convert("L" if C == 1 else "RGB").resize((W, H), Image.Resampling.LANCZOS)
+    x = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1.0)
+    return (x[None] if C == 1 else x.permute(2, 0, 1)).contiguous()
+
+
+def noised(x0: torch.Tensor, ab: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, ε) with x_t = sqrt(ā) x0 + sqrt(1-ā) ε, ε from a seeded CPU generator."""
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
+    return math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps, eps
+
+
+class ForwardTab:
+    def __init__(self, form: RunForm) -> None:
+        self.form = form
+        gr.Markdown(explain.FORWARD, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
+        gr.Markdown("Uses the **Sample** tab's dataset, schedule, denoiser and spacing.", elem_classes=["studio-small"])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=300):
+                self.source = gr.Radio(list(SOURCES), value=SOURCES[0], label="image", elem_id="fw-source")
+                self.index = gr.Number(value=0, precision=0, label="training image #", elem_id="fw-index")
+                self.upload = gr.Image(label="upload (resized to the dataset's shape)", type="pil",
+                                       sources=["upload"], visible=False, elem_id="fw-upload", height=160)
+                self.t = gr.Slider(0, 999, value=500, step=1, label="t", elem_id="fw-t")
+                self.seed = gr.Number(value=0, precision=0, label="noise seed", elem_id="fw-seed")
+                self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
+                self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
+            with gr.Column(scale=7):
+                self.picture = gr.Image(label="x0 | x_t | ε", format="png", type="pil", interactive=False,
+                                        elem_id="fw-picture", elem_classes=["studio-pixels"])
+                self.info = gr.Markdown(elem_id="fw-info", elem_classes=["studio-summary"])
+                self.chart = gr.Plot(label="signal and noise over t", show_label=False, elem_id="fw-chart")
+                self.inv_picture = gr.Image(label="x0 | x_T (inverted) | reconstruction | error", format="png",
+                                            type="pil", interactive=False, elem_id="fw-inversion",
+                                            elem_classes=["studio-pixels"])
+                self.inv_info = gr.Markdown(elem_id="fw-inv-info", elem_classes=["studio-summary"])
+
+    def _item(self, values: Sequence[Any], source: str, index: float, upload) -> tuple[RunConfig, Any, torch.Tensor]:
+        cfg = self.form.read(values)
+        dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+        if dataset.kind == "points":
+            return cfg, dataset, dataset.x[:POINTS_SHOWN]
+        if source == "upload":
+            if upload is None:
+                raise ValueError("upload: choose a picture to upload first")
+            return cfg, dataset, upload_as_item(upload, dataset.shape)[None]
+        i = int(index or 0)
+        if not 0 <= i < dataset.n:
+            raise ValueError(f"training image #: {i} is out of range [0, {dataset.n - 1}]")
+        return cfg, dataset, dataset.x[i:i + 1]
+
+    def noise(self, *args: Any) -> list:
+        *values, source, index, upload, t, seed = args
+        if source == "upload" and upload is None:
+            return [gr.skip()] * 3
+        try:
+            cfg, dataset, x0 = self._item(values, source, index, upload)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
+        t = min(int(t), schedule.T - 1)
+        ab = schedule.ab(t)
+        x_t, eps = noised(x0, ab, seed)
+        if dataset.kind == "points":
+            picture = pictures.hstack([pictures.view(x0, dataset.x), pictures.view(x_t, dataset.x)])
+        else:
+            picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_t, eps.clamp(-1, 1))])
+        snr = ab / (1 - ab)
+        info = (f"t = {t} of {schedule.T} · ā_t = {ab:.5f} · √ā_t = {math.sqrt(ab):.4f} · √(1-ā_t) = "
+                f"{math.sqrt(1 - ab):.4f} · SNR = ā/(1-ā) = {snr:.4g} ({10 * math.log10(snr):.1f} dB)")
+        return [picture, info, charts.schedule(schedule.alpha_bar, t)]
+
+    def invert(self, *args: Any) -> list:
+        *values, source, index, upload, steps = args
+        try:
+            cfg, dataset, x0 = self._item(values, source, index, upload)
+            from studio import engine
+
+            K = int(steps or 0)
+            ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
+            device = engine.resolve_device(cfg.device)
+            den = engine.fitted_denoiser(cfg, dataset, device)
+        except ValueError as err:
+            raise gr.Error(str(err).replace("sampler.steps", "inversion steps K"), print_exception=False) from None
+        schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
+        x_T = ddim_invert(den, x0.to(device), schedule, ts)
+        back = reconstruct(den, x_T, schedule, ts).cpu()
+        x_T = x_T.cpu()
+        err = (back - x0).reshape(len(x0), -1)
+        rel = float(err.norm(dim=1).div(x0.reshape(len(x0), -1).norm(dim=1).clamp_min(1e-12)).mean())
+        rms = float(err.pow(2).mean().sqrt())
+        if dataset.kind == "points":
+            picture = pictures.hstack([pictures.view(v, dataset.x) for v in (x0, x_T, back)])
+        else:
+            shown = (back - x0).abs().clamp(max=2) - 1  # |error| on the images' own scale: black = none
+            picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
+        info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}) · x_T std "
+                f"{float(x_T.std()):.3f} · reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
+                + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0"))
+        return [picture, info]
+
+    def wire(self, tab: gr.Tab) -> None:
+        inputs = [*self.form.inputs, self.source, self.index, self.upload]
+        noise_inputs = [*inputs, self.t, self.seed]
+        outputs = [self.picture, self.info, self.chart]
+        self.t.release(self.noise, noise_inputs, outputs, api_name="noise", api_visibility="undocumented",
+                       trigger_mode="always_last", show_progress="minimal")
+        for control in (self.index, self.seed, self.source, self.upload):
+            control.change(self.noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
+                           show_progress="minimal")
+        tab.select(self.noise, noise_inputs, outputs, api_visibility="private", show_progress="minimal")
+        self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
+                           show_progress="hidden", api_visibility="private")
+        self.invert_btn.click(zerogpu.gpu(self.invert), [*inputs, self.steps], [self.inv_picture, self.inv_info],
+                              api_name="invert", api_visibility="undocumented", concurrency_limit=2)

@@ -1,0 +1,70 @@
+"""Share (push) a saved run or comparison to a Hugging Face Hub dataset repo, and pull one back, through
+studio.hub. The token box is a password field, cleared after every submission, never logged or echoed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+
+
+def hub_module():
+    """studio.hub, or None with the reason when it cannot be imported."""
+    try:
+        from studio import hub
+    except Exception as err:  # noqa: BLE001 - the page says why sharing is off instead of failing to load
+        return None, f"Hub sharing is unavailable ({type(err).__name__}: {err})."
+    return hub, ""
+
+
+class HubPanel:
+    """Repo id, token, private flag, Share; repo id, run id, Pull."""
+
+    def __init__(self, owner: str) -> None:
+        with gr.Accordion("Share on the Hugging Face Hub / pull a shared run", open=False,
+                          elem_id=f"{owner}-hub"):
+            with gr.Row():
+                self.repo = gr.Textbox(label="Dataset repo", placeholder="your-name/diffusion-runs", scale=3,
+                                       elem_id=f"{owner}-hub-repo")
+                self.token = gr.Textbox(label="Token (write access)", type="password", scale=3,
+                                        placeholder="hf_… (empty: HF_TOKEN or `hf auth login`)",
+                                        elem_id=f"{owner}-hub-token")
+                self.private = gr.Checkbox(label="Private", value=False, scale=1, min_width=80)
+            with gr.Row():
+                self.share = gr.Button("Share this run", elem_id=f"{owner}-share")
+                self.run_id = gr.Textbox(label="Run id to pull (empty: the latest)", scale=2,
+                                         elem_id=f"{owner}-hub-run")
+                self.pull = gr.Button("Pull", elem_id=f"{owner}-pull")
+            self.status = gr.Markdown(elem_id=f"{owner}-hub-status")
+
+    def wire_share(self, folder_of: Callable, session: gr.State) -> None:
+        """`folder_of(session) -> Path | None` names what Share uploads."""
+
+        def share(sess, repo: str, token: str, private: bool, progress=gr.Progress()):
+            hub, why = hub_module()
+            folder = folder_of(sess)
+            # the token is used once and the box cleared in every outcome
+            if hub is None:
+                return why, ""
+            if folder is None:
+                return "Nothing to share yet: run (or pull) something first.", ""
+            try:
+                result = hub.push_run(Path(folder), repo.strip(), token=token.strip() or None, private=private,
+                                      progress=lambda f, msg: progress(f, desc=msg))
+            except (hub.HubError, ValueError) as err:
+                return f"❌ {err}", ""
+            return f"✅ Shared as run `{result.run_id}`: [{result.url}]({result.url})", ""
+
+        self.share.click(share, [session, self.repo, self.token, self.private], [self.status, self.token],
+                         api_visibility="private", concurrency_limit=4)
+
+    def pull_folder(self, repo: str, run_id: str, token: str) -> Path:
+        """Download (or reuse) a shared run; ValueError with the Hub's message when it fails."""
+        hub, why = hub_module()
+        if hub is None:
+            raise ValueError(why)
+        try:
+            return hub.pull_run(repo.strip(), run_id.strip() or None, token=token.strip() or None)
+        except hub.HubError as err:
+            raise ValueError(str(err)) from None

@@ -1,0 +1,199 @@
+"""Sample tab: the run form, Run/Cancel, the live x_t | x̂0 stream with a step k/K bar, and the finished run
+(trajectory viewer, final grid, animation, per-step charts, 2-D paths, download, Hub share/pull)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import gradio as gr
+
+from studio import zerogpu
+from studio.config import RunConfig
+from studio.data.registry import load_dataset
+from studio.runs import load_run
+from studio.ui import charts, explain, pictures, results
+from studio.ui.form import RunForm
+from studio.ui.hubshare import HubPanel
+from studio.ui.session import Result, Session, progress_html, run_folder
+
+FRAME_S = 0.12  # at most about eight live frames a second reach the page; the last step always does
+IDLE = "Pick a preset or set the controls, then press Run."
+
+
+def _image(label: str, elem_id: str, **kw) -> gr.Image:
+    return gr.Image(label=label, format="png", type="pil", interactive=False, elem_id=elem_id,
+                    elem_classes=["studio-pixels"], buttons=["download", "fullscreen"], **kw)
+
+
+class SampleTab:
+    def __init__(self, session: gr.State, cfg: RunConfig) -> None:
+        self.session = session
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=340, elem_classes=["studio-controls"]):
+                self.form = RunForm(cfg)
+                with gr.Accordion("Export / import config (YAML)", open=False, elem_id="config-accordion"):
+                    with gr.Row():
+                        self.export_btn = gr.Button("Export config", size="sm", elem_id="export-config")
+                        self.import_btn = gr.Button("Load into the controls", size="sm", elem_id="import-config")
+                        self.yaml_btn = gr.Button("Run this YAML", size="sm", elem_id="run-yaml")
+                    self.yaml = gr.Code(language="yaml", interactive=True, lines=12, elem_id="config-yaml",
+                                        label="config.yaml · python -m studio sample --config config.yaml --out DIR")
+            with gr.Column(scale=7, min_width=420):
+                with gr.Row():
+                    self.run_btn = gr.Button("▶  Run", variant="primary", elem_id="run", scale=3)
+                    self.cancel_btn = gr.Button("■  Cancel", variant="stop", elem_id="cancel", scale=1)
+                self.progress = gr.HTML(progress_html("idle", text=IDLE), elem_id="progress")
+                with gr.Row(equal_height=True):
+                    self.live_xt = _image("x_t — where the samples are now", "live-xt")
+                    self.live_x0 = _image("x̂0 — the denoiser's guess of the clean image", "live-x0")
+                with gr.Accordion("What am I looking at?", open=False):
+                    gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
+                with gr.Column(visible=False, elem_id="results") as self.results:
+                    self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])
+                    with gr.Row(equal_height=True):
+                        self.final = _image("Final samples", "final-grid")
+                        self.anim = gr.Image(label="Animation (x_t | x̂0 over the steps)", interactive=False,
+                                             elem_id="animation", elem_classes=["studio-pixels"])
+                    self.step = gr.Slider(1, 2, value=2, step=1, label="Trajectory viewer: step",
+                                          elem_id="traj-step")
+                    self.pairs = _image("x_t | x̂0 for every sample at this step", "traj-pairs")
+                    self.charts = gr.Plot(label="Per-step statistics", show_label=False, elem_id="step-charts")
+                    self.paths = gr.Plot(label="Sample paths (2-D)", show_label=False, visible=False, elem_id="paths")
+                    self.download = gr.DownloadButton("⬇ Download run (.zip)", elem_id="download", size="sm")
+                self.hub = HubPanel("sample")
+
+    # ---- outputs -------------------------------------------------------------------------------------------
+    @property
+    def result_outputs(self) -> list:
+        return [self.progress, self.results, self.summary, self.final, self.anim, self.step, self.pairs,
+                self.charts, self.paths, self.download, self.live_xt, self.live_x0]
+
+    def show_result(self, result: Result, text: str) -> dict:
+        run = result.run
+        K = len(run.trajectory.timesteps)
+        bg = results.background(result)
+        traj = run.trajectory
+        return {
+            self.progress: progress_html("done", K, K, text),
+            self.results: gr.update(visible=True),
+            self.summary: results.summary(result),
+            self.final: results.final_picture(result),
+            self.anim: results.animation(result),
+            self.step: gr.update(minimum=1, maximum=max(K, 2), value=K, interactive=K > 1),
+            self.pairs: results.step_pairs(result, K),
+            self.charts: charts.per_step(run.metrics.get("per_step", [])),
+            self.paths: (gr.update(value=charts.paths(traj.x_t, traj.x0, bg), visible=True) if bg is not None
+                         else gr.update(visible=False)),
+            self.download: results.zipped(result.folder),
+            self.live_xt: pictures.view(traj.x_t[-1], bg),
+            self.live_x0: pictures.view(traj.x0[-1], bg),
+        }
+
+    # ---- handlers ----------------------------------------------------------------------------------------------
+    def stream(self, session: Session, cfg: RunConfig) -> Iterator[dict]:
+        """Run `cfg` as this session's job and stream it to the page."""
+        yield {self.progress: progress_html("preparing", 0, cfg.sampler.steps, "starting…")}
+        bg = None
+        last = 0.0
+        for event in zerogpu.stream([cfg], save_to=lambda part, run: run_folder(run.run_id), on_job=session.start):
+            if event.kind in ("queued", "preparing"):
+                yield {self.progress: progress_html(event.kind, 0, cfg.sampler.steps, event.message)}
+            elif event.kind == "ready":
+                bg = None if event.dataset.kind == "image" else event.dataset.x
+            elif event.kind == "step":
+                now = time.perf_counter()
+                if event.k == event.K or now - last >= FRAME_S:
+                    last = now
+                    step = event.step
+                    yield {
+                        self.progress: progress_html(
+                            "running", event.k, event.K,
+                            f"step {event.k}/{event.K} · t = {step.t} · ā = {step.alpha_bar:.4f} · "
+                            f"{1000 * step.seconds:.1f} ms/step"),
+                        self.live_xt: pictures.view(step.x_t, bg),
+                        self.live_x0: pictures.view(step.x0, bg),
+                    }
+            elif event.kind == "result":
+                session.sample = Result(event.run, event.dataset, event.folder)
+                K = event.K
+                yield self.show_result(session.sample, f"done · {K}/{K} steps · run {event.run.run_id}")
+            elif event.kind == "cancelled":
+                yield {self.progress: progress_html("cancelled", event.k, cfg.sampler.steps,
+                                                    f"cancelled after {event.k} step(s)")}
+            elif event.kind == "error":
+                yield {self.progress: progress_html("error", 0, 0, event.message)}
+                raise gr.Error(event.message, print_exception=False)
+
+    def run(self, session: Session, *values: Any) -> Iterator[dict]:
+        try:
+            cfg = self.form.read(values)
+        except ValueError as err:
+            yield {self.progress: progress_html("error", 0, 0, str(err))}
+            raise gr.Error(str(err), print_exception=False) from None
+        yield from self.stream(session, cfg)
+
+    def run_yaml(self, session: Session, text: str) -> Iterator[dict]:
+        """The same run from a config YAML (the API endpoint `/run_config`)."""
+        try:
+            cfg = RunConfig.from_yaml(text)
+        except ValueError as err:
+            yield {self.progress: progress_html("error", 0, 0, str(err))}
+            raise gr.Error(str(err), print_exception=False) from None
+        yield from self.stream(session, cfg)
+
+    @staticmethod
+    def cancel(session: Session) -> Any:
+        return gr.skip() if session.cancel() else progress_html("idle", text="Nothing is running.")
+
+    def export(self, *values: Any) -> str:
+        try:
+            return self.form.read(values).to_yaml()
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    def import_yaml(self, text: str) -> list:
+        try:
+            return self.form.fill(RunConfig.from_yaml(text))
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    def show_step(self, session: Session, k: float) -> Any:
+        return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
+
+    def pull(self, session: Session, repo: str, run_id: str, token: str) -> dict:
+        try:
+            folder = self.hub.pull_folder(repo, run_id, token)
+            run = load_run(folder)
+            dataset = load_dataset(run.config.dataset.name, **run.config.dataset.options)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        session.sample = Result(run, dataset, folder)
+        out = self.show_result(session.sample, f"pulled run {run.run_id} from {repo.strip()}")
+        out[self.hub.status] = f"✅ Pulled `{run.run_id}` into `{folder}`"
+        out[self.hub.token] = ""
+        return out
+
+    def wire(self) -> list:
+        """Connect the handlers; returns the events that produce a new result, for other tabs to follow."""
+        self.form.wire()
+        inputs = [self.session, *self.form.inputs]
+        run_event = self.run_btn.click(self.run, inputs, self.result_outputs, api_name="run",
+                                       api_visibility="undocumented", concurrency_limit=None, trigger_mode="once",
+                                       show_progress="hidden")
+        yaml_event = self.yaml_btn.click(self.run_yaml, [self.session, self.yaml], self.result_outputs,
+                                         api_name="run_config", concurrency_limit=None, trigger_mode="once",
+                                         show_progress="hidden")
+        self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
+                              show_progress="hidden")
+        self.export_btn.click(self.export, self.form.inputs, self.yaml, api_name="export_config",
+                              api_visibility="undocumented", show_progress="hidden")
+        self.import_btn.click(self.import_yaml, self.yaml, self.form.outputs, api_visibility="private",
+                              show_progress="hidden")
+        self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
+                        show_progress="hidden", api_visibility="private")
+        self.hub.wire_share(lambda s: s.sample.folder if s.sample else None, self.session)
+        pull_event = self.hub.pull.click(
+            self.pull, [self.session, self.hub.repo, self.hub.run_id, self.hub.token],
+            [*self.result_outputs, self.hub.status, self.hub.token], api_visibility="private")
+        return [run_event, yaml_event, pull_event]
