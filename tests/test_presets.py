@@ -62,3 +62,13 @@ def test_bad_presets_name_the_preset_and_the_field(text, field):
 def test_title_defaults_to_the_file_name():
     p = parse_preset("n: 3", "my_demo")
     assert p.title == "my demo" and p.config.n == 3 and p.compare == {}
+
+
+@pytest.mark.parametrize("name, memorised", [("optimal_memorises", 1.0), ("wiener_blurs", 0.0)])
+def test_the_presets_show_what_their_titles_say(name, memorised):
+    from studio.engine import execute
+    from studio.presets import load_preset, presets_dir
+
+    cfg = load_preset(presets_dir() / f"{name}.yaml").config
+    cfg.n = 8
+    assert execute(cfg).metrics["summary"]["memorisation_rate"] == memorised
