@@ -208,3 +208,14 @@ def test_dataset_size_hint_and_data_roots(monkeypatch, tmp_path):
     with pytest.raises(LimitError, match="only from"):
         check_data_path(str(tmp_path / "b" / "link"))
     assert Limits.from_env().queue_length == 32
+
+
+def test_inversion_steps_limit(app, monkeypatch):
+    monkeypatch.setenv("STUDIO_MAX_STEPS", "20")
+    inputs = app.demo.fns[app.fn_index("invert")].inputs
+    defaults = [getattr(c, "value", None) for c in inputs[:-1]]  # every control as the page starts, K last
+    done = Page(app).call("invert", *defaults, 21)
+    assert done["success"] is False
+    assert done["output"]["error"] == ("inversion steps K: 21 is over this instance's limit of 20 "
+                                       "(set STUDIO_MAX_STEPS to change it)")
+    assert Page(app).call("invert", *defaults, 5)["success"]

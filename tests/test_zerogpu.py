@@ -2,6 +2,8 @@
 apart from the server: arguments and yielded values cross a serialisation boundary, GPU work happens only
 while the call runs) records the requested duration and where the work ran."""
 
+import importlib
+import inspect
 import pickle
 import sys
 import types
@@ -31,9 +33,20 @@ class FakeSpaces(types.ModuleType):
             return lambda fn: self.GPU(fn, duration=duration)
         self.decorated.append(task)
 
-        def handler(*args, **kwargs):
+        def crossing(*args, **kwargs):
             self.durations.append(duration(*args, **kwargs) if callable(duration) else duration)
-            args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
+            return pickle.loads(pickle.dumps((args, kwargs)))
+
+        def regular(*args, **kwargs):
+            args, kwargs = crossing(*args, **kwargs)
+            self.inside = True
+            try:
+                return pickle.loads(pickle.dumps(task(*args, **kwargs)))
+            finally:
+                self.inside = False
+
+        def generator(*args, **kwargs):
+            args, kwargs = crossing(*args, **kwargs)
             gen = task(*args, **kwargs)
             try:
                 while True:
@@ -49,7 +62,7 @@ class FakeSpaces(types.ModuleType):
                 gen.close()
                 self.closed += 1
 
-        return handler
+        return generator if inspect.isgeneratorfunction(task) else regular
 
 
 def _reset():
@@ -197,16 +210,35 @@ def test_limits_and_errors_come_back_as_one_error_event(gpu_work_only_inside, fa
     assert events[-1].kind == "error" and "step 1/5" in events[-1].message and "optimal" in events[-1].message
 
 
-def test_app_start_does_not_touch_cuda(fake_spaces, monkeypatch):
-    """Building the page on a ZeroGPU Space registers the GPU function and leaves CUDA alone."""
-    import importlib
+def test_the_page_runs_its_job_inside_one_gpu_call(fake_spaces, gpu_work_only_inside, tmp_path):
+    """Through the app on a (fake) ZeroGPU Space: Run asks for the estimated duration, the steps run inside
+    the call, the page gets the result and the server writes the run folder."""
+    from space_app import Page, served
 
     importlib.reload(zerogpu)  # what an app start on the Space does: import-time registration
     try:
         assert fake_spaces.decorated == [zerogpu._job_on_gpu]
-        from studio.ui.app import build_app
-
-        build_app()
+        text = cfg(steps=5, seed=11).to_yaml()
+        with served(tmp_path / "outputs") as app:
+            assert [d for d in fake_spaces.decorated if d is not zerogpu._job_on_gpu]  # invert is decorated too
+            done = Page(app).call("run_config", None, text)
+            assert done["success"], done
+            assert 'data-state="done"' in done["output"]["data"][0]
+            assert fake_spaces.durations == [zerogpu.estimate_seconds([RunConfig.from_yaml(text)])]
+            assert gpu_work_only_inside["denoise"] == 5 and fake_spaces.closed == 1
+            assert len([p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]) == 1
         assert not torch.cuda.is_initialized()
     finally:
         _reset()
+
+
+def test_warm_up_stays_on_the_cpu(fake_spaces, monkeypatch):
+    """spaces shows a GPU outside its calls; the background warm-up must not use it."""
+    from studio.ui.app import warm_up
+
+    asked = []
+    resolve = engine.resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(engine, "resolve_device", lambda name: asked.append(name) or resolve("cpu"))
+    warm_up().join(60)
+    assert asked == ["cpu"]

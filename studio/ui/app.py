@@ -128,10 +128,12 @@ def warm_up(cfg: RunConfig | None = None) -> threading.Thread:
 
     def work() -> None:
         try:
-            from studio import engine
+            from studio import engine, zerogpu
             from studio.ui import charts  # noqa: F401  (imports plotly)
 
-            run = engine.execute(cfg or RunConfig.from_dict({"sampler": {"steps": 3}}))
+            # on ZeroGPU the GPU exists only inside spaces.GPU calls: warm the data and imports on the CPU
+            device = "cpu" if zerogpu.enabled() else "auto"
+            run = engine.execute(cfg or RunConfig.from_dict({"sampler": {"steps": 3}, "device": device}))
             charts.per_step(run.metrics["per_step"])
         except Exception:  # noqa: BLE001 - warming up is an optimisation; a real run reports real errors
             log.exception("warm-up failed")

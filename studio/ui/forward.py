@@ -17,6 +17,7 @@ from studio.data.registry import load_dataset
 from studio.diffusion.inversion import ddim_invert, reconstruct
 from studio.diffusion.schedules import Schedule
 from studio.diffusion.spacing import timesteps
+from studio.limits import Limits
 from studio.ui import charts, explain, pictures
 from studio.ui.form import RunForm
 
@@ -105,6 +106,7 @@ class ForwardTab:
             from studio import engine
 
             K = int(steps or 0)
+            Limits.from_env().check("max_steps", K, "inversion steps K")
             ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
             device = engine.resolve_device(cfg.device)
             den = engine.fitted_denoiser(cfg, dataset, device)
