@@ -121,3 +121,35 @@ def test_the_hub_token_never_reaches_the_page_or_the_logs(app, fake_hub, monkeyp
     for token in (fake_hub.token, wrong):
         assert not any(token in text for text in seen)
         assert not any(token.encode() in p.read_bytes() for p in files)
+
+
+def upload(app, name: str, data: bytes) -> dict:
+    answer = httpx.post(f"{app.url}gradio_api/upload", files={"files": (name, data)})
+    assert answer.status_code == 200
+    return {"path": answer.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_uploaded_pictures_are_decoded_only_as_png_jpeg_or_webp(app):
+    import io
+
+    from PIL import Image
+    from space_app import Page
+
+    inputs = app.demo.fns[app.fn_index("noise")].inputs
+    defaults = [getattr(c, "value", None) for c in inputs]
+    slot = [i for i, c in enumerate(inputs) if getattr(c, "elem_id", None) == "fw-upload"][0]
+
+    def noise_of(picture: dict) -> dict:
+        data = list(defaults)
+        data[slot - 2], data[slot] = "upload", picture  # source, (index), upload
+        return Page(app).call("noise", *data)
+
+    png, gif = io.BytesIO(), io.BytesIO()
+    Image.new("L", (12, 12), 200).save(png, format="PNG")
+    Image.new("L", (12, 12), 200).save(gif, format="GIF")
+    assert noise_of(upload(app, "fine.png", png.getvalue()))["success"]
+    for name, data in (("disguised.png", gif.getvalue()),  # another format under a .png name
+                       ("eps.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 12 12\n")):
+        refused = noise_of(upload(app, name, data))
+        assert refused["success"] is False, name
+        assert refused["output"]["error"] == "upload: not a readable PNG, JPEG or WebP picture"

@@ -31,11 +31,11 @@ from studio.params import Param
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-_DECODERS = ("PNG", "JPEG", "WEBP")
+DECODERS = ("PNG", "JPEG", "WEBP")  # the only decoders that ever read user bytes
 FILES_ENV, BYTES_ENV = "STUDIO_MAX_UPLOAD_FILES", "STUDIO_MAX_UPLOAD_BYTES"
 TOP_LEVEL_CLASS = "(top level)"  # class of images lying beside the class subfolders
 _BUILD_VERSION = "folder-1"
-_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def upload_limits() -> tuple[int, int]:
@@ -154,10 +154,10 @@ def _decode_all(base: Path, files: list[str], resolution: int, channels: int, la
             not_images.append(rel)
             continue
         try:
-            with Image.open(base / rel, formats=_DECODERS) as image:
+            with Image.open(base / rel, formats=DECODERS) as image:
                 upright = ImageOps.exif_transpose(image)
                 x, _, _ = apply_image_options([upright], None, None, {"resolution": resolution, "channels": channels})
-        except _UNREADABLE:
+        except UNREADABLE:
             unreadable.append(rel)
             continue
         pictures.append(x)

@@ -9,10 +9,11 @@ from typing import Any, Sequence
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from studio import zerogpu
 from studio.config import RunConfig
+from studio.data.folder import DECODERS, UNREADABLE
 from studio.data.registry import load_dataset
 from studio.diffusion.inversion import ddim_invert, reconstruct
 from studio.diffusion.schedules import Schedule
@@ -25,10 +26,16 @@ SOURCES = ("training image", "upload")
 POINTS_SHOWN = 500
 
 
-def upload_as_item(picture: Image.Image, shape: tuple[int, ...]) -> torch.Tensor:
-    """An uploaded picture as one item of the dataset's shape [C, H, W], values in [-1, 1]."""
+def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uploaded picture as one item of the dataset's shape [C, H, W], values in [-1, 1]; only PNG, JPEG and
+    WebP are decoded (the upload arrives as a file, not through PIL's every format)."""
     C, H, W = shape
-    picture = picture.convert("L" if C == 1 else "RGB").resize((W, H), Image.Resampling.LANCZOS)
+    try:
+        with Image.open(path, formats=DECODERS) as opened:
+            picture = ImageOps.exif_transpose(opened).convert("L" if C == 1 else "RGB")
+    except UNREADABLE:
+        raise ValueError("upload: not a readable PNG, JPEG or WebP picture") from None
+    picture = picture.resize((W, H), Image.Resampling.LANCZOS)
     x = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 127.5 - 1.0)
     return (x[None] if C == 1 else x.permute(2, 0, 1)).contiguous()
 
@@ -48,8 +55,9 @@ class ForwardTab:
             with gr.Column(scale=3, min_width=300):
                 self.source = gr.Radio(list(SOURCES), value=SOURCES[0], label="image", elem_id="fw-source")
                 self.index = gr.Number(value=0, precision=0, label="training image #", elem_id="fw-index")
-                self.upload = gr.Image(label="upload (resized to the dataset's shape)", type="pil",
-                                       sources=["upload"], visible=False, elem_id="fw-upload", height=160)
+                self.upload = gr.Image(label="upload (resized to the dataset's shape)", type="filepath",
+                                       image_mode=None, sources=["upload"], visible=False, elem_id="fw-upload",
+                                       height=160)
                 self.t = gr.Slider(0, 999, value=500, step=1, label="t", elem_id="fw-t")
                 self.seed = gr.Number(value=0, precision=0, label="noise seed", elem_id="fw-seed")
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
