@@ -17,7 +17,7 @@ from studio.config import RunConfig
 from studio.data.registry import get_entry, load_dataset
 from studio.presets import compare_pair
 from studio.runs import load_run
-from studio.ui import charts, explain, pictures, results
+from studio.ui import charts, explain, hubshare, pictures, results
 from studio.ui.form import MethodPanels, RunForm
 from studio.ui.hubshare import HubPanel
 from studio.ui.session import Result, Session, progress_html, run_folder
@@ -214,7 +214,7 @@ class CompareTab:
 
     def pull(self, session: Session, repo: str, run_id: str, token: str) -> dict:
         try:
-            folder = self.hub.pull_folder(repo, run_id, token)
+            folder = hubshare.pull(repo, run_id, token)
             parts = sorted(p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file())
             if len(parts) != 2:
                 raise ValueError(f"{Path(folder).name} is not a comparison of two runs; pull it on the Sample tab")

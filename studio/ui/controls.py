@@ -26,15 +26,15 @@ def component_for(p: Param, owner: str) -> gr.components.Component:
         return gr.Checkbox(value=bool(p.default), **common)
     if p.choices:
         return gr.Dropdown(choices=list(p.choices), value=p.default, **common)
+    if p.default is None and p.kind is not list:
+        return gr.Textbox(value="", placeholder="auto", **common)
     if p.kind is float and p.low is not None and p.high is not None and p.high - p.low <= _SLIDER_SPAN:
         return gr.Slider(p.low, p.high, value=p.default, step=(p.high - p.low) / 100, **common)
-    if p.kind in (int, float) and p.default is not None:
-        return gr.Number(value=p.default, precision=0 if p.kind is int else None, **common)
     if p.kind in (int, float):
-        return gr.Textbox(value="", placeholder="auto", **common)
+        return gr.Number(value=p.default, precision=0 if p.kind is int else None, **common)
     if p.kind is list:
         return gr.Textbox(value=", ".join(map(str, p.default or [])), placeholder="comma-separated", **common)
-    return gr.Textbox(value="" if p.default is None else str(p.default), **common)
+    return gr.Textbox(value=str(p.default), **common)
 
 
 def to_widget(p: Param, value: Any) -> Any:
@@ -49,8 +49,8 @@ def to_widget(p: Param, value: Any) -> Any:
 
 
 def from_widget(p: Param, value: Any) -> Any:
-    """A widget's value as config input: empty means "auto" (the default) for optional parameters."""
-    if isinstance(value, str) and p.kind is not str and not value.strip():
+    """A widget's value as config input: an empty box means "auto" where the default is auto."""
+    if isinstance(value, str) and not value.strip() and (p.default is None or p.kind is list):
         return [] if p.kind is list else None
     if isinstance(value, str) and p.kind is not str:
         return value.strip()

@@ -18,10 +18,38 @@ def hub_module():
     return hub, ""
 
 
+def share(folder: Path | None, repo: str, token: str, private: bool, progress=None) -> str:
+    """Push a saved run (or comparison) folder; one status line, never containing the token."""
+    hub, why = hub_module()
+    if hub is None:
+        return why
+    if folder is None:
+        return "Nothing to share yet: run (or pull) something first."
+    report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
+    try:
+        result = hub.push_run(Path(folder), repo.strip(), token=token.strip() or None, private=private,
+                              progress=report)
+    except (hub.HubError, ValueError) as err:
+        return f"❌ {err}"
+    return f"✅ Shared as run `{result.run_id}`: [{result.url}]({result.url})"
+
+
+def pull(repo: str, run_id: str, token: str) -> Path:
+    """Download (or reuse) a shared run; ValueError with the Hub's message when it fails."""
+    hub, why = hub_module()
+    if hub is None:
+        raise ValueError(why)
+    try:
+        return hub.pull_run(repo.strip(), run_id.strip() or None, token=token.strip() or None)
+    except hub.HubError as err:
+        raise ValueError(str(err)) from None
+
+
 class HubPanel:
     """Repo id, token, private flag, Share; repo id, run id, Pull."""
 
     def __init__(self, owner: str) -> None:
+        self.owner = owner
         with gr.Accordion("Share on the Hugging Face Hub / pull a shared run", open=False,
                           elem_id=f"{owner}-hub"):
             with gr.Row():
@@ -39,32 +67,11 @@ class HubPanel:
             self.status = gr.Markdown(elem_id=f"{owner}-hub-status")
 
     def wire_share(self, folder_of: Callable, session: gr.State) -> None:
-        """`folder_of(session) -> Path | None` names what Share uploads."""
+        """`folder_of(session) -> Path | None` names what Share uploads; the token box is cleared every time."""
 
-        def share(sess, repo: str, token: str, private: bool, progress=gr.Progress()):
-            hub, why = hub_module()
-            folder = folder_of(sess)
-            # the token is used once and the box cleared in every outcome
-            if hub is None:
-                return why, ""
-            if folder is None:
-                return "Nothing to share yet: run (or pull) something first.", ""
-            try:
-                result = hub.push_run(Path(folder), repo.strip(), token=token.strip() or None, private=private,
-                                      progress=lambda f, msg: progress(f, desc=msg))
-            except (hub.HubError, ValueError) as err:
-                return f"❌ {err}", ""
-            return f"✅ Shared as run `{result.run_id}`: [{result.url}]({result.url})", ""
+        def on_share(sess, repo: str, token: str, private: bool, progress=gr.Progress()):
+            return share(folder_of(sess), repo, token, private, progress), ""
 
-        self.share.click(share, [session, self.repo, self.token, self.private], [self.status, self.token],
-                         api_visibility="private", concurrency_limit=4)
-
-    def pull_folder(self, repo: str, run_id: str, token: str) -> Path:
-        """Download (or reuse) a shared run; ValueError with the Hub's message when it fails."""
-        hub, why = hub_module()
-        if hub is None:
-            raise ValueError(why)
-        try:
-            return hub.pull_run(repo.strip(), run_id.strip() or None, token=token.strip() or None)
-        except hub.HubError as err:
-            raise ValueError(str(err)) from None
+        name = "share" if self.owner == "sample" else f"share_{self.owner}"
+        self.share.click(on_share, [session, self.repo, self.token, self.private], [self.status, self.token],
+                         api_name=name, api_visibility="private", concurrency_limit=4)

@@ -12,7 +12,7 @@ from studio import zerogpu
 from studio.config import RunConfig
 from studio.data.registry import load_dataset
 from studio.runs import load_run
-from studio.ui import charts, explain, pictures, results
+from studio.ui import charts, explain, hubshare, pictures, results
 from studio.ui.form import RunForm
 from studio.ui.hubshare import HubPanel
 from studio.ui.session import Result, Session, progress_html, run_folder
@@ -163,7 +163,7 @@ class SampleTab:
 
     def pull(self, session: Session, repo: str, run_id: str, token: str) -> dict:
         try:
-            folder = self.hub.pull_folder(repo, run_id, token)
+            folder = hubshare.pull(repo, run_id, token)
             run = load_run(folder)
             dataset = load_dataset(run.config.dataset.name, **run.config.dataset.options)
         except ValueError as err:
