@@ -130,7 +130,7 @@ def test_locality_tab_shows_the_analysis_mask_and_wiener_row():
     dataset = load_dataset("digits", size=300)
     with gr.Blocks():
         tab = LocalityTab(gr.State())
-    picture, info, row_fig, mask_fig, note, strip_fig, patch = tab.update(
+    body, picture, info, row_fig, mask_fig, note, strip_fig, patch = tab.update(
         Session(sample=Result(run, dataset)), 2, 3, 5, "R", 4)
     view = locality_view(dataset, (5, 3), int(run.trajectory.timesteps[3]), float(run.trajectory.alpha_bar[3]),
                          mask_threshold=cfg.denoiser.params["mask_threshold"])
@@ -138,7 +138,7 @@ def test_locality_tab_shows_the_analysis_mask_and_wiener_row():
     assert f"**{int(view.mask.sum())} of 64**" in note and "the mask this run's denoiser used" in note
     assert np.allclose(np.array(row_fig.data[0].z), view.wiener_row[0].numpy())
     assert np.array_equal(np.array(mask_fig.data[0].z), view.mask[0].numpy().astype(float))
-    assert len(strip_fig.data) == 6 and patch["visible"] is False
+    assert len(strip_fig.data) == 6 and patch["visible"] is False and body["visible"] is True
     assert picture.size == (8 * 36, 8 * 36)
 
 
@@ -226,3 +226,16 @@ def test_share_and_pull_through_the_page_functions(fake_hub, monkeypatch, tmp_pa
     assert (pulled / "config.yaml").read_text() == (folder / "config.yaml").read_text()
     with pytest.raises(ValueError, match="not in alice/runs"):
         hubshare.pull("alice/runs", "no-such-run", fake_hub.token)
+
+
+def test_locality_tab_charts_the_patch_size_of_local_score_runs():
+    cfg = RunConfig.from_dict({"dataset": {"name": "digits", "size": 300}, "denoiser": {"name": "ls"},
+                               "sampler": {"steps": 5}, "n": 2})
+    run = engine.execute(cfg)
+    with gr.Blocks():
+        tab = LocalityTab(gr.State())
+    out = tab.update(Session(sample=Result(run, load_dataset("digits", size=300))), 1, 4, 4, "R", 1)
+    patch = out[-1]
+    assert patch["visible"] is True
+    assert list(patch["value"].data[0].y) == [float(s["patch_size"]) for s in run.trajectory.shared]
+    assert "the mask pca_locality would use here" in out[5]

@@ -35,7 +35,7 @@ def per_step(rows: Sequence[dict[str, Any]]) -> Any:
                                  hovertemplate="%{text}<br>%{y:.4g}<extra></extra>", connectgaps=True), 1, col)
         fig.update_xaxes(title_text="step", row=1, col=col)
     if len(panels) == 3:
-        fig.update_yaxes(type="log", row=1, col=3)
+        fig.update_yaxes(type="log", dtick=1, row=1, col=3)
     for annotation in fig.layout.annotations:
         annotation.font.size = 12
     return _layout(fig, 300, showlegend=False)
@@ -58,16 +58,19 @@ def paths(x_t: torch.Tensor, x0: torch.Tensor, background: torch.Tensor, max_sam
     fig = go.Figure()
     fig.add_trace(go.Scattergl(x=bg[:, 0], y=bg[:, 1], mode="markers", name="training points",
                                marker=dict(color="#bbbbbb", size=3)))
-    for x, name, color, dash in ((x_t, "x_t path", COLORS[0], "solid"), (x0, "x̂0 path", COLORS[1], "dot")):
+    for x, name, color, dash, alpha in ((x_t, "x_t path", COLORS[0], "solid", 0.35),
+                                        (x0, "x̂0 path", COLORS[1], "dot", 0.8)):
         xs, ys = joined(x)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, opacity=0.55,
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, opacity=alpha,
                                  line=dict(color=color, width=1.2, dash=dash)))
     start, end = x_t[0, :n].numpy(), x0[-1, :n].numpy()
     fig.add_trace(go.Scatter(x=start[:, 0], y=start[:, 1], mode="markers", name="start (noise)",
                              marker=dict(color=COLORS[0], size=5, symbol="circle-open")))
     fig.add_trace(go.Scatter(x=end[:, 0], y=end[:, 1], mode="markers", name="final sample",
                              marker=dict(color="#d62728", size=7)))
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    # the data live in [-1, 1]; the first noisy steps reach further out (zoom out to follow them)
+    fig.update_xaxes(range=[-1.6, 1.6])
+    fig.update_yaxes(range=[-1.3, 1.3], scaleanchor="x", scaleratio=1)
     return _layout(fig, 520)
 
 

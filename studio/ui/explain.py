@@ -24,9 +24,9 @@ The denoisers here need no training: they are computed from the training set in 
 SAMPLERS = {
     "ddpm": r"""
 **DDPM** (Ho et al. 2020) draws the next point from the true reverse step given the guess:
-$$x_{t'} \sim q(x_{t'}\mid x_t, \hat x_0),\quad
-\text{mean} = \frac{\sqrt{\bar\alpha_{t'}}\,\beta}{1-\bar\alpha_t}\hat x_0 + \frac{\sqrt{1-\beta}\,(1-\bar\alpha_{t'})}{1-\bar\alpha_t}x_t,
-\quad \beta = 1-\bar\alpha_t/\bar\alpha_{t'}.$$
+$$x_{t'} \sim q(x_{t'}\mid x_t, \hat x_0),\qquad \beta = 1-\bar\alpha_t/\bar\alpha_{t'},$$
+$$\text{mean} = \frac{\sqrt{\bar\alpha_{t'}}\,\beta}{1-\bar\alpha_t}\,\hat x_0
++ \frac{\sqrt{1-\beta}\,(1-\bar\alpha_{t'})}{1-\bar\alpha_t}\,x_t.$$
 Fresh noise is added at every step, so the same start can end in different images.
 """,
     "ddim": r"""

@@ -47,7 +47,8 @@ class LocalityTab:
     def __init__(self, session: gr.State) -> None:
         self.session = session
         gr.Markdown(explain.LOCALITY, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
-        with gr.Row(equal_height=False):
+        self.info = gr.Markdown(NO_RUN, elem_id="loc-info", elem_classes=["studio-summary"])
+        with gr.Row(equal_height=False, visible=False) as self.body:
             with gr.Column(scale=3, min_width=300):
                 self.picture = gr.Image(label="click a pixel of the sample", format="png", type="pil",
                                         interactive=False, elem_id="loc-picture", elem_classes=["studio-pixels"])
@@ -59,7 +60,6 @@ class LocalityTab:
                                         elem_id="loc-channel")
                 self.step = gr.Slider(1, 2, value=1, step=1, label="step", elem_id="loc-step")
             with gr.Column(scale=7):
-                self.info = gr.Markdown(NO_RUN, elem_id="loc-info", elem_classes=["studio-summary"])
                 with gr.Row(equal_height=True):
                     self.row_plot = gr.Plot(label="Wiener-filter row W_t[m, :]", show_label=False, elem_id="loc-row")
                     self.mask_plot = gr.Plot(label="PCA-locality mask M[:, m]", show_label=False, elem_id="loc-mask")
@@ -70,7 +70,8 @@ class LocalityTab:
 
     @property
     def outputs(self) -> list:
-        return [self.picture, self.info, self.row_plot, self.mask_plot, self.mask_note, self.strip, self.patch]
+        return [self.body, self.picture, self.info, self.row_plot, self.mask_plot, self.mask_note, self.strip,
+                self.patch]
 
     @property
     def controls(self) -> list:
@@ -79,7 +80,7 @@ class LocalityTab:
     def update(self, session: Session, sample: float, x: float, y: float, channel: str, step: float) -> list:
         result = session.sample
         if result is None or not result.run.is_image:
-            return [None, NO_RUN, None, None, "", None, gr.update(visible=False)]
+            return [gr.update(visible=False), None, NO_RUN, None, None, "", None, gr.update(visible=False)]
         run, dataset = result.run, result.dataset
         traj = run.trajectory
         C, H, W = dataset.shape
@@ -116,7 +117,7 @@ class LocalityTab:
                 f"input values ({100 * used / mask.size:.1f}%) enter this pixel's softmax; the whole mask at this "
                 f"level keeps {100 * stack.mask_densities[now]:.1f}%. The strip shows the mask at every step.")
         picture = pictures.with_marker(traj.x0[-1, i], px, py, scale_for(max(H, W)))
-        return [picture, info, row_fig, mask_fig, note, strip_fig, patch_update]
+        return [gr.update(visible=True), picture, info, row_fig, mask_fig, note, strip_fig, patch_update]
 
     def after_run(self, session: Session, *values: Any) -> list:
         """Resize the sliders to the new run, keep the pixel where it fits, show the middle step."""
