@@ -108,10 +108,14 @@ def check_result(outputs: Any, seed: int, expected: torch.Tensor) -> str | None:
 def run_client(report: ClientReport, url: str, config_yaml: str, expected: torch.Tensor, deadline: float,
                jobs_left: list[int], lock: threading.Lock, job_timeout: float, downloads: Path) -> None:
     """One session: submit, wait, check, until the deadline or the shared job budget is spent."""
+    import httpx
     from gradio_client import Client
 
     try:
-        client = Client(url, verbose=False, download_files=str(downloads / str(report.index)))
+        # like a browser, wait for a busy server (the library's 5 s default would count slowness as errors);
+        # each job is still bounded by `job_timeout`
+        client = Client(url, verbose=False, download_files=str(downloads / str(report.index)),
+                        httpx_kwargs={"timeout": httpx.Timeout(60.0, read=None)})
     except Exception as err:  # noqa: BLE001 - reported, not raised: the other clients go on
         report.errors.append(f"connect: {type(err).__name__}: {err}")
         return
@@ -121,11 +125,13 @@ def run_client(report: ClientReport, url: str, config_yaml: str, expected: torch
                 return
             jobs_left[0] -= 1
         started = time.monotonic()
-        job = client.submit(config_yaml, api_name=ENDPOINT)
+        job = None
         try:
+            job = client.submit(config_yaml, api_name=ENDPOINT)
             outputs = job.result(timeout=job_timeout)
         except Exception as err:  # noqa: BLE001 - an app error or a timeout is one counted error
-            job.cancel()
+            if job is not None:
+                job.cancel()
             report.errors.append(f"{type(err).__name__}: {err}".strip()[:200])
             continue
         report.latencies.append(time.monotonic() - started)
