@@ -12,12 +12,23 @@ import torch
 
 from studio.cache import digest
 from studio.data.dataset import Dataset
-from studio.denoisers.reference import nearest_ref, optimal_ref, wiener_ref
+from studio.denoisers.masks import patch_mask
+from studio.denoisers.patch_schedule import auto_patch_size
+from studio.denoisers.reference import (
+    els_ref,
+    masked_softmax_ref,
+    nearest_ref,
+    optimal_ref,
+    pca_locality_ref,
+    scfdm_ref,
+    wiener_ref,
+)
 from studio.denoisers.registry import make_denoiser
+from studio.denoisers.scfdm import smoothing_noise
 from studio.diffusion.schedules import Schedule
 from studio.diffusion.spacing import timesteps
 
-Reference = Callable[[torch.Tensor, Dataset, float], torch.Tensor]
+Reference = Callable[[torch.Tensor, Dataset, float, int], torch.Tensor]  # (x_t, data on the device, ā, t)
 
 
 @dataclass
@@ -27,9 +38,10 @@ class BenchCase:
     label: str
     denoiser: str
     make_data: Callable[[dict[str, Any]], Dataset]
-    reference: Reference
+    reference: Reference | None  # None: timing only (no float64 reference is affordable at that size)
     params: dict[str, Any] = field(default_factory=dict)
     batch: int | None = None
+    repeats: int | None = None  # timed calls per level (default: --repeats)
 
 
 def synthetic_images(opts: dict[str, Any]) -> Dataset:
@@ -39,10 +51,55 @@ def synthetic_images(opts: dict[str, Any]) -> Dataset:
     return Dataset(x=x, name="synthetic", kind="image", fingerprint=digest("synthetic", opts["n_data"], opts["shape"]))
 
 
+def natural_images(opts: dict[str, Any]) -> Dataset:
+    """Photo patches (the bundled `patches`) at the requested shape; where it cannot cut that shape,
+    synthetic images with a natural-image 1/f amplitude spectrum (the dataset's name says which)."""
+    from studio.data.registry import load_dataset
+
+    C, H, W = opts["shape"]
+    try:
+        if H != W or C not in (1, 3):
+            raise ValueError("patches are square, gray or RGB")
+        return load_dataset("patches", resolution=H, channels=C, size=opts["n_data"])
+    except ValueError:
+        g = torch.Generator().manual_seed(0)
+        fy = torch.fft.fftfreq(H)[:, None]
+        fx = torch.fft.rfftfreq(W)[None, :]
+        amp = 1.0 / torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / max(H, W))
+        phase = torch.rand((opts["n_data"], C, H, W // 2 + 1), generator=g) * 2 * torch.pi
+        x = torch.fft.irfft2(amp * torch.polar(torch.ones_like(phase), phase), s=(H, W))
+        x = (x / x.abs().amax((1, 2, 3), keepdim=True)).float()
+        return Dataset(x=x, name="synthetic-1/f", kind="image", fingerprint=digest("synthetic-1/f", opts["n_data"], opts["shape"]))
+
+
+def capped(n: int, shape: list[int] | None = None) -> Callable[[dict[str, Any]], Dataset]:
+    """natural_images with at most n points (and a fixed shape, if given)."""
+    return lambda opts: natural_images({**opts, "n_data": min(opts["n_data"], n), "shape": shape or opts["shape"]})
+
+
+def _ls_ref(x: torch.Tensor, d: Dataset, ab: float, t: int) -> torch.Tensor:
+    """LS with the default patch size of this level, as a dense float64 window mask."""
+    return masked_softmax_ref(x, d.x, ab, patch_mask(d.shape, auto_patch_size(d, ab)))
+
+
+def _scfdm_ref(x: torch.Tensor, d: Dataset, ab: float, t: int) -> torch.Tensor:
+    eps = smoothing_noise(0, t, 10, tuple(d.shape)).to(x.device)
+    return scfdm_ref(x, d.x, ab, eps, 0.1)
+
+
 CASES: list[BenchCase] = [
-    BenchCase("optimal", "optimal", synthetic_images, lambda x, d, ab: optimal_ref(x, d.x, ab)),
-    BenchCase("nearest", "nearest", synthetic_images, lambda x, d, ab: nearest_ref(x, d.x, ab)),
-    BenchCase("wiener", "wiener", synthetic_images, lambda x, d, ab: wiener_ref(x, d.x, ab)),
+    BenchCase("optimal", "optimal", synthetic_images, lambda x, d, ab, t: optimal_ref(x, d.x, ab)),
+    BenchCase("nearest", "nearest", synthetic_images, lambda x, d, ab, t: nearest_ref(x, d.x, ab)),
+    BenchCase("wiener", "wiener", synthetic_images, lambda x, d, ab, t: wiener_ref(x, d.x, ab)),
+    BenchCase("pca_locality", "pca_locality", natural_images,
+              lambda x, d, ab, t: pca_locality_ref(x, d.x, ab, 0.05), {"mask_threshold": 0.05}),
+    BenchCase("pca_locality b64", "pca_locality", natural_images,
+              lambda x, d, ab, t: pca_locality_ref(x, d.x, ab, 0.05), {"mask_threshold": 0.05}, batch=64, repeats=5),
+    BenchCase("scfdm M=10", "scfdm", synthetic_images, _scfdm_ref, {"copies": 10, "smoothing": 0.1, "seed": 0}),
+    BenchCase("ls", "ls", capped(10_000), _ls_ref),
+    BenchCase("els", "els", capped(10_000), None, repeats=2),
+    BenchCase("els k=5 16x16", "els", capped(2_000, [1, 16, 16]), lambda x, d, ab, t: els_ref(x, d.x, ab, 5),
+              {"patch_size": 5}, repeats=3),
 ]
 
 
@@ -63,10 +120,22 @@ def _time_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
+def _once_ms(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor]:
+    """One timed call (references are too slow to repeat) and its result."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0), out
+
+
 def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Average ms/step over a 10-step trailing schedule, and the worst relative L2 error vs the reference."""
     data = case.make_data(opts)
     batch = case.batch or opts["batch"]
+    repeats = case.repeats or opts["repeats"]
     den = make_denoiser(case.denoiser, device=device, **case.params)
     t0 = time.perf_counter()
     den.fit(data)
@@ -74,34 +143,41 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
     sched = Schedule.build()
     g = torch.Generator().manual_seed(1)
     data_dev = Dataset(x=data.x.to(device), name=data.name, kind=data.kind, fingerprint=data.fingerprint)
-    fast_ms, ref_ms, worst = [], [], 0.0
+    fast_ms, ref_ms, worst, per_level = [], [], 0.0, {}
     for t in timesteps("trailing", sched.T, opts["levels"]).tolist():
         ab = sched.ab(t)
         pick = torch.randint(0, data.n, (batch,), generator=g)
         x_t = (ab**0.5 * data.x[pick] + (1 - ab) ** 0.5 * torch.randn(data.x[pick].shape, generator=g)).to(device)
-        fast_ms.append(_time_ms(lambda: den.denoise(x_t, t, ab), device, opts["repeats"]))
-        ref_ms.append(_time_ms(lambda: case.reference(x_t, data_dev, ab), device, 1))
+        fast_ms.append(_time_ms(lambda: den.denoise(x_t, t, ab), device, repeats))
+        per_level[t] = fast_ms[-1]
+        if case.reference is None:
+            continue
+        ms, ref = _once_ms(lambda: case.reference(x_t, data_dev, ab, t), device)
+        ref_ms.append(ms)
         out = den.denoise(x_t, t, ab).x0.double().reshape(batch, -1)
-        ref = case.reference(x_t, data_dev, ab).double().reshape(batch, -1)
+        ref = ref.double().reshape(batch, -1)
         err = ((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max().item()
         worst = max(worst, err)
     return {
-        "case": case.label, "denoiser": case.denoiser, "params": case.params, "n_data": data.n,
+        "case": case.label, "denoiser": case.denoiser, "params": case.params, "data": data.name, "n_data": data.n,
         "shape": list(data.shape), "batch": batch, "device": str(device), "fit_s": fit_s,
-        "ms_per_step": sum(fast_ms) / len(fast_ms), "ref_ms_per_step": sum(ref_ms) / len(ref_ms),
-        "max_rel_err": worst, "levels": opts["levels"],
+        "ms_per_step": sum(fast_ms) / len(fast_ms), "ms_by_level": per_level,
+        "ref_ms_per_step": sum(ref_ms) / len(ref_ms) if ref_ms else None,
+        "max_rel_err": worst if ref_ms else None, "levels": opts["levels"],
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'case':<28}{'N':>8} {'shape':<10}{'batch':>6}{'ms/step':>11}{'ref ms':>11}{'speed-up':>10}{'max rel err':>13}"
+    head = (f"{'case':<28}{'data':<15}{'N':>8} {'shape':<10}{'batch':>6}{'ms/step':>11}{'ref ms':>11}"
+            f"{'speed-up':>10}{'max rel err':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
-        lines.append(
-            f"{r['case']:<28}{r['n_data']:>8} {shape:<10}{r['batch']:>6}{r['ms_per_step']:>11.3f}"
-            f"{r['ref_ms_per_step']:>11.2f}{r['ref_ms_per_step'] / r['ms_per_step']:>9.0f}x{r['max_rel_err']:>13.2e}"
-        )
+        ref = r["ref_ms_per_step"]
+        checked = (f"{ref:>11.2f}{ref / r['ms_per_step']:>9.0f}x{r['max_rel_err']:>13.2e}" if ref is not None
+                   else f"{'-':>11}{'-':>10}{'-':>13}")
+        lines.append(f"{r['case']:<28}{r.get('data', ''):<15}{r['n_data']:>8} {shape:<10}{r['batch']:>6}"
+                     f"{r['ms_per_step']:>11.3f}{checked}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,8 @@ def memory_budget(device: torch.device) -> int:
     """Bytes a computation may hold at once on `device`."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * GPU_FREE_FRACTION)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((free + cached) * GPU_FREE_FRACTION)
     return CPU_BUDGET_BYTES
 
 

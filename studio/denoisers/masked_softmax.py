@@ -8,7 +8,8 @@ A `ColumnPlan` arranges one mask for speed: all-ones columns share one softmax (
 denoiser's), the other columns are cut into spatially compact tiles of G columns, each carrying only
 the union of its columns' supports (or, when cheaper, of their complements: the distance over the
 complement is subtracted from the full distance). Work per tile is then B·N·|support|·G instead of
-B·N·D·G. The same plan feeds the torch path (CPU, and GPU without Triton) and the Triton kernel.
+B·N·D·G. The same plan feeds the torch path (CPU, and GPU without Triton; G = 64) and the Triton
+kernel (studio.denoisers.masked_triton, which picks G in 64/128/256 per mask by a measured cost model).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ColumnPlan:
     supports: list[torch.Tensor]  # long [S_t]: the inputs a tile reads
     blocks: list[torch.Tensor]    # float32 [S_t, G]: mask (or its complement) on supports x cols
     complement: torch.Tensor     # bool [T]: tile sums over the complement, subtracted from the full distance
-    packed: dict[str, Any] = field(default_factory=dict)  # per-kernel device layouts, built on first use
+    packed: dict[Any, Any] = field(default_factory=dict)  # per-kernel device layouts, built on first use
 
     @property
     def n_tiles(self) -> int:
@@ -107,16 +108,25 @@ class ColumnSoftmax:
         self.num = torch.zeros(shape, device=device)
 
     def add(self, t: int, logits: torch.Tensor, values: torch.Tensor) -> None:
-        """Fold in group t: logits [B, n, G] of n chunk points whose coordinates are values [n, G]."""
-        m_new = torch.maximum(self.m[t], logits.amax(1))
+        """Fold in group t: logits [B, G, n] of n chunk points whose coordinates are values [G, n]."""
+        m_new = torch.maximum(self.m[t], logits.amax(2))
         scale = torch.exp(self.m[t] - m_new)
-        p = shifted_exp(logits, m_new[:, None, :])
-        self.den[t] = self.den[t] * scale + p.sum(1)
-        self.num[t] = self.num[t] * scale + (p * values).sum(1)
+        p = shifted_exp(logits, m_new[:, :, None])
+        self.den[t] = self.den[t] * scale + p.sum(2)
+        self.num[t] = self.num[t] * scale + (p * values).sum(2)
         self.m[t] = m_new
 
     def mean(self) -> torch.Tensor:
         return self.num / self.den
+
+
+def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
+    """The plan the kernel that will run prefers (Triton picks its tile width per mask), on `device`."""
+    if _use_triton(device, kernel):
+        from studio.denoisers.masked_triton import best_plan
+
+        return best_plan(mask, shape).to(device)
+    return build_plan(mask, shape, TILE).to(device)
 
 
 def masked_posterior_mean(
@@ -130,7 +140,7 @@ def masked_posterior_mean(
         out[:, plan.dense] = posterior_mean(x, bank, ab, temperature, chunk, k=1).mean[:, plan.dense]
     if not plan.n_tiles:
         return out
-    if _use_triton(x, kernel):
+    if _use_triton(x.device, kernel):
         from studio.denoisers.masked_triton import tiles_posterior_mean
 
         means = tiles_posterior_mean(x, bank, plan, ab, temperature)
@@ -141,10 +151,10 @@ def masked_posterior_mean(
     return out
 
 
-def _use_triton(x: torch.Tensor, kernel: str) -> bool:
+def _use_triton(device: torch.device, kernel: str) -> bool:
     if kernel not in KERNELS:
         raise ValueError(f"denoiser.kernel: {kernel!r} is not allowed; choose one of: {', '.join(KERNELS)}")
-    if kernel == "torch" or not x.is_cuda:
+    if kernel == "torch" or device.type != "cuda":
         if kernel == "triton":
             raise ValueError("denoiser.kernel: triton needs a CUDA device; choose auto or torch")
         return False
@@ -160,29 +170,31 @@ def _use_triton(x: torch.Tensor, kernel: str) -> bool:
 def _tiles_torch(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
-    """Per-tile softmax means [B, T, G] with plain torch ops, chunked over the training points."""
+    """Per-tile softmax means [B, T, G] with plain torch ops, chunked over the training points.
+
+    Each chunk is transposed once ([D, n]) so a tile gathers whole rows of its support and forms only
+    the B x |support| x n squared differences it needs; complement tiles subtract from the full distance,
+    computed in float64 (its per-query constant dropped)."""
     B, D = x.shape
     T, G = plan.cols.shape
     s = math.sqrt(ab)
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     widest = max((blk.shape[0] for blk in plan.blocks), default=0)
-    per_row = 4 * B * (D + widest + 4 * G)
+    per_row = 4 * (B * (widest + 4 * G) + 2 * D)  # differences, distances and softmax temporaries, chunk copy
     step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or bank.n)
     state = ColumnSoftmax((T, B, G), x.device)
-    needs_base = bool(plan.complement.any())
-    shift = None
+    blocks_t = [blk.T.contiguous() for blk in plan.blocks]
+    x64 = x.double()
     for lo in range(0, bank.n, step):
         xc = bank.x[lo:lo + step]
-        diff = (x[:, None, :] - s * xc[None]).square_()
-        if needs_base:
-            base = diff.sum(2, dtype=torch.float64)
-            shift = base[:, :1].clone() if shift is None else shift
-            base = base - shift
+        cols_first = xc.T.contiguous()
+        if bool(plan.complement.any()):
+            base = ab * bank.sq_norms[lo:lo + step].double() - 2 * s * (x64 @ xc.double().T)
         for t in range(T):
             rows = plan.supports[t]
-            sub = diff if rows.numel() == D else diff.index_select(2, rows)
-            dist = sub @ plan.blocks[t]
+            diff = (x[:, rows, None] - s * cols_first[rows][None]).square_()
+            dist = blocks_t[t] @ diff
             if plan.complement[t]:
-                dist = (base[:, :, None] - dist.double()).float()
-            state.add(t, dist.mul_(-inv), xc.index_select(1, plan.cols[t].clamp(max=D - 1)))
+                dist = (base[:, None, :] - dist.double()).float()
+            state.add(t, dist.mul_(-inv), cols_first[plan.cols[t].clamp(max=D - 1)])
     return state.mean().permute(1, 0, 2)

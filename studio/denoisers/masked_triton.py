@@ -9,17 +9,24 @@ running max / denominator / numerator. Slices are merged on the host with the sa
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-from studio.denoisers.masked_softmax import ColumnPlan
+from studio.denoisers.masked_softmax import ColumnPlan, build_plan
 from studio.denoisers.softmax import DataBank, scaled_scores
 
-BK = 32
 FP16_ROOM = 2.0**14  # largest scaled squared difference: leaves headroom under fp16's 65504
+# Launch shape (support coordinates per MMA step, MMA rows = queries x points, pipeline stages), the tile
+# widths G a plan may use, and the cost model that picks one per mask: time per unit of work ~ a + b / G
+# (b: forming the squared differences, shared by G columns; a: the MMAs and the softmax), fitted on an H100
+# (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
+CONFIG = {"BK": 32, "rows": 128, "stages": 2, "tiles": [64, 128, 256], "cost": [56.9, 2890.0]}
+CONFIG.update(json.loads(os.environ.get("STUDIO_TRITON_CONFIG", "{}")))
 
 
 @triton.jit
@@ -56,8 +63,10 @@ def _tiles_kernel(
             qv = tl.load(q_ptr + bb[:, None] * D + nidx[None, :], mask=bmask[:, None] & nmask[None, :], other=0.0)
             diff = qv[:, None, :] - s * xv[None, :, :]
             d = tl.reshape(diff * diff, (BB * BI, BK))
-            d_hi = d.to(tl.float16)
-            d_lo = (d - d_hi.to(tl.float32)).to(tl.float16)
+            # hi: d with its mantissa cut to fp16's 10 bits (exact in fp16); lo: the exact remainder.
+            d_hi32 = (d.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+            d_hi = d_hi32.to(tl.float16)
+            d_lo = (d - d_hi32).to(tl.float16)
             mt = tl.load(blk_ptr + kk.to(tl.int64)[:, None] * G + g[None, :])
             acc = tl.dot(d_hi, mt, acc)
             acc = tl.dot(d_lo, mt, acc)
@@ -79,9 +88,9 @@ def _tiles_kernel(
     tl.store(num_ptr + out, num, mask=bmask[:, None])
 
 
-def _packed(plan: ColumnPlan, device: torch.device) -> dict[str, torch.Tensor]:
+def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> dict[str, torch.Tensor]:
     """The plan as flat device arrays: supports padded to BK with D, mask rows in fp16 beside them."""
-    if "triton" not in plan.packed:
+    if ("triton", BK) not in plan.packed:
         G = plan.cols.shape[1]
         idx, blk, ptr = [], [], [0]
         for rows, block in zip(plan.supports, plan.blocks):
@@ -89,27 +98,31 @@ def _packed(plan: ColumnPlan, device: torch.device) -> dict[str, torch.Tensor]:
             idx.append(torch.cat([rows.cpu(), torch.full((pad,), plan.D, dtype=torch.long)]))
             blk.append(torch.cat([block.cpu(), torch.zeros(pad, G)]))
             ptr.append(ptr[-1] + rows.numel() + pad)
-        plan.packed["triton"] = {
+        plan.packed[("triton", BK)] = {
             "cols": plan.cols.to(device, torch.int32).contiguous(),
             "kidx": torch.cat(idx).to(device, torch.int32),
             "blk": torch.cat(blk).to(device, torch.float16).contiguous(),
             "kptr": torch.tensor(ptr, dtype=torch.int32, device=device),
             "comp": plan.complement.to(device, torch.int32),
         }
-    return plan.packed["triton"]
+    return plan.packed[("triton", BK)]
 
 
-def _shapes(B: int) -> tuple[int, int]:
-    """(queries, points) per program: at least 128 rows in the MMA."""
-    bb = min(8, triton.next_power_of_2(B))
-    return bb, max(16, 128 // bb)
+def best_plan(mask: torch.Tensor, shape: tuple[int, ...]) -> ColumnPlan:
+    """The plan whose tile width G minimises work x (a + b / G): wide tiles share the squared differences
+    over more columns, narrow tiles read less of a local mask."""
+    a, b = CONFIG["cost"]
+    plans = [build_plan(mask, shape, G) for G in CONFIG["tiles"]]
+    return min(plans, key=lambda p: p.work() * (a + b / p.cols.shape[1]))
 
 
 def tiles_posterior_mean(x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float) -> torch.Tensor:
     """Per-tile softmax means [B, T, G] for queries x [B, D] (fp32, CUDA)."""
+    cfg = CONFIG
     B, D = x.shape
     T, G = plan.cols.shape
-    pk = _packed(plan, x.device)
+    BK = cfg["BK"]
+    pk = _packed(plan, x.device, BK)
     s = math.sqrt(ab)
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     # Scale by a power of two r so the largest squared difference sits just under FP16_ROOM: fp16 keeps
@@ -120,7 +133,8 @@ def tiles_posterior_mean(x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: 
     base = torch.zeros(1, device=x.device)
     if bool(plan.complement.any()):  # full distance minus the per-query constant ||x||²
         base = (scaled_scores(x, bank, 0, bank.n, s, ab) * (-r * r)).contiguous()
-    BB, BI = _shapes(B)
+    BB = min(8, triton.next_power_of_2(B))
+    BI = max(16, cfg["rows"] // BB)
     nbg = triton.cdiv(B, BB)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
     splits = max(1, min(triton.cdiv(bank.n, BI), triton.cdiv(4 * sms, T * nbg)))
@@ -132,7 +146,7 @@ def tiles_posterior_mean(x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: 
     _tiles_kernel[(T, nbg, splits)](
         bank.x, q, base, pk["cols"], pk["kptr"], pk["kidx"], pk["blk"], pk["comp"], m, den, num,
         bank.n, D, B, T, rows_per_split, s * r, inv / (r * r),
-        BB=BB, BI=BI, BK=BK, G=G, num_warps=8 if G >= 128 else 4,
+        BB=BB, BI=BI, BK=BK, G=G, num_warps=4 if G <= 64 else 8, num_stages=cfg["stages"],
     )
     top_m = m.amax(0)
     w = torch.exp(m - top_m)

@@ -14,7 +14,7 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
 from studio.denoisers.budget import require
 from studio.denoisers.common import CHUNK, TEMPERATURE
-from studio.denoisers.masked_softmax import KERNELS, TILE, ColumnPlan, build_plan, masked_posterior_mean
+from studio.denoisers.masked_softmax import KERNELS, ColumnPlan, masked_posterior_mean, plan_for
 from studio.denoisers.masks import NORMALIZATIONS, default_threshold, locality_mask
 from studio.denoisers.registry import register
 from studio.denoisers.softmax import DataBank
@@ -49,7 +49,8 @@ class MaskedSoftmaxDenoiser(Denoiser):
             self.plans.move_to_end(key)
             return self.plans[key]
         mask = make_mask()
-        entry = MaskEntry(mask, build_plan(mask, self.dataset_shape, TILE).to(self.device), float(mask.float().mean()))
+        plan = plan_for(mask, self.dataset_shape, self.device, self.p["kernel"])
+        entry = MaskEntry(mask, plan, float(mask.float().mean()))
         self.plans[key] = entry
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)

@@ -1,0 +1,132 @@
+"""Local score machines against float64 brute force, border pixels included; patch-size schedules."""
+
+import json
+
+import pytest
+import torch
+
+from locality_data import as_dataset, noisy, rel, smooth_images
+from studio.denoisers import make_denoiser
+from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, full_window, load_schedule, save_schedule
+from studio.denoisers.reference import els_ref, ls_ref, optimal_ref
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return as_dataset(smooth_images(10, (2, 5, 6), seed=8), "tiny")
+
+
+def els_loops(x_t: torch.Tensor, data: torch.Tensor, ab: float, k: int) -> torch.Tensor:
+    """The ELS machine written as loops: every window of the query pixel's clipped shape inside every
+    training image is a candidate; distances by explicit differences; float64."""
+    B, C, H, W = x_t.shape
+    h = k // 2
+    x, d = x_t.double(), data.double()
+    out = torch.empty(B, C, H, W, dtype=torch.float64)
+    for y in range(H):
+        for xx in range(W):
+            offs = [(dy, dx) for dy in range(-h, h + 1) for dx in range(-h, h + 1)
+                    if 0 <= y + dy < H and 0 <= xx + dx < W]
+            ys, xs = torch.tensor([o[0] for o in offs]), torch.tensor([o[1] for o in offs])
+            query = x[:, :, y + ys, xx + xs]  # [B, C, |offs|]
+            logits, values = [], []
+            for qy in range(H):
+                for qx in range(W):
+                    if all(0 <= qy + dy < H and 0 <= qx + dx < W for dy, dx in offs):
+                        cand = ab**0.5 * d[:, :, qy + ys, qx + xs]  # [N, C, |offs|]
+                        dist = ((query[:, None] - cand[None]) ** 2).sum((2, 3))  # [B, N]
+                        logits.append(-dist / (2 * (1 - ab)))
+                        values.append(d[:, :, qy, qx])
+            w = torch.softmax(torch.cat(logits, 1), 1)  # [B, N * positions]
+            out[:, :, y, xx] = w @ torch.cat(values)
+    return out
+
+
+@pytest.mark.parametrize("ab", [0.1, 0.7])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_els_matches_loops_and_reference(tiny, ab, k):
+    x = noisy(tiny.x, ab, b=2)
+    loops = els_loops(x, tiny.x, ab, k)
+    assert rel(els_ref(x, tiny.x, ab, k), loops) < 1e-12
+    out = make_denoiser("els", patch_size=k, chunk_size=3).fit(tiny).denoise(x, 0, ab)
+    assert rel(out.x0, loops) < 1e-5 and out.shared == {"patch_size": k}
+
+
+@pytest.mark.parametrize("ab", [0.05, 0.6, 0.99])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_ls_matches_float64_brute_force(tiny, ab, k):
+    x = noisy(tiny.x, ab, b=3)
+    out = make_denoiser("ls", patch_size=k, chunk_size=4).fit(tiny).denoise(x, 0, ab)
+    assert rel(out.x0, ls_ref(x, tiny.x, ab, k)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["ls", "els"])
+@pytest.mark.parametrize("ab", [0.02, 0.9])
+def test_whole_image_patch_is_optimal(tiny, name, ab):
+    x = noisy(tiny.x, ab)
+    k = full_window(tiny.shape)
+    assert k == 11
+    out = make_denoiser(name, patch_size=k).fit(tiny).denoise(x, 0, ab).x0
+    assert rel(out, optimal_ref(x, tiny.x, ab)) < 1e-5
+
+
+def test_els_is_translation_equivariant_in_the_interior():
+    """Shifting the training set changes nothing; shifting an interior query shifts the output."""
+    data = as_dataset(smooth_images(12, (1, 9, 9), seed=5), "equi")
+    x = noisy(data.x, 0.5, b=1)
+    den = make_denoiser("els", patch_size=3).fit(data)
+    out = den.denoise(x, 0, 0.5).x0
+    moved = den.denoise(torch.roll(x, 1, 3), 0, 0.5).x0
+    # Pixels whose 3x3 window stays inside the image before and after the shift.
+    assert rel(moved[..., 1:-1, 2:-1], out[..., 1:-1, 1:-2]) < 1e-5
+
+
+def test_auto_schedule_comes_from_the_locality_masks():
+    data = as_dataset(smooth_images(300, (1, 8, 8), seed=6), "auto")
+    sizes = [auto_patch_size(data, ab) for ab in (1e-4, 0.3, 0.9, 0.999)]
+    assert sizes[0] == full_window(data.shape)  # all-ones masks at high noise: the whole image
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
+    assert all(k % 2 == 1 for k in sizes)
+    den = make_denoiser("ls").fit(data)
+    assert den.denoise(noisy(data.x, 0.999), 0, 0.999).shared["patch_size"] == sizes[-1]
+
+
+def test_schedule_files_round_trip_and_pick_the_nearest_level(tmp_path, tiny):
+    sched = PatchSchedule([{"t": 900, "alpha_bar": 0.001, "patch_size": 9},
+                           {"t": 100, "alpha_bar": 0.9, "patch_size": 3}], {"denoiser": "els"})
+    for name in ("s.yaml", "s.json"):
+        save_schedule(sched, tmp_path / name)
+        back = load_schedule(tmp_path / name)
+        assert back.entries == sched.entries and back.meta == {"denoiser": "els"}
+    assert back.size(0.002) == 9 and back.size(0.5) == 3 and back.size(0.95) == 3
+    den = make_denoiser("els", patch_schedule=str(tmp_path / "s.json")).fit(tiny)
+    x = noisy(tiny.x, 0.9)
+    assert den.denoise(x, 100, 0.9).shared["patch_size"] == 3
+    assert den.denoise(x, 900, 0.001).shared["patch_size"] == 9
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"entries": []}, "non-empty"),
+    ({"entries": [{"alpha_bar": 0.5}]}, "alpha_bar and patch_size"),
+    ({"entries": [{"alpha_bar": 1.5, "patch_size": 3}]}, r"\(0, 1\)"),
+    ({"entries": [{"alpha_bar": 0.5, "patch_size": 4}]}, "odd"),
+])
+def test_bad_schedules_and_sizes_are_clear_errors(tmp_path, tiny, body, match):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match=match):
+        make_denoiser("ls", patch_schedule=str(path)).fit(tiny)
+
+
+def test_missing_file_and_bad_patch_size(tmp_path, tiny):
+    with pytest.raises(ValueError, match="no such file"):
+        make_denoiser("els", patch_schedule=str(tmp_path / "none.yaml")).fit(tiny)
+    with pytest.raises(ValueError, match="odd integer"):
+        make_denoiser("ls", patch_size=4).fit(tiny)
+    with pytest.raises(ValueError, match="odd integer"):
+        make_denoiser("els", patch_size=13).fit(tiny)
+    points = as_dataset(torch.zeros(4, 1, 2, 2), "p")
+    points.kind = "points"
+    points.x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="image"):
+        make_denoiser("els").fit(points)
