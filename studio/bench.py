@@ -69,7 +69,8 @@ def natural_images(opts: dict[str, Any]) -> Dataset:
         phase = torch.rand((opts["n_data"], C, H, W // 2 + 1), generator=g) * 2 * torch.pi
         x = torch.fft.irfft2(amp * torch.polar(torch.ones_like(phase), phase), s=(H, W))
         x = (x / x.abs().amax((1, 2, 3), keepdim=True)).float()
-        return Dataset(x=x, name="synthetic-1/f", kind="image", fingerprint=digest("synthetic-1/f", opts["n_data"], opts["shape"]))
+        key = digest("synthetic-1/f", opts["n_data"], opts["shape"])
+        return Dataset(x=x, name="synthetic-1/f", kind="image", fingerprint=key)
 
 
 def capped(n: int, shape: list[int] | None = None) -> Callable[[dict[str, Any]], Dataset]:

@@ -62,8 +62,8 @@ def test_cached_and_keyed_by_everything_that_changes_it(monkeypatch):
 
 def test_cli_writes_a_schedule_the_config_can_name(tmp_path, capsys):
     out = tmp_path / "sched.yaml"
-    rc = main(["calibrate", "--denoiser", "ls", "--target", "wiener", "--dataset", "digits", "--set", "dataset.size=100",
-               "--steps", "2", "--n", "3", "--sizes", "3,15", "--device", "cpu", "--out", str(out)])
+    rc = main(["calibrate", "--denoiser", "ls", "--target", "wiener", "--dataset", "digits",
+               "--set", "dataset.size=100", "--steps", "2", "--n", "3", "--sizes", "3,15", "--device", "cpu", "--out", str(out)])
     assert rc == 0 and out.is_file()
     schedule = load_schedule(out)
     assert "patch_size=" in capsys.readouterr().out

@@ -97,7 +97,8 @@ def test_reference_normalisation_differs_exactly_where_diagonals_differ(rgb):
     assert torch.allclose(ratio, (diag[None, :] / diag[:, None]).expand_as(w)[~same], rtol=1e-9)
     assert (ratio - 1).abs().min() > 1e-6  # every pair of unequal diagonals changes P
     x = noisy(rgb.x, ab)
-    outs = {n: make_denoiser("pca_locality", mask_normalization=n).fit(rgb).denoise(x, 0, ab) for n in ("self", "reference")}
+    outs = {n: make_denoiser("pca_locality", mask_normalization=n).fit(rgb).denoise(x, 0, ab)
+            for n in ("self", "reference")}
     assert not torch.equal(outs["self"].shared["mask"], outs["reference"].shared["mask"])
     assert rel(outs["self"].x0, outs["reference"].x0) > 1e-4
 

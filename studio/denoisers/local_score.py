@@ -44,10 +44,7 @@ class PatchSizes:
     device: torch.device
 
     def _fit_sizes(self, dataset: Dataset) -> None:
-        if dataset.kind != "image":
-            raise ValueError(f"denoiser.name: {self.name} needs image data")  # type: ignore[attr-defined]
         self.shape = dataset.shape
-        self.sized_dataset = dataset
         if self.p["patch_size"] is not None:
             check_patch_size(self.p["patch_size"], dataset.shape)
         path = self.p["patch_schedule"]
@@ -63,7 +60,7 @@ class PatchSizes:
         if self.schedule is not None:
             return min(self.schedule.size(ab), full_window(self.shape))
         if ab not in self.auto_sizes:
-            self.auto_sizes[ab] = auto_patch_size(self.sized_dataset, ab, self.device)
+            self.auto_sizes[ab] = auto_patch_size(self._check_fitted(), ab, self.device)  # type: ignore[attr-defined]
         return self.auto_sizes[ab]
 
 

@@ -116,7 +116,9 @@ def best_plan(mask: torch.Tensor, shape: tuple[int, ...]) -> ColumnPlan:
     return min(plans, key=lambda p: p.work() * (a + b / p.cols.shape[1]))
 
 
-def tiles_posterior_mean(x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float) -> torch.Tensor:
+def tiles_posterior_mean(
+    x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float
+) -> torch.Tensor:
     """Per-tile softmax means [B, T, G] for queries x [B, D] (fp32, CUDA)."""
     cfg = CONFIG
     B, D = x.shape
