@@ -22,7 +22,7 @@ from studio.ui.forward import ForwardTab
 from studio.ui.locality import LocalityTab
 from studio.ui.neighbours import NeighboursTab
 from studio.ui.sample import SampleTab
-from studio.ui.session import new_session, outputs_root
+from studio.ui.session import Session, outputs_root
 
 log = logging.getLogger("studio.ui")
 
@@ -50,7 +50,7 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
     by_title = {p.title: p for p in presets}
     cfg = RunConfig().validate()
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
-        session = gr.State(new_session, delete_callback=lambda s: s.cancel())
+        session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
                         "images it copies and why local denoisers generalise.", elem_id="studio-title")

@@ -121,7 +121,7 @@ class RunForm:
         with gr.Row(equal_height=True):
             self.n = gr.Number(value=cfg.n, precision=0, label="Samples", elem_id="n", min_width=80)
             self.seed = gr.Number(value=cfg.seed, precision=0, label="Seed", elem_id="seed", min_width=100)
-            self.dice = gr.Button("🎲 new seed", size="sm", scale=0, min_width=70, elem_id="dice")
+            self.dice = gr.Button("New seed", size="sm", scale=0, min_width=70, elem_id="dice")
             self.device = gr.Dropdown(list(DEVICES), value=cfg.device, label="Device", elem_id="device",
                                       min_width=90)
         self.batch_size = gr.Number(value=cfg.batch_size, precision=0, visible=False)

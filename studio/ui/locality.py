@@ -25,7 +25,7 @@ def mask_settings(cfg) -> tuple[float | None, str, str]:
     if cfg.denoiser.name == "pca_locality":
         p = cfg.denoiser.params
         return p.get("mask_threshold"), p.get("mask_normalization") or "self", "the mask this run's denoiser used"
-    return None, "self", "the mask pca_locality would use here (default θ)"
+    return None, "self", "the mask pca_locality would use here"
 
 
 def patch_sizes(run) -> list[float] | None:

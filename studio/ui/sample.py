@@ -47,7 +47,7 @@ class SampleTab:
                 with gr.Row(equal_height=True):
                     self.live_xt = _image("x_t — where the samples are now", "live-xt")
                     self.live_x0 = _image("x̂0 — the denoiser's guess of the clean image", "live-x0")
-                with gr.Accordion("What am I looking at?", open=False):
+                with gr.Accordion("What am I looking at?", open=True, elem_id="intro"):
                     gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
                 with gr.Column(visible=False, elem_id="results") as self.results:
                     self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])

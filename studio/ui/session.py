@@ -7,7 +7,7 @@ import html
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,16 @@ class Result:
     folder: Path | None = None
 
 
-@dataclass
 class Session:
-    """What one browser session has: its running job and its latest results (sample run, comparison)."""
+    """What one browser session has: its running job and its latest results (sample run, comparison).
+    A plain class, not a dataclass: gr.State copies its default once per new session (`__deepcopy__`)."""
 
-    sample: Result | None = None
-    compare: list[Result] = field(default_factory=list)
-    compare_folder: Path | None = None
-    _job: Job | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self, sample: Result | None = None) -> None:
+        self.sample = sample
+        self.compare: list[Result] = []
+        self.compare_folder: Path | None = None
+        self._job: Job | None = None
+        self._lock = threading.Lock()
 
     def start(self, job: Job) -> None:
         """Remember the new job; a job this session still runs is cancelled (one run at a time per page)."""
@@ -49,12 +50,7 @@ class Session:
         return True
 
     def __deepcopy__(self, memo: dict) -> "Session":
-        return Session()  # gr.State copies its default once per new session: start empty
-
-
-def new_session() -> Session:
-    """gr.State's default: called once per browser session."""
-    return Session()
+        return Session()  # every new browser session starts empty
 
 
 def outputs_root() -> Path:
