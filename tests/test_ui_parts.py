@@ -239,3 +239,23 @@ def test_locality_tab_charts_the_patch_size_of_local_score_runs():
     assert patch["visible"] is True
     assert list(patch["value"].data[0].y) == [float(s["patch_size"]) for s in run.trajectory.shared]
     assert "the mask pca_locality would use here" in out[5]
+
+
+def test_exported_config_runs_with_the_cli(tmp_path):
+    from studio.cli import main
+    from studio.ui.sample import SampleTab
+
+    preset = next(p for p in list_presets()[0] if p.name == "wiener_blurs")
+    with gr.Blocks():
+        tab = SampleTab(gr.State(), RunConfig().validate())
+    values = apply(tab.form.outputs, tab.form.fill(preset.config), tab.form.inputs, widget_values(tab.form.inputs))
+    text = tab.export(*values)
+    assert RunConfig.from_yaml(text).to_dict() == preset.config.to_dict()
+    (tmp_path / "config.yaml").write_text(text)
+    assert main(["sample", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"),
+                 "--steps", "3", "--n", "2"]) == 0
+    assert (tmp_path / "run" / "samples.png").is_file()
+    shown = apply(tab.form.outputs, tab.import_yaml(text), tab.form.inputs, widget_values(tab.form.inputs))
+    assert tab.form.read(shown).to_dict() == preset.config.to_dict()
+    with pytest.raises(gr.Error, match=r"n: 0 is out of range"):
+        tab.import_yaml(text.replace("n: 16", "n: 0"))

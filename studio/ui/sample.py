@@ -47,7 +47,7 @@ class SampleTab:
                 with gr.Row(equal_height=True):
                     self.live_xt = _image("x_t — where the samples are now", "live-xt")
                     self.live_x0 = _image("x̂0 — the denoiser's guess of the clean image", "live-x0")
-                with gr.Accordion("What am I looking at?", open=True, elem_id="intro"):
+                with gr.Accordion("What am I looking at?", open=True, elem_id="intro") as self.intro:
                     gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
                 with gr.Column(visible=False, elem_id="results") as self.results:
                     self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])
@@ -67,7 +67,7 @@ class SampleTab:
     @property
     def result_outputs(self) -> list:
         return [self.progress, self.results, self.summary, self.final, self.anim, self.step, self.pairs,
-                self.charts, self.paths, self.download, self.live_xt, self.live_x0]
+                self.charts, self.paths, self.download, self.live_xt, self.live_x0, self.intro]
 
     def show_result(self, result: Result, text: str) -> dict:
         run = result.run
@@ -88,6 +88,7 @@ class SampleTab:
             self.download: results.zipped(result.folder),
             self.live_xt: pictures.view(traj.x_t[-1], bg),
             self.live_x0: pictures.view(traj.x0[-1], bg),
+            self.intro: gr.update(open=False),  # make room for the results; one click brings it back
         }
 
     # ---- handlers ----------------------------------------------------------------------------------------------
