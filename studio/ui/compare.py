@@ -97,7 +97,7 @@ class CompareTab:
         self.progress = gr.HTML(progress_html("idle", text=EMPTY), elem_id="cmp-progress")
         self.live: list[tuple[gr.Image, gr.Image]] = []
         self.pairs: list[gr.Image] = []
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             for name in SIDES:
                 with gr.Column(min_width=300):
                     with gr.Row():
@@ -105,7 +105,7 @@ class CompareTab:
                                           self._image(f"{name.upper()}: x̂0", f"cmp-{name}-x0")))
         with gr.Column(visible=False, elem_id="cmp-results") as self.results:
             self.step = gr.Slider(1, 2, value=2, step=1, label="step (both sides)", elem_id="cmp-step")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 for name in SIDES:
                     self.pairs.append(self._image(f"{name.upper()}: x_t | x̂0 at this step", f"cmp-{name}-pairs"))
             self.chart = gr.Plot(label="distance between the two trajectories", show_label=False, elem_id="cmp-chart")
