@@ -259,3 +259,16 @@ def test_exported_config_runs_with_the_cli(tmp_path):
     assert tab.form.read(shown).to_dict() == preset.config.to_dict()
     with pytest.raises(gr.Error, match=r"n: 0 is out of range"):
         tab.import_yaml(text.replace("n: 16", "n: 0"))
+
+
+def test_dataset_preview_shows_a_strip_and_the_facts_or_the_problem():
+    with gr.Blocks():
+        form = RunForm(RunConfig().validate())
+    values = widget_values(form.dataset.inputs)
+    strip, facts = form.preview(*values)
+    assert facts.startswith("**N = 1,797** · shape 1×8×8 · 10 classes") and "license: CC BY 4.0" in facts
+    assert strip.size == (16 * 9 * 4 + 4, 9 * 4 + 4)  # 16 digits in a row, 1 px pad, upscaled x4
+    size = form.dataset.inputs.index(next(c for n, p, c in form.dataset.fields if n == "digits" and p.name == "size"))
+    values[size] = 5000
+    strip, facts = form.preview(*values)
+    assert strip is None and facts.startswith("⚠️ dataset.size: 5000 is out of range")

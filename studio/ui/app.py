@@ -14,9 +14,7 @@ from typing import Any
 import gradio as gr
 
 from studio.config import RunConfig
-from studio.data.registry import get_entry, load_dataset
 from studio.presets import Preset, compare_pair, list_presets
-from studio.ui import pictures
 from studio.ui.compare import CompareTab
 from studio.ui.forward import ForwardTab
 from studio.ui.locality import LocalityTab
@@ -29,20 +27,6 @@ log = logging.getLogger("studio.ui")
 CSS_FILE = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
-
-
-def dataset_preview(name: str, *option_values: Any, form=None) -> tuple[Any, str]:
-    """The strip of training images and one line of facts (N, shape, source) for the chosen dataset."""
-    try:
-        options = form.dataset.read([name, *option_values])[1] if form is not None else {}
-        ds = load_dataset(name, **options)
-    except (ValueError, OSError) as err:
-        return None, f"⚠️ {err}"
-    shape = "×".join(map(str, ds.shape))
-    classes = f" · {len(ds.class_names)} classes" if ds.class_names else ""
-    entry = get_entry(name)
-    return pictures.strip(ds.x), (f"**N = {ds.n:,}** · shape {shape}{classes} · {entry.summary}  \n"
-                                  f"<span class='studio-source'>source: {ds.source} · license: {ds.license}</span>")
 
 
 def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
@@ -79,15 +63,8 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
         forward.wire(forward_tab)
 
         form = sample.form
-        preview_inputs = [form.dataset.dropdown, *form.dataset.inputs[1:]]
-        preview_outputs = [form.dataset_view, form.dataset_info]
-
-        def preview(*values):
-            return dataset_preview(*values, form=form)
-
-        form.dataset.dropdown.change(preview, preview_inputs, preview_outputs, api_visibility="private",
-                                     show_progress="minimal")
-        demo.load(preview, preview_inputs, preview_outputs, api_visibility="private", show_progress="hidden")
+        demo.load(form.preview, form.dataset.inputs, [form.dataset_view, form.dataset_info],
+                  api_visibility="private", show_progress="hidden")
 
         def apply_preset(title: str) -> list:
             chosen: Preset | None = by_title.get(title)

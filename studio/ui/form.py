@@ -10,12 +10,12 @@ from typing import Any, Sequence
 import gradio as gr
 
 from studio.config import DEVICES, RunConfig
-from studio.data.registry import dataset_names, get_entry
+from studio.data.registry import dataset_names, get_entry, load_dataset
 from studio.denoisers.registry import denoiser_class, denoiser_names
 from studio.diffusion.samplers import SAMPLERS
 from studio.diffusion.schedules import SCHEDULES
 from studio.diffusion.spacing import SPACINGS
-from studio.ui import explain
+from studio.ui import explain, pictures
 from studio.ui.controls import ParamPanel
 
 MAX_SEED = 2**31 - 1
@@ -161,8 +161,23 @@ class RunForm:
                 s.name, s.T, s.beta_start, s.beta_end, cfg.sampler.spacing, cfg.sampler.clip_x0, cfg.n, cfg.seed,
                 cfg.device, cfg.batch_size]
 
+    def preview(self, *values: Any) -> tuple[Any, str]:
+        """The strip of training images and one line of facts (N, shape, source) for the chosen dataset."""
+        name, options = self.dataset.read(values)
+        try:
+            ds = load_dataset(name, **options)
+        except (ValueError, OSError) as err:
+            return None, f"⚠️ {err}"
+        shape = "×".join(map(str, ds.shape))
+        classes = f" · {len(ds.class_names)} classes" if ds.class_names else ""
+        return pictures.strip(ds.x), (
+            f"**N = {ds.n:,}** · shape {shape}{classes} · {get_entry(name).summary}  \n"
+            f"<span class='studio-source'>source: {ds.source} · license: {ds.license}</span>")
+
     def wire(self) -> None:
         self.dataset.on_change()
+        self.dataset.dropdown.change(self.preview, self.dataset.inputs, [self.dataset_view, self.dataset_info],
+                                     api_visibility="private", show_progress="minimal")
         self.method.wire()
         self.dataset.dropdown.change(
             lambda name, den: self.method.kind_changed(get_entry(name).kind, den),
