@@ -147,9 +147,8 @@ class LocalityTab:
     def wire(self, result_events: list) -> None:
         inputs = [self.session, *self.controls]
         for control in self.controls:
-            event = control.change if isinstance(control, gr.Radio) else control.release
-            event(self.update, inputs, self.outputs, api_visibility="private", trigger_mode="always_last",
-                  show_progress="minimal")
+            control.input(self.update, inputs, self.outputs, api_visibility="private", trigger_mode="always_last",
+                          show_progress="minimal")
         self.picture.select(self.clicked, self.session, [self.x, self.y], api_visibility="private").then(
             self.update, inputs, self.outputs, api_visibility="private", show_progress="minimal")
         for event in result_events:

@@ -82,8 +82,8 @@ class NeighboursTab:
 
     def wire(self, result_events: list) -> None:
         for slider in (self.step, self.k):
-            slider.release(self.update, [self.session, self.step, self.k], self.outputs, api_visibility="private",
-                           trigger_mode="always_last", show_progress="minimal")
+            slider.input(self.update, [self.session, self.step, self.k], self.outputs, api_visibility="private",
+                         trigger_mode="always_last", show_progress="minimal")
         for event in result_events:
             event.success(self.after_run, [self.session, self.k], [self.step, *self.outputs],
                           api_visibility="private", show_progress="hidden")
