@@ -267,6 +267,7 @@ def test_dataset_preview_shows_a_strip_and_the_facts_or_the_problem():
     values = widget_values(form.dataset.inputs)
     strip, facts = form.preview(*values)
     assert facts.startswith("**N = 1,797** · shape 1×8×8 · 10 classes") and "license: CC BY 4.0" in facts
+    assert "<summary>source and license</summary>scikit-learn load_digits" in facts
     assert strip.size == (16 * 9 * 4 + 4, 9 * 4 + 4)  # 16 digits in a row, 1 px pad, upscaled x4
     size = form.dataset.inputs.index(next(c for n, p, c in form.dataset.fields if n == "digits" and p.name == "size"))
     values[size] = 5000

@@ -4,6 +4,7 @@ shows a RunConfig (a preset, an imported YAML) in the widgets."""
 
 from __future__ import annotations
 
+import html
 import random
 from typing import Any, Sequence
 
@@ -171,8 +172,9 @@ class RunForm:
         shape = "×".join(map(str, ds.shape))
         classes = f" · {len(ds.class_names)} classes" if ds.class_names else ""
         return pictures.strip(ds.x), (
-            f"**N = {ds.n:,}** · shape {shape}{classes} · {get_entry(name).summary}  \n"
-            f"<span class='studio-source'>source: {ds.source} · license: {ds.license}</span>")
+            f"**N = {ds.n:,}** · shape {shape}{classes} · {get_entry(name).summary}\n\n"
+            f"<details class='studio-source'><summary>source and license</summary>{html.escape(ds.source)}<br>"
+            f"license: {html.escape(ds.license)}</details>")
 
     def wire(self) -> None:
         self.dataset.on_change()
