@@ -44,14 +44,14 @@ class SampleTab:
                     self.run_btn = gr.Button("▶  Run", variant="primary", elem_id="run", scale=3)
                     self.cancel_btn = gr.Button("■  Cancel", variant="stop", elem_id="cancel", scale=1)
                 self.progress = gr.HTML(progress_html("idle", text=IDLE), elem_id="progress")
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):
                     self.live_xt = _image("x_t — where the samples are now", "live-xt")
                     self.live_x0 = _image("x̂0 — the denoiser's guess of the clean image", "live-x0")
                 with gr.Accordion("What am I looking at?", open=True, elem_id="intro") as self.intro:
                     gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
                 with gr.Column(visible=False, elem_id="results") as self.results:
                     self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])
-                    with gr.Row(equal_height=True):
+                    with gr.Row(equal_height=False):
                         self.final = _image("Final samples", "final-grid")
                         self.anim = gr.Image(label="Animation (x_t | x̂0 over the steps)", interactive=False,
                                              elem_id="animation", elem_classes=["studio-pixels"])
