@@ -121,12 +121,18 @@ def test_upload_size_is_refused_while_it_arrives(app):
 @pytest.fixture
 def slow_wiener(monkeypatch):
     """Wiener steps of 50 ms on a fresh CPU worker built from this test's limits; returns the calls made
-    as (batch size, worker thread) in order."""
+    as (batch size, worker thread) in order. A 3-sample job's second step waits (up to 3 s) for a 2-sample
+    job to start, so that which job runs first depends on the worker's threads, not on the machine's load."""
     original = Wiener.denoise
     calls = []
+    small_started = threading.Event()
 
     def slow(self, x_t, t, ab):
         calls.append((len(x_t), threading.current_thread().name))
+        if len(x_t) == 2:
+            small_started.set()
+        elif len(x_t) == 3 and [n for n, _ in calls].count(3) == 2:
+            small_started.wait(3)
         time.sleep(0.05)
         return original(self, x_t, t, ab)
 
