@@ -191,6 +191,15 @@ def test_session_runs_one_job_at_a_time_and_new_sessions_start_empty():
     assert copy.deepcopy(session).sample is None
 
 
+def test_analytics_are_off_unless_asked_for(monkeypatch):
+    from studio.ui.app import analytics_enabled
+
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    assert analytics_enabled() is False
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    assert analytics_enabled() is True
+
+
 def test_app_flags_and_space_environment(monkeypatch):
     spec = importlib.util.spec_from_file_location("studio_app", Path(__file__).resolve().parents[1] / "app.py")
     app = importlib.util.module_from_spec(spec)

@@ -7,6 +7,7 @@ page asks for them, and `warm_up` prepares the default run in the background aft
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,16 @@ TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
 
 
+def analytics_enabled() -> bool:
+    """Gradio's usage analytics stay off unless GRADIO_ANALYTICS_ENABLED turns them on."""
+    return os.environ.get("GRADIO_ANALYTICS_ENABLED", "False").strip().lower() in ("1", "true", "yes")
+
+
 def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
     presets, problems = list_presets(presets_folder)
     by_title = {p.title: p for p in presets}
     cfg = RunConfig().validate()
-    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=analytics_enabled()) as demo:
         session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
