@@ -13,24 +13,20 @@ from studio.diffusion.schedules import SCHEDULES
 from studio.diffusion.spacing import SPACINGS
 
 
+def _print_section(title: str, rows: list[tuple[str, str, tuple]], label: str = "params") -> None:
+    print(f"{title}:")
+    for name, summary, params in rows:
+        print(f"  {name:<16}{summary}")
+        if params:
+            print(f"  {'':<16}{label}: {', '.join(p.describe() for p in params)}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    print("datasets:")
-    for name in dataset_names():
-        e = get_entry(name)
-        print(f"  {name:<16}{e.kind:<8}{e.summary}")
-        if e.params:
-            print(f"  {'':<24}options: {', '.join(p.describe() for p in e.params)}")
-    print("denoisers:")
-    for name in denoiser_names():
-        cls = denoiser_class(name)
-        print(f"  {name:<16}{cls.summary}")
-        if cls.params:
-            print(f"  {'':<16}params: {', '.join(p.describe() for p in cls.params)}")
-    print("samplers:")
-    for name, cls in SAMPLERS.items():
-        print(f"  {name:<16}{cls.summary}")
-        if cls.params:
-            print(f"  {'':<16}params: {', '.join(p.describe() for p in cls.params)}")
+    entries = [get_entry(name) for name in dataset_names()]
+    _print_section("datasets", [(e.name, f"{e.kind:<8}{e.summary}", e.params) for e in entries], "options")
+    classes = [denoiser_class(name) for name in denoiser_names()]
+    _print_section("denoisers", [(c.name, c.summary, c.params) for c in classes])
+    _print_section("samplers", [(name, c.summary, c.params) for name, c in SAMPLERS.items()])
     print(f"schedules: {', '.join(SCHEDULES)}")
     print(f"spacings: {', '.join(SPACINGS)}")
     return 0
