@@ -11,7 +11,7 @@ from typing import Any
 from studio.config import parse_value
 
 _TRAIN_FLAGS = ("steps", "batch", "lr", "warmup", "ema_decay", "prediction_type", "width", "depth", "seed",
-                "save_every", "log_every", "max_minutes", "save_dtype", "sample_n", "device")
+                "save_every", "log_every", "max_minutes", "save_dtype", "sample_n", "device", "compile")
 
 
 def _pairs(items: list[str] | None, flag: str) -> list[tuple[str, Any]]:
@@ -29,7 +29,9 @@ def _train_command(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "studio", "train", "--dataset", args.dataset, "--out", args.out]
     for name in _TRAIN_FLAGS:
         value = getattr(args, name)
-        if value is not None:
+        if value is True:
+            parts.append(f"--{name}")
+        elif value is not None and value is not False:
             parts += ["--samples" if name == "sample_n" else f"--{name.replace('_', '-')}", str(value)]
     for item in args.set or []:
         parts += ["--set", item]
@@ -119,6 +121,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-dtype", dest="save_dtype", help="fp32 (default) or fp16")
     p.add_argument("--samples", dest="sample_n", type=int, help="samples drawn for samples.png (0 = none)")
     p.add_argument("--device")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the network (CUDA graphs on GPU): much faster for small networks")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset.KEY=VALUE or schedule.KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.set_defaults(func=cmd_train)

@@ -60,6 +60,8 @@ TRAIN_PARAMS = (
     Param("save_dtype", str, "fp32", "dtype of the saved weights (fp16 halves the size)", choices=("fp32", "fp16")),
     Param("sample_n", int, 64, "samples drawn for samples.png after training (0 = none)", low=0, high=4096),
     Param("device", str, "auto", "where to train", choices=("auto", "cpu", "cuda")),
+    Param("compile", bool, False, "torch.compile the network (CUDA graphs on GPU): small networks train many "
+          "times faster after a compile of a minute or two"),
 )
 SCHEDULE_PARAMS = (
     Param("name", str, "linear", "noise schedule", choices=SCHEDULES),
@@ -162,7 +164,8 @@ class Trainer:
         self.net = build_network(dataset, self.o["width"], self.o["depth"]).to(self.device)
         self.ema = _Ema(self.net, self.o["ema_decay"])
         self.peak_lr = self.o["lr"] or (1e-3 if dataset.kind == "points" else 3e-4)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.peak_lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.peak_lr, weight_decay=0.0,
+                                     fused=self.device.type == "cuda")
         self.gen = torch.Generator(self.device).manual_seed(self.o["seed"])
         self.step = 0
         self.elapsed = 0.0
@@ -238,6 +241,9 @@ class Trainer:
         T, n = len(ab_all), data.shape[0]
         bar = tqdm(total=o["steps"], initial=self.step, desc=f"train {self.dataset.name}", unit="step",
                    file=sys.stderr, disable=not progress, mininterval=1.0)
+        forward = self.net
+        if o["compile"]:
+            forward = torch.compile(self.net, mode="reduce-overhead" if self.device.type == "cuda" else None)
         running = torch.zeros((), device=self.device)
         counted = 0
         started = time.perf_counter() - self.elapsed
@@ -251,10 +257,12 @@ class Trainer:
             eps = torch.randn(x0.shape, generator=self.gen, device=self.device)
             ab = ab_all[t].view(-1, *([1] * (x0.dim() - 1)))
             x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            if o["compile"]:
+                torch.compiler.cudagraph_mark_step_begin()
             if frame is not None:
-                pred = crop_center(call_network(self.net, pad_center(x_t, frame), t), *x0.shape[-2:])
+                pred = crop_center(call_network(forward, pad_center(x_t, frame), t), *x0.shape[-2:])
             else:
-                pred = call_network(self.net, x_t, t)
+                pred = call_network(forward, x_t, t)
             loss = F.mse_loss(pred, training_target(x0, eps, ab, o["prediction_type"]))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -301,8 +309,9 @@ class Trainer:
             for name in os.listdir(tmp):
                 os.replace(tmp / name, self.out / name)
         self._write_curve()
-        samples = self._sample_check() if final and self.o["sample_n"] else {}
-        self._write_card(final, stopped_early, samples)
+        self._write_card(final, stopped_early, {})  # the sample check reads the card (padding, schedule)
+        if final and self.o["sample_n"]:
+            self._write_card(final, stopped_early, self._sample_check())
 
     def _write_curve(self) -> None:
         buf = io.StringIO()

@@ -36,6 +36,7 @@ def test_r2_and_mse_match_numpy():
     a = cmp.agreement(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32), "image")
     assert a["r2_mean"] == pytest.approx(r2.mean(), rel=1e-5) and a["r2_median"] == pytest.approx(np.median(r2), rel=1e-5)
     assert a["mse"] == pytest.approx(((xf - yf) ** 2).mean(), rel=1e-5)
+    assert a["r2_pooled"] == pytest.approx(pooled, rel=1e-5)
     # A constant reference image has no variance: NaN, left out of the mean.
     y0 = torch.tensor(y.copy())
     y0[0] = 1.0
@@ -81,7 +82,7 @@ def test_different_denoisers_share_x_T_and_single_step_is_on_reference_states():
 def test_points_use_the_pooled_r2():
     comp = cmp.compare(_cfg("optimal", dataset="moons"), reference="wiener", single_step=False)
     expect = cmp.r2_pooled(comp.trajectory.samples, comp.reference.trajectory.samples)
-    assert comp.final["r2_mean"] == pytest.approx(expect) == comp.final["r2_median"]
+    assert comp.final["r2_mean"] == pytest.approx(expect) == comp.final["r2_median"] == comp.final["r2_pooled"]
     assert "r2_single" not in comp.per_step[0] and comp.single_step_x0 is None
 
 
@@ -98,7 +99,7 @@ def test_compare_many_shares_one_reference_and_cli_writes_outputs(tmp_path, caps
                "--n", "4", "--device", "cpu", "--reference", "optimal", "--out", str(tmp_path / "one")])
     assert rc == 0
     doc = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    assert len(doc["per_step"]) == 3 and set(doc["final"]) == {"mse", "r2_mean", "r2_median"}
+    assert len(doc["per_step"]) == 3 and set(doc["final"]) == {"mse", "r2_mean", "r2_median", "r2_pooled"}
     assert doc["reference"]["denoiser"]["name"] == "optimal" and "Var(y)" in doc["definitions"]["r2"]
     for name in ("compare.png", "samples.png"):
         assert (tmp_path / "one" / name).read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 import pytest
 import torch
@@ -87,8 +88,11 @@ def test_image_training_pads_and_writes_a_complete_folder(tmp_path, one_thread):
     ds = _tiny_images()
     opts = {"steps": 6, "batch": 4, "width": 8, "depth": 1, "device": "cpu", "sample_n": 4, "log_every": 2,
             "prediction_type": "v_prediction", "save_dtype": "fp16"}
-    Trainer(ds, tmp_path / "u", opts, {"name": "cosine", "T": 200}, command="python -m studio train ...").run(
-        progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(ds, tmp_path / "u", opts, {"name": "cosine", "T": 200}, command="python -m studio train ...").run(
+            progress=False)
+    assert not [w for w in caught if "resized" in str(w.message)]  # the sample check pads as training did
     out = tmp_path / "u"
     for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "README.md",
                  "loss.csv", "loss.png", "samples.png"):

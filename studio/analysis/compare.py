@@ -11,8 +11,10 @@ Agreement of x (under test) with y (reference), for one image of D coordinates:
     MSE = (1/D) Σ_d (x_d - y_d)²
     r²  = 1 - Σ_d (x_d - y_d)² / (D · Var(y)),   Var(y) = (1/D) Σ_d (y_d - ȳ)²,   ȳ = (1/D) Σ_d y_d
 i.e. Var(y) is the population variance of the reference image over its own pixels; images with Var(y) = 0 give
-NaN and are left out of means and medians. For 2-D points a per-point variance over two coordinates means
-nothing, so the pooled form over the N samples is used: r² = 1 - Σ_i ||x_i - y_i||² / Σ_i ||y_i - ȳ||².
+NaN and are left out of means and medians. Near-flat reference images (common among natural-image patches)
+make the per-sample r² hugely negative, so the median is the robust summary, and the pooled form over the N
+samples is reported too: r²_pooled = 1 - Σ_i ||x_i - y_i||² / Σ_i ||y_i - ȳ||² (ȳ the mean reference sample).
+For 2-D points a per-point variance over two coordinates means nothing: r² there is the pooled form.
 
 Public API for the UI: `compare`, `compare_many` (one reference run shared by several denoisers),
 `per_step_series` (columns for a chart), `summary_row` (a table row), `plot_png`, `save_comparison`, `save_table`.
@@ -66,16 +68,17 @@ def r2_pooled(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def agreement(x: torch.Tensor, y: torch.Tensor, kind: str) -> dict[str, float]:
-    """MSE and r² (mean and median over samples; pooled for points) of x against the reference y."""
+    """MSE and r² of x against the reference y: per-sample r² (mean, median; for points the pooled value) and
+    the pooled r², which near-constant reference images (tiny Var(y)) cannot dominate."""
     mse = float(mse_per_sample(x, y).mean())
+    pooled = r2_pooled(x, y)
     if kind == "points":
-        r2 = r2_pooled(x, y)
-        return {"mse": mse, "r2_mean": r2, "r2_median": r2}
+        return {"mse": mse, "r2_mean": pooled, "r2_median": pooled, "r2_pooled": pooled}
     r2s = r2_per_sample(x, y)
     r2s = r2s[~r2s.isnan()]
     if r2s.numel() == 0:
-        return {"mse": mse, "r2_mean": math.nan, "r2_median": math.nan}
-    return {"mse": mse, "r2_mean": float(r2s.mean()), "r2_median": float(r2s.median())}
+        return {"mse": mse, "r2_mean": math.nan, "r2_median": math.nan, "r2_pooled": pooled}
+    return {"mse": mse, "r2_mean": float(r2s.mean()), "r2_median": float(r2s.median()), "r2_pooled": pooled}
 
 
 def memorisation_rate(samples: torch.Tensor, prep: Prepared) -> float | None:
@@ -236,6 +239,7 @@ def summary_row(comp: Comparison) -> dict[str, Any]:
         "n": comp.config.n,
         "final_r2_mean": comp.final["r2_mean"],
         "final_r2_median": comp.final["r2_median"],
+        "final_r2_pooled": comp.final["r2_pooled"],
         "final_mse": comp.final["mse"],
         "single_step_r2_mean_over_steps": sum(singles) / len(singles) if singles else None,
         "memorisation": comp.memorisation["test"],
@@ -307,8 +311,8 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
-    cols = ["denoiser", "final_r2_mean", "final_r2_median", "final_mse", "single_step_r2_mean_over_steps",
-            "memorisation", "reference_memorisation"]
+    cols = ["denoiser", "final_r2_mean", "final_r2_median", "final_r2_pooled", "final_mse",
+            "single_step_r2_mean_over_steps", "memorisation", "reference_memorisation"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

@@ -82,12 +82,20 @@ class Unet(Denoiser):
         self._neg_log_ab = (-torch.log(self.model_ab)).numpy()
         self._learned_time = getattr(self.net, "config", {}).get("time_embedding_type") == "learned"
         self._frame(dataset, info.data_shape)
-        trained_on = info.dataset.get("fingerprint")
-        if trained_on and trained_on != dataset.fingerprint:
-            self._note(f"{self.source} was trained on {info.dataset.get('name')} data with fingerprint {trained_on}; "
-                       f"this run's data differ ({dataset.fingerprint}), so similarity to the training set is "
-                       "measured against other images than the network saw")
+        self._compare_training_data(info.dataset, dataset)
         self.autocast = self._choose_precision(dataset)
+
+    def _compare_training_data(self, trained: dict[str, Any], dataset: Dataset) -> None:
+        """Note when this run's data are not the bytes the network was trained on."""
+        fingerprint = trained.get("fingerprint")
+        if not fingerprint or fingerprint == dataset.fingerprint:
+            return
+        if trained.get("name") == dataset.name and trained.get("options") == dataset.options:
+            self._note(f"{self.source} was trained on {dataset.name} with these options, but this build's bytes "
+                       f"differ (fingerprint {fingerprint} vs {dataset.fingerprint}), e.g. from other package versions")
+        else:
+            self._note(f"{self.source} was trained on {trained.get('name')} {trained.get('options')}; this run uses "
+                       f"{dataset.name} {dataset.options}, so 'memorised' refers to other images than it saw")
 
     def _frame(self, dataset: Dataset, trained_shape: tuple[int, ...] | None) -> None:
         """Decide how data meet the network: as they are, zero-padded (as in training) or resized."""
