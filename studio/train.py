@@ -33,9 +33,10 @@ from torch import nn
 from studio.cache import atomic_dir, atomic_write
 from studio.data.dataset import Dataset
 from studio.denoisers.unet import call_network
-from studio.diffusion.schedules import SCHEDULES, Schedule
+from studio.config import _SCHEDULE_PARAMS as SCHEDULE_PARAMS
+from studio.diffusion.schedules import Schedule
 from studio.models.card import write_card
-from studio.models.checkpoints import DEFAULT_SCHEDULE, PREDICTION_TYPES, save_network, write_scheduler_config
+from studio.models.checkpoints import PREDICTION_TYPES, save_network, write_scheduler_config
 from studio.models.framing import crop_center, pad_center, padded_side
 from studio.params import Param, resolve
 
@@ -62,12 +63,6 @@ TRAIN_PARAMS = (
     Param("device", str, "auto", "where to train", choices=("auto", "cpu", "cuda")),
     Param("compile", bool, False, "torch.compile the network (CUDA graphs on GPU): small networks train many "
           "times faster after a compile of a minute or two"),
-)
-SCHEDULE_PARAMS = (
-    Param("name", str, "linear", "noise schedule", choices=SCHEDULES),
-    Param("T", int, 1000, "training timesteps", low=2, high=100_000),
-    Param("beta_start", float, 1e-4, "β_0", low=1e-8, high=0.5),
-    Param("beta_end", float, 0.02, "β_{T-1}", low=1e-8, high=0.999),
 )
 RESUME = "resume"
 _STATE = "state.safetensors"
@@ -155,6 +150,8 @@ class Trainer:
         self.out = Path(out)
         self.o = resolve(TRAIN_PARAMS, options, "train")
         self.schedule = resolve(SCHEDULE_PARAMS, schedule, "schedule")
+        if self.schedule["beta_end"] < self.schedule["beta_start"]:
+            raise ValueError("schedule.beta_end: must be >= schedule.beta_start")
         self.command = command
         self.device = _device(self.o["device"])
         if self.device.type == "cuda":
