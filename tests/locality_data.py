@@ -24,7 +24,8 @@ def smooth_images(n: int, shape: tuple[int, int, int], seed: int = 0, stationary
 
 
 def as_dataset(x: torch.Tensor, name: str = "t") -> Dataset:
-    return Dataset(x=x.float(), name=name, kind="image", fingerprint=digest(name, x))
+    kind = "image" if x.dim() == 4 else "points"
+    return Dataset(x=x.float(), name=name, kind=kind, fingerprint=digest(name, x))
 
 
 def noisy(data: torch.Tensor, ab: float, b: int = 4, seed: int = 1) -> torch.Tensor:

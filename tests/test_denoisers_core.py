@@ -1,29 +1,18 @@
+from functools import partial
+
+import locality_data
 import pytest
 import torch
+from locality_data import as_dataset, rel
 
-from studio.cache import digest
 from studio.data import load_dataset
-from studio.data.dataset import Dataset
 from studio.denoisers import make_denoiser
 from studio.denoisers.reference import nearest_ref, optimal_ref, wiener_ref
 
 LEVELS = [1e-4, 1e-2, 0.5, 0.9999]
 
 
-def noisy(data: torch.Tensor, ab: float, b: int = 6, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randint(0, len(data), (b,), generator=g)
-    return ab**0.5 * data[pick] + (1 - ab) ** 0.5 * torch.randn(data[pick].shape, generator=g)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().flatten(1), b.double().flatten(1)
-    return float(((a - b).norm(dim=1) / b.norm(dim=1)).max())
-
-
-def as_dataset(x: torch.Tensor, name: str = "t") -> Dataset:
-    kind = "image" if x.dim() == 4 else "points"
-    return Dataset(x=x.float(), name=name, kind=kind, fingerprint=digest(name, x))
+noisy = partial(locality_data.noisy, b=6, seed=0)
 
 
 @pytest.fixture(scope="module")
