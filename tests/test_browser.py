@@ -2,12 +2,11 @@
 look at the results, then the Neighbours, Locality, Compare and Forward tabs. Screenshots go to the test's
 tmp dir (printed at the end)."""
 
-import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from space_app import served
 
 from studio.config import RunConfig
 
@@ -20,25 +19,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
                                 "(apt-get install chromium chromium-driver)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from studio.ui.app import start
-
-    old = os.environ.get("STUDIO_OUTPUTS")
-    os.environ["STUDIO_OUTPUTS"] = str(tmp_path_factory.mktemp("outputs"))
-    demo = start(port=free_port(), quiet=True)
-    yield demo.local_url
-    demo.close()
-    if old is None:
-        os.environ.pop("STUDIO_OUTPUTS", None)
-    else:
-        os.environ["STUDIO_OUTPUTS"] = old
+    with served(tmp_path_factory.mktemp("outputs")) as app:
+        yield app.url
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """The web app end to end through gradio_client: the app runs in this process on a free port."""
 
-import os
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -10,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client
+from space_app import served
 from PIL import Image
 
 from studio import engine
@@ -24,26 +23,10 @@ OUT = {name: i for i, name in enumerate(["progress", "summary", "final", "animat
 PROGRESS = re.compile(r'data-state="(\w+)" data-k="(\d+)" data-total="(\d+)"')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from studio.ui.app import start
-
-    outputs = tmp_path_factory.mktemp("outputs")
-    old = os.environ.get("STUDIO_OUTPUTS")
-    os.environ["STUDIO_OUTPUTS"] = str(outputs)
-    demo = start(port=free_port(), quiet=True)
-    yield demo.local_url, outputs
-    demo.close()
-    if old is None:
-        os.environ.pop("STUDIO_OUTPUTS", None)
-    else:
-        os.environ["STUDIO_OUTPUTS"] = old
+    with served(tmp_path_factory.mktemp("outputs")) as app:
+        yield app.url, app.outputs
 
 
 def preset_yaml(name: str, **changes: str) -> str:
