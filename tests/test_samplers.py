@@ -36,23 +36,32 @@ def ours(name, K, spacing="leading", seed=3, **params):
     return loop.collect(loop.steps(Toy(), sampler, NoiseSource(seed, N, SHAPE)))
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0, 0.4])
-@pytest.mark.parametrize("K", [10, 50])
-def test_ddim_matches_diffusers(eta, K):
-    traj = ours("ddim", K, eta=eta)
-    sched = DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
-                          timestep_spacing="leading", steps_offset=0)
+def replay(sched, K, traj, noise, step):
+    """Drive a diffusers scheduler with the same toy denoiser and noise; every x_t must match our trajectory."""
     sched.set_timesteps(K)
-    noise = NoiseSource(3, N, SHAPE)
     x = noise.draw()
     for k, t in enumerate(sched.timesteps):
         assert int(t) == int(traj.timesteps[k])
         assert torch.allclose(x, traj.x_t[k], atol=1e-5), f"x_t differs at step {k}"
         ab = float(sched.alphas_cumprod[t])
         eps = (x - math.sqrt(ab) * toy_x0(x, ab)) / math.sqrt(1 - ab)
-        z = noise.draw() if k < K - 1 and eta > 0 else torch.zeros_like(x)
-        x = sched.step(eps, t, x, eta=eta, variance_noise=z).prev_sample
+        x = step(k, eps, t, x)
     assert torch.allclose(x, traj.samples, atol=1e-5)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0, 0.4])
+@pytest.mark.parametrize("K", [10, 50])
+def test_ddim_matches_diffusers(eta, K):
+    traj = ours("ddim", K, eta=eta)
+    sched = DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
+                          timestep_spacing="leading", steps_offset=0)
+    noise = NoiseSource(3, N, SHAPE)
+
+    def step(k, eps, t, x):
+        z = noise.draw() if k < K - 1 and eta > 0 else torch.zeros_like(x)
+        return sched.step(eps, t, x, eta=eta, variance_noise=z).prev_sample
+
+    replay(sched, K, traj, noise, step)
 
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
@@ -61,15 +70,8 @@ def test_ddpm_matches_diffusers(variance, K):
     traj = ours("ddpm", K, variance=variance)
     sched = DDPMScheduler(beta_schedule="linear", clip_sample=False, variance_type=variance,
                           timestep_spacing="leading", steps_offset=0)
-    sched.set_timesteps(K)
     noise = NoiseSource(3, N, SHAPE)
-    x = noise.draw()
-    for k, t in enumerate(sched.timesteps):
-        assert torch.allclose(x, traj.x_t[k], atol=1e-5), f"x_t differs at step {k}"
-        ab = float(sched.alphas_cumprod[t])
-        eps = (x - math.sqrt(ab) * toy_x0(x, ab)) / math.sqrt(1 - ab)
-        x = sched.step(eps, t, x, generator=noise.generators).prev_sample
-    assert torch.allclose(x, traj.samples, atol=1e-5)
+    replay(sched, K, traj, noise, lambda k, eps, t, x: sched.step(eps, t, x, generator=noise.generators).prev_sample)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
