@@ -1,0 +1,112 @@
+"""Skip Gradio's import-time developer tooling, most of `import gradio` on a small CPU (gradio-app/gradio#7791):
+every component class rewrites its .pyi stub (already shipped in the wheel) and renders each event docstring
+with a freshly compiled jinja2 template. `install()` patches both as Gradio's modules load; if Gradio no longer
+has the names patched here, its modules load untouched."""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import re
+import sys
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+COMPONENT = re.compile(r"\{\{\s*component\s*\}\}")
+JINJA_SYNTAX = ("{{", "{%", "{#", "\r")  # anything the plain substitution below would not render like jinja2
+
+
+def skip_pyi(*_args: Any, **_kwargs: Any) -> None:
+    """Stands in for `gradio.component_meta.create_or_modify_pyi`: the stubs are a Gradio development artefact."""
+
+
+def render_doc(doc: str, component: str) -> str | None:
+    """`jinja2.Template(doc).render(component=component)` for docstrings whose only jinja is `{{ component }}`
+    (jinja drops one trailing newline); None for any other template."""
+    if any(mark in COMPONENT.sub("", doc) for mark in JINJA_SYNTAX):
+        return None
+    text = COMPONENT.sub(lambda _: component, doc)
+    return text[:-1] if text.endswith("\n") else text
+
+
+def patch_component_meta(module: ModuleType) -> None:
+    """Component classes defined after this skip the stub rewrite (an ast parse of their source file each)."""
+    if callable(getattr(module, "create_or_modify_pyi", None)):
+        module.create_or_modify_pyi = skip_pyi
+
+
+def patch_events(module: ModuleType) -> None:
+    """`EventListener.set_doc` substitutes the component name itself, with Gradio's jinja path as fallback."""
+    listener_class = getattr(module, "EventListener", None)
+    jinja_set_doc = getattr(listener_class, "set_doc", None)
+    if not callable(jinja_set_doc):
+        return
+
+    def set_doc(self: Any, component: str) -> None:
+        listener = getattr(self, "listener", None)
+        doc = getattr(listener, "__doc__", None)
+        rendered = render_doc(doc, component) if isinstance(doc, str) else None
+        if rendered is None:
+            jinja_set_doc(self, component)
+        else:
+            listener.__doc__ = rendered
+
+    set_doc.__doc__ = jinja_set_doc.__doc__
+    listener_class.set_doc = set_doc
+
+
+PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "gradio.events": patch_events,
+    "gradio.component_meta": patch_component_meta,
+}
+
+
+class PatchingLoader(importlib.abc.Loader):
+    """Gradio's own loader, followed by one patch on the executed module."""
+
+    def __init__(self, loader: importlib.abc.Loader, patch: Callable[[ModuleType], None],
+                 done: Callable[[], None]) -> None:
+        self.loader, self.patch, self.done = loader, patch, done
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.patch(module)
+        self.done()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+class GradioStartupFinder(importlib.abc.MetaPathFinder):
+    """Wraps the loaders the other finders give for the patched Gradio modules; leaves `sys.meta_path` once
+    all are loaded (from a loader, as the import system iterates the live list while finding)."""
+
+    def __init__(self, patches: dict[str, Callable[[ModuleType], None]] = PATCHES) -> None:
+        self.pending = dict(patches)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None):
+        patch = self.pending.pop(fullname, None)
+        if patch is None:
+            return None
+        for finder in [f for f in sys.meta_path if f is not self and hasattr(f, "find_spec")]:
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = PatchingLoader(spec.loader, patch, self.finished)
+                return spec
+        return None
+
+    def finished(self) -> None:
+        if not self.pending and self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+def install() -> None:
+    """Patch Gradio as it loads; a no-op once Gradio is imported (or the finder is already in place)."""
+    if "gradio.component_meta" in sys.modules or any(isinstance(f, GradioStartupFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, GradioStartupFinder())
