@@ -40,14 +40,14 @@ def test_levels_exercise_every_path(rgb):
     den = make_denoiser("pca_locality", mask_threshold=0.05).fit(rgb)
     plans = [den.mask(ab).plan for ab in LEVELS]
     assert any(p.dense.numel() for p in plans)
-    assert any(bool(p.complement.any()) for p in plans)
-    assert any(p.n_tiles and not bool(p.complement.any()) for p in plans)
+    assert any(bool(p.based.any()) for p in plans)
+    assert any(p.n_tiles and not bool(p.based.any()) for p in plans)
 
 
 def test_tiles_skip_what_local_masks_leave_out():
     """A 3 x 3 window mask on a 32 x 32 image: the tiles read a small part of the D x D products."""
     plan = build_plan(masks.patch_mask((1, 32, 32), 3), (1, 32, 32))
-    assert plan.work() < 0.12 and not bool(plan.complement.any())
+    assert plan.work() < 0.12 and not bool(plan.based.any())
 
 
 @pytest.mark.parametrize("ab", [0.05, 0.6])
@@ -146,12 +146,36 @@ def test_plan_matches_dense_softmax_on_arbitrary_masks():
     mask[:4, 23:39] = False  # columns 23..38: a complement tile
     plan = build_plan(mask, (50,), tile=16)
     assert plan.dense.tolist() == [*range(7), *range(39, 50)]
-    assert plan.complement.tolist() == [False, True]
+    assert plan.based.tolist() == [[False], [True]]
     bank = DataBank.from_flat(x, "cpu")
     for ab in (0.1, 0.8):
         q = noisy(x, ab, b=3)
         out = masked_posterior_mean(q, bank, plan, ab, chunk=13, kernel="torch")
         assert rel(out, masked_softmax_ref(q, x, ab, mask)) < 1e-5
+
+
+def test_plan_starts_tiles_from_channel_distances_where_cheaper():
+    """An RGB mask whose columns read all of their own channel but a blob of the others: tiles are one
+    channel each, start from their own channel's full distance and read only the blobs, and stay exact."""
+    shape = (3, 8, 8)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(70, 192, generator=g) * 2 - 1
+    mask = masks.patch_mask(shape, 3)
+    channel = torch.arange(192) // 64
+    mask |= channel[:, None] == channel[None, :]
+    mask[torch.arange(0, 192, 7), 5] = False  # holes in column 5's own channel
+    plan = build_plan(mask, shape, tile=16)
+    for t in range(plan.n_tiles):
+        real = plan.cols[t][plan.cols[t] < 192]
+        own = int(channel[real[0]])
+        assert bool((channel[real] == own).all())
+        assert plan.based[t].tolist() == [k == own for k in range(3)]
+    assert plan.work() < 0.5 * build_plan(mask, (192,), tile=16).work()
+    bank = DataBank.from_flat(x, "cpu")
+    for ab in (0.1, 0.8):
+        q = noisy(x, ab, b=4)
+        assert rel(masked_posterior_mean(q, bank, plan, ab, chunk=29, kernel="torch"),
+                   masked_softmax_ref(q, x, ab, mask)) < 1e-5
 
 
 def test_bad_parameters_and_memory_are_clear_errors(rgb, monkeypatch):
@@ -167,8 +191,13 @@ def test_bad_parameters_and_memory_are_clear_errors(rgb, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_triton_kernel_matches_float64_on_gpu(rgb):
+@pytest.mark.parametrize("cache_squares", [True, False])
+def test_triton_kernel_matches_float64_on_gpu(rgb, cache_squares, monkeypatch):
+    from studio.denoisers import masked_triton
+
+    monkeypatch.setattr(masked_triton, "SQUARES_SHARE", 0.25 if cache_squares else 0.0)
     for ab in LEVELS:
-        x = noisy(rgb.x, ab, b=5).cuda()
-        out = make_denoiser("pca_locality", device="cuda", kernel="triton").fit(rgb).denoise(x, 0, ab)
-        assert rel(out.x0.cpu(), pca_locality_ref(x.cpu(), rgb.x, ab, 0.02)) < 1e-4
+        for b in (1, 5, 19):
+            x = noisy(rgb.x, ab, b=b).cuda()
+            out = make_denoiser("pca_locality", device="cuda", kernel="triton").fit(rgb).denoise(x, 0, ab)
+            assert rel(out.x0.cpu(), pca_locality_ref(x.cpu(), rgb.x, ab, 0.02)) < 1e-4

@@ -5,11 +5,12 @@ Squared differences are formed directly in fp32 (no expansion, so no cancellatio
 summed with the 0/1 mask; chunks of training points merge through an exact online log-sum-exp.
 
 A `ColumnPlan` arranges one mask for speed: all-ones columns share one softmax (the `optimal`
-denoiser's), the other columns are cut into spatially compact tiles of G columns, each carrying only
-the union of its columns' supports (or, when cheaper, of their complements: the distance over the
-complement is subtracted from the full distance). Work per tile is then B·N·|support|·G instead of
-B·N·D·G. The same plan feeds the torch path (CPU, and GPU without Triton; G = 64) and the Triton
-kernel (studio.denoisers.masked_triton, which picks G in 64/128/256 per mask by a measured cost model).
+denoiser's); the other columns are cut into tiles of G columns of one channel and a compact patch of
+pixels, each reading only the union of its columns' inputs. Per channel a tile may instead start from
+that channel's full distance and subtract the inputs its columns skip, whichever reads fewer inputs:
+a mid-noise mask holds nearly all of its own channel and a blob of the others. Work per tile is then
+B·N·|support|·G instead of B·N·D·G. The same plan feeds the torch path (CPU, and GPU without Triton;
+G = 64) and the Triton kernel (studio.denoisers.masked_triton, G = 16).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ class ColumnPlan:
     """One mask [D, D] arranged as dense columns plus tiles of sparse columns (padding index = D)."""
 
     D: int
+    channels: int                # K equal contiguous coordinate blocks (image channels) a tile may start from
     dense: torch.Tensor          # long [Dd]: all-ones columns
     cols: torch.Tensor           # long [T, G]: the columns of each tile, padded with D
     supports: list[torch.Tensor]  # long [S_t]: the inputs a tile reads
-    blocks: list[torch.Tensor]    # float32 [S_t, G]: mask (or its complement) on supports x cols
-    complement: torch.Tensor     # bool [T]: tile sums over the complement, subtracted from the full distance
+    blocks: list[torch.Tensor]    # float32 [S_t, G]: +1 an input the column reads, -1 one a based channel skips
+    based: torch.Tensor          # bool [T, K]: channels whose full distance the tile starts from
     packed: dict[Any, Any] = field(default_factory=dict)  # per-kernel device layouts, built on first use
 
     @property
@@ -49,48 +51,62 @@ class ColumnPlan:
         return done / max(self.D * self.D, 1)
 
     def to(self, device: torch.device) -> "ColumnPlan":
-        return ColumnPlan(self.D, self.dense.to(device), self.cols.to(device),
+        return ColumnPlan(self.D, self.channels, self.dense.to(device), self.cols.to(device),
                           [s.to(device) for s in self.supports], [b.to(device) for b in self.blocks],
-                          self.complement.to(device))
+                          self.based.to(device))
 
 
-def spatial_order(shape: tuple[int, ...], tile: int = TILE) -> torch.Tensor:
-    """Coordinates ordered by square pixel blocks (all channels of a block together), row-major over blocks,
-    so consecutive coordinates are close in the image and their masks overlap."""
+def tile_order(shape: tuple[int, ...], tile: int = TILE) -> torch.Tensor:
+    """Coordinates ordered channel by channel, then by patches of h x w = tile pixels, row-major over
+    patches, so `tile` consecutive coordinates are one channel of a compact patch and their masks overlap."""
     if len(shape) != 3:
         return torch.arange(math.prod(shape))
     C, H, W = shape
-    side = max(1, math.isqrt(max(tile // C, 1)))
+    h = 2 ** ((max(tile, 1).bit_length() - 1) // 2)
+    w = max(1, tile // h)
     c, y, x = torch.meshgrid(torch.arange(C), torch.arange(H), torch.arange(W), indexing="ij")
-    flat = (c * H * W + y * W + x).reshape(-1)
-    key = ((y // side) * ((W + side - 1) // side) + x // side) * (C * side * side) + c * side * side \
-        + (y % side) * side + x % side
-    return flat[key.reshape(-1).argsort()]
+    patch = (y // h) * (-(-W // w)) + x // w
+    key = (c * (-(-H // h) * -(-W // w)) + patch) * (h * w) + (y % h) * w + x % w
+    return key.reshape(-1).argsort()
+
+
+def plan_channels(shape: tuple[int, ...]) -> int:
+    """Image channels (equal contiguous blocks of coordinates); 1 for any other shape."""
+    return shape[0] if len(shape) == 3 else 1
 
 
 def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> ColumnPlan:
     """Arrange a bool mask [D, D] into a ColumnPlan (done once per mask; cheap next to the mask itself)."""
     D = mask.shape[0]
+    K = plan_channels(shape)
+    span = D // K
     full = mask.all(0)
-    order = spatial_order(shape, tile)
+    order = tile_order(shape, tile)
     sparse = order[~full[order]]
     n_tiles = -(-sparse.numel() // tile)
     cols = torch.full((n_tiles * tile,), D, dtype=torch.long)
     cols[:sparse.numel()] = sparse
     cols = cols.reshape(n_tiles, tile)
     padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool)], 1)
-    supports, blocks, complement = [], [], []
+    supports, blocks, based = [], [], []
     for t in range(n_tiles):
         real = cols[t] < D
         sub = padded[:, cols[t]]
-        holes = ~sub & real[None, :]
-        use_complement = bool(holes.any(1).sum() < sub.any(1).sum())
-        chosen = holes if use_complement else sub
-        rows = chosen.any(1).nonzero().squeeze(1)
-        supports.append(rows)
-        blocks.append(chosen[rows].float())
-        complement.append(use_complement)
-    return ColumnPlan(D, full.nonzero().squeeze(1), cols, supports, blocks, torch.tensor(complement, dtype=torch.bool))
+        rows, parts, starts = [], [], []
+        for k in range(K):
+            reads = sub[k * span:(k + 1) * span]
+            skips = ~reads & real[None, :]
+            start = bool(skips.any(1).sum() < reads.any(1).sum())
+            chosen = skips if start else reads
+            picked = chosen.any(1).nonzero().squeeze(1)
+            rows.append(picked + k * span)
+            parts.append(chosen[picked].float() * (-1.0 if start else 1.0))
+            starts.append(start)
+        supports.append(torch.cat(rows))
+        blocks.append(torch.cat(parts).reshape(-1, tile))
+        based.append(starts)
+    return ColumnPlan(D, K, full.nonzero().squeeze(1), cols, supports, blocks,
+                      torch.tensor(based, dtype=torch.bool).reshape(n_tiles, K))
 
 
 def shifted_exp(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
@@ -121,11 +137,11 @@ class ColumnSoftmax:
 
 
 def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
-    """The plan the kernel that will run prefers (Triton picks its tile width per mask), on `device`."""
+    """The plan in the tile width of the kernel that will run, on `device`."""
     if _use_triton(device, kernel):
-        from studio.denoisers.masked_triton import best_plan
+        from studio.denoisers.masked_triton import CONFIG
 
-        return best_plan(mask, shape).to(device)
+        return build_plan(mask, shape, CONFIG["tile"]).to(device)
     return build_plan(mask, shape, TILE).to(device)
 
 
@@ -173,10 +189,11 @@ def _tiles_torch(
     """Per-tile softmax means [B, T, G] with plain torch ops, chunked over the training points.
 
     Each chunk is transposed once ([D, n]) so a tile gathers whole rows of its support and forms only
-    the B x |support| x n squared differences it needs; complement tiles subtract from the full distance,
-    computed in float64 (its per-query constant dropped)."""
+    the B x |support| x n squared differences it needs; a tile that starts from channels' full distances
+    adds them, computed in float64 (their per-query constants dropped)."""
     B, D = x.shape
     T, G = plan.cols.shape
+    K = plan.channels
     s = math.sqrt(ab)
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     widest = max((blk.shape[0] for blk in plan.blocks), default=0)
@@ -184,17 +201,18 @@ def _tiles_torch(
     step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or bank.n)
     state = ColumnSoftmax((T, B, G), x.device)
     blocks_t = [blk.T.contiguous() for blk in plan.blocks]
-    x64 = x.double()
+    x64 = x.double().reshape(B, K, D // K)
     for lo in range(0, bank.n, step):
         xc = bank.x[lo:lo + step]
         cols_first = xc.T.contiguous()
-        if bool(plan.complement.any()):
-            base = ab * bank.sq_norms[lo:lo + step].double() - 2 * s * (x64 @ xc.double().T)
+        if bool(plan.based.any()):
+            xk = xc.double().reshape(-1, K, D // K)
+            base = ab * xk.square().sum(2).T[:, None, :] - 2 * s * torch.einsum("bkd,nkd->kbn", x64, xk)
         for t in range(T):
             rows = plan.supports[t]
             diff = (x[:, rows, None] - s * cols_first[rows][None]).square_()
             dist = blocks_t[t] @ diff
-            if plan.complement[t]:
-                dist = (base[:, None, :] - dist.double()).float()
+            if plan.based[t].any():
+                dist = (base[plan.based[t]].sum(0)[:, None, :] + dist.double()).float()
             state.add(t, dist.mul_(-inv), cols_first[plan.cols[t].clamp(max=D - 1)])
     return state.mean().permute(1, 0, 2)

@@ -1,10 +1,14 @@
 """Triton kernel for the sparse tiles of a ColumnPlan (GPU): one pass over the data, exact online softmax.
 
-One program owns a tile of G output columns, BB queries and a slice of the training points. For each
-block of BI points it forms the squared differences (q[n] - s x_i[n])² over the tile's support in fp32,
-splits them into two fp16 halves (hi + lo carry 22 significant bits, so the sum is fp32-accurate) and
-multiplies them by the tile's 0/1 mask on the tensor cores; the [BB, BI, G] distances then update a
-running max / denominator / numerator. Slices are merged on the host with the same log-sum-exp rule.
+Up to a per-query constant the masked distance of column g is ||x - s x_i||²_S = -2 s T + ā Q with
+T = Σ_{n∈S} x[n] x_i[n] and Q = Σ_{n∈S} x_i[n]². Both are matrix products with the tile's signed mask
+block, so the tensor cores take them straight from memory: T = X[:, U] · (x[U] ⊙ mask) for all queries
+at once, Q = X[:, U]² · mask. Every fp32 operand is stored as two fp16 halves (hi + lo carry 22
+significant bits) and hi·hi + hi·lo + lo·hi are summed in fp32, so T and Q are fp32-accurate; the
+data's halves are kept coordinates-first, so a support row is one contiguous read. A program owns a
+tile of G columns, BB queries and a slice of the training points; per block of BI points the
+[BI, BB, G] logits update a running max / denominator / numerator, and slices are merged on the host
+with the same log-sum-exp rule. Slices are short, so the programs running at once share their data in L2.
 """
 
 from __future__ import annotations
@@ -17,70 +21,77 @@ import torch
 import triton
 import triton.language as tl
 
-from studio.denoisers.masked_softmax import ColumnPlan, build_plan
-from studio.denoisers.softmax import DataBank, scaled_scores
+from studio.denoisers.budget import memory_budget, require
+from studio.denoisers.masked_softmax import ColumnPlan
+from studio.denoisers.softmax import DataBank
 
-FP16_ROOM = 2.0**14  # largest scaled squared difference: leaves headroom under fp16's 65504
-# Launch shape (support coordinates per MMA step, MMA rows = queries x points, pipeline stages), the tile
-# widths G a plan may use, and the cost model that picks one per mask: time per unit of work ~ a + b / G
-# (b: forming the squared differences, shared by G columns; a: the MMAs and the softmax), fitted on an H100
+FP16_ROOM = 2.0**14  # scale operands to at most this: headroom under fp16's 65504, lo halves stay normal
+# Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
+# pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
 # (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
-CONFIG = {"BK": 32, "rows": 128, "stages": 2, "tiles": [64, 128, 256], "cost": [56.9, 2890.0]}
+CONFIG = {"tile": 16, "BK": 64, "BI": 128, "warps": 8, "stages": 3, "cols": 128, "split_rows": 1024}
 CONFIG.update(json.loads(os.environ.get("STUDIO_TRITON_CONFIG", "{}")))
+SQUARES_SHARE = 0.25
 
 
 @triton.jit
 def _tiles_kernel(
-    x_ptr, q_ptr, base_ptr, cols_ptr, kptr_ptr, kidx_ptr, blk_ptr, comp_ptr,
-    m_ptr, den_ptr, num_ptr,
-    N, D, B, T, rows_per_split, s, inv,
-    BB: tl.constexpr, BI: tl.constexpr, BK: tl.constexpr, G: tl.constexpr,
+    xt_ptr, x_ptr, kidx_ptr, kptr_ptr, wh_ptr, wl_ptr, mq_ptr, cols_ptr, sid_ptr, base_ptr,
+    qc_ptr, m_ptr, den_ptr, num_ptr,
+    N, D, B, T, W_COLS, rows_per_split, t_scale, q_scale, inv,
+    BB: tl.constexpr, BI: tl.constexpr, BK: tl.constexpr, G: tl.constexpr, CACHED_Q: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    bb = tl.program_id(1) * BB + tl.arange(0, BB)
+    group = tl.program_id(1)
     split = tl.program_id(2)
+    bb = group * BB + tl.arange(0, BB)
     bmask = bb < B
     g = tl.arange(0, G)
+    wcol = group * (BB * G) + tl.arange(0, BB * G)
     cols = tl.load(cols_ptr + tile * G + g)
     cmask = cols < D
     k0 = tl.load(kptr_ptr + tile)
     k1 = tl.load(kptr_ptr + tile + 1)
-    comp = tl.load(comp_ptr + tile)
+    sid = tl.load(sid_ptr + tile)
     lo = split * rows_per_split
+    plane = D.to(tl.int64) * N
     m_run = tl.full((BB, G), float("-inf"), tl.float32)
     den = tl.zeros((BB, G), tl.float32)
     num = tl.zeros((BB, G), tl.float32)
     for i0 in range(lo, lo + rows_per_split, BI):
         ii = i0 + tl.arange(0, BI)
         imask = ii < N
-        rows = ii.to(tl.int64) * D
-        acc = tl.zeros((BB * BI, G), tl.float32)
+        acc_t = tl.zeros((BI, BB * G), tl.float32)
+        acc_q = tl.zeros((BI, G), tl.float32)
         for kb in range(k0, k1, BK):
             kk = kb + tl.arange(0, BK)
             nidx = tl.load(kidx_ptr + kk)
-            nmask = nidx < D
-            xv = tl.load(x_ptr + rows[:, None] + nidx[None, :], mask=imask[:, None] & nmask[None, :], other=0.0)
-            qv = tl.load(q_ptr + bb[:, None] * D + nidx[None, :], mask=bmask[:, None] & nmask[None, :], other=0.0)
-            diff = qv[:, None, :] - s * xv[None, :, :]
-            d = tl.reshape(diff * diff, (BB * BI, BK))
-            # hi: d with its mantissa cut to fp16's 10 bits (exact in fp16); lo: the exact remainder.
-            d_hi32 = (d.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
-            d_hi = d_hi32.to(tl.float16)
-            d_lo = (d - d_hi32).to(tl.float16)
-            mt = tl.load(blk_ptr + kk.to(tl.int64)[:, None] * G + g[None, :])
-            acc = tl.dot(d_hi, mt, acc)
-            acc = tl.dot(d_lo, mt, acc)
-        dist = tl.reshape(acc, (BB, BI, G))
-        if comp != 0:
-            base = tl.load(base_ptr + bb[:, None] * N + ii[None, :], mask=bmask[:, None] & imask[None, :], other=0.0)
-            dist = base[:, :, None] - dist
-        logits = tl.where(imask[None, :, None], -dist * inv, float("-inf"))
-        m_new = tl.maximum(m_run, tl.max(logits, 1))
+            src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
+            lmask = (nidx < D)[:, None] & imask[None, :]
+            a_hi = tl.load(src, mask=lmask, other=0.0)
+            a_lo = tl.load(src + plane, mask=lmask, other=0.0)
+            krow = kk.to(tl.int64)[:, None]
+            w_hi = tl.load(wh_ptr + krow * W_COLS + wcol[None, :])
+            w_lo = tl.load(wl_ptr + krow * W_COLS + wcol[None, :])
+            acc_t = tl.dot(tl.trans(a_hi), w_hi, acc_t)
+            acc_t = tl.dot(tl.trans(a_hi), w_lo, acc_t)
+            acc_t = tl.dot(tl.trans(a_lo), w_hi, acc_t)
+            if not CACHED_Q:
+                acc_q = _masked_squares(src, plane, lmask, mq_ptr, krow, g, acc_q, G)
+        if CACHED_Q:
+            acc_q = tl.load(qc_ptr + (ii.to(tl.int64)[:, None] * T + tile) * G + g[None, :], mask=imask[:, None],
+                            other=0.0)
+        base = tl.load(base_ptr + (sid * B + bb[None, :]).to(tl.int64) * N + ii[:, None],
+                       mask=imask[:, None] & bmask[None, :], other=0.0)
+        logits = tl.reshape(acc_t, (BI, BB, G)) * t_scale - (acc_q * q_scale)[:, None, :] + (base * inv)[:, :, None]
+        logits = tl.where(imask[:, None, None], logits, float("-inf"))
+        m_new = tl.maximum(m_run, tl.max(logits, 0))
         alpha = tl.exp(m_run - m_new)
-        p = tl.exp(logits - m_new[:, None, :])
-        xo = tl.load(x_ptr + rows[:, None] + cols[None, :], mask=imask[:, None] & cmask[None, :], other=0.0)
-        den = den * alpha + tl.sum(p, 1)
-        num = num * alpha + tl.sum(p * xo[None, :, :], 1)
+        p = tl.exp(logits - m_new[None, :, :])
+        xo = tl.load(x_ptr + ii.to(tl.int64)[:, None] * D + cols[None, :], mask=imask[:, None] & cmask[None, :],
+                     other=0.0)
+        den = den * alpha + tl.sum(p, 0)
+        num = num * alpha + tl.sum(p * xo[:, None, :], 0)
         m_run = m_new
     out = ((split * B + bb[:, None]) * T + tile) * G + g[None, :]
     tl.store(m_ptr + out, m_run, mask=bmask[:, None])
@@ -88,8 +99,39 @@ def _tiles_kernel(
     tl.store(num_ptr + out, num, mask=bmask[:, None])
 
 
+@triton.jit
+def _masked_squares(src, plane, lmask, mq_ptr, krow, g, acc, G: tl.constexpr):
+    """acc += (x² rq)ᵀ · mask over one block of support rows, from the hi/lo planes 2 and 3."""
+    q_hi = tl.load(src + 2 * plane, mask=lmask, other=0.0)
+    q_lo = tl.load(src + 3 * plane, mask=lmask, other=0.0)
+    mq = tl.load(mq_ptr + krow * G + g[None, :])
+    acc = tl.dot(tl.trans(q_hi), mq, acc)
+    return tl.dot(tl.trans(q_lo), mq, acc)
+
+
+@triton.jit
+def _squares_kernel(xt_ptr, kidx_ptr, kptr_ptr, mq_ptr, qc_ptr, N, D, T,
+                    BI: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
+    """Q [N, T, G] = (x² rq) · mask per tile: the query-free half of the distances, cached per plan."""
+    tile = tl.program_id(0)
+    ii = tl.program_id(1) * BI + tl.arange(0, BI)
+    imask = ii < N
+    g = tl.arange(0, G)
+    k0 = tl.load(kptr_ptr + tile)
+    k1 = tl.load(kptr_ptr + tile + 1)
+    plane = D.to(tl.int64) * N
+    acc = tl.zeros((BI, G), tl.float32)
+    for kb in range(k0, k1, BK):
+        kk = kb + tl.arange(0, BK)
+        nidx = tl.load(kidx_ptr + kk)
+        src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
+        acc = _masked_squares(src, plane, (nidx < D)[:, None] & imask[None, :], mq_ptr, kk.to(tl.int64)[:, None], g, acc, G)
+    tl.store(qc_ptr + (ii.to(tl.int64)[:, None] * T + tile) * G + g[None, :], acc, mask=imask[:, None])
+
+
 def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> dict[str, torch.Tensor]:
-    """The plan as flat device arrays: supports padded to BK with D, mask rows in fp16 beside them."""
+    """The plan as flat device arrays: supports padded to BK with D, signed mask rows beside them, and
+    which subset of channel distances (row of `subsets`) each tile starts from."""
     if ("triton", BK) not in plan.packed:
         G = plan.cols.shape[1]
         idx, blk, ptr = [], [], [0]
@@ -98,22 +140,77 @@ def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> dict[str, torch.
             idx.append(torch.cat([rows.cpu(), torch.full((pad,), plan.D, dtype=torch.long)]))
             blk.append(torch.cat([block.cpu(), torch.zeros(pad, G)]))
             ptr.append(ptr[-1] + rows.numel() + pad)
+        subsets, sid = plan.based.cpu().unique(dim=0, return_inverse=True)
+        kidx = torch.cat(idx)
         plan.packed[("triton", BK)] = {
             "cols": plan.cols.to(device, torch.int32).contiguous(),
-            "kidx": torch.cat(idx).to(device, torch.int32),
-            "blk": torch.cat(blk).to(device, torch.float16).contiguous(),
+            "kidx": kidx.to(device, torch.int32),
+            "gather": kidx.clamp(max=plan.D - 1).to(device),
+            "real": (kidx < plan.D).to(device, torch.float32),
+            "blk": torch.cat(blk).to(device, torch.float32).contiguous(),
+            "mask16": torch.cat(blk).to(device, torch.float16).contiguous(),
             "kptr": torch.tensor(ptr, dtype=torch.int32, device=device),
-            "comp": plan.complement.to(device, torch.int32),
+            "sid": sid.to(device, torch.int32),
+            "subsets": subsets.to(device, torch.float32),
         }
     return plan.packed[("triton", BK)]
 
 
-def best_plan(mask: torch.Tensor, shape: tuple[int, ...]) -> ColumnPlan:
-    """The plan whose tile width G minimises work x (a + b / G): wide tiles share the squared differences
-    over more columns, narrow tiles read less of a local mask."""
-    a, b = CONFIG["cost"]
-    plans = [build_plan(mask, shape, G) for G in CONFIG["tiles"]]
-    return min(plans, key=lambda p: p.work() * (a + b / p.cols.shape[1]))
+def _pow2_scale(top: float) -> float:
+    """The power of two that brings `top` just under FP16_ROOM (full fp16 precision, no overflow)."""
+    return 2.0 ** math.floor(math.log2(FP16_ROOM / max(top, 1e-30)))
+
+
+def _halves(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    hi = v.half()
+    return hi, (v - hi.float()).half()
+
+
+def data_halves(bank: DataBank, rx: float, rq: float) -> torch.Tensor:
+    """[4, D, N] fp16: x rx and x² rq as hi/lo halves, coordinates first (built once per bank)."""
+
+    def make() -> torch.Tensor:
+        require(8 * bank.x.numel(), bank.x.device, "denoiser: the Triton kernel's fp16 copies of the training data")
+        out = torch.empty(4, bank.x.shape[1], bank.n, dtype=torch.float16, device=bank.x.device)
+        for lo in range(0, bank.n, 8192):
+            xt = bank.x[lo:lo + 8192].T
+            out[0, :, lo:lo + 8192], out[1, :, lo:lo + 8192] = _halves(xt * rx)
+            out[2, :, lo:lo + 8192], out[3, :, lo:lo + 8192] = _halves(xt * xt * rq)
+        return out
+
+    return bank.derive(("triton-halves", rx, rq), make)
+
+
+def cached_squares(plan: ColumnPlan, bank: DataBank, halves: torch.Tensor, pk: dict[str, torch.Tensor], BI: int,
+                   BK: int) -> torch.Tensor | None:
+    """The plan's Q [N, T, G], computed on first use and kept with the plan while it takes at most
+    SQUARES_SHARE of the memory budget; None (the kernel forms Q itself) when it does not fit."""
+    key = ("triton-squares", BI, BK)
+    if key not in plan.packed:
+        T, G = plan.cols.shape
+        size = 4 * bank.n * T * G
+        if size > SQUARES_SHARE * memory_budget(bank.x.device):
+            return None
+        q = torch.empty(bank.n, T, G, device=bank.x.device)
+        _squares_kernel[(T, triton.cdiv(bank.n, BI))](halves, pk["kidx"], pk["kptr"], pk["mask16"], q, bank.n,
+                                                       plan.D, T, BI=BI, BK=BK, G=G, num_warps=4)
+        plan.packed[key] = q
+    return plan.packed[key]
+
+
+def channel_bases(x: torch.Tensor, bank: DataBank, subsets: torch.Tensor, K: int, s: float, ab: float) -> torch.Tensor:
+    """[S, B, N]: for each subset of channels, Σ_k (2 s <x_k, x_i,k> - ā ||x_i,k||²), the full distances
+    of those channels up to per-query constants (fp32 GEMMs, as the `optimal` denoiser's scores)."""
+    B, D = x.shape
+    if not bool(subsets.any()):
+        return torch.zeros(subsets.shape[0], B, bank.n, device=x.device)
+    span = D // K
+    sq = bank.channel_sq_norms(K)
+    parts = []
+    for k in range(K):
+        sl = slice(k * span, (k + 1) * span)
+        parts.append(torch.addmm(sq[k].unsqueeze(0), x[:, sl], bank.x[:, sl].T, beta=-ab, alpha=2 * s))
+    return torch.einsum("sk,kbn->sbn", subsets, torch.stack(parts)).contiguous()
 
 
 def tiles_posterior_mean(
@@ -123,33 +220,36 @@ def tiles_posterior_mean(
     cfg = CONFIG
     B, D = x.shape
     T, G = plan.cols.shape
-    BK = cfg["BK"]
+    BK, BI = cfg["BK"], cfg["BI"]
     pk = _packed(plan, x.device, BK)
     s = math.sqrt(ab)
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
-    # Scale by a power of two r so the largest squared difference sits just under FP16_ROOM: fp16 keeps
-    # its full precision for the small differences that decide the softmax.
-    top = (x.abs().max().item() + s * bank.x.abs().max().item()) ** 2
-    r = 2.0 ** math.floor(0.5 * math.log2(FP16_ROOM / max(top, 1e-30)))
-    q = (x * r).contiguous()
-    base = torch.zeros(1, device=x.device)
-    if bool(plan.complement.any()):  # full distance minus the per-query constant ||x||²
-        base = (scaled_scores(x, bank, 0, bank.n, s, ab) * (-r * r)).contiguous()
-    BB = min(8, triton.next_power_of_2(B))
-    BI = max(16, cfg["rows"] // BB)
-    nbg = triton.cdiv(B, BB)
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
-    splits = max(1, min(triton.cdiv(bank.n, BI), triton.cdiv(4 * sms, T * nbg)))
-    rows_per_split = triton.cdiv(triton.cdiv(bank.n, splits), BI) * BI
+    BB = min(triton.next_power_of_2(B), max(1, cfg["cols"] // G))
+    groups = triton.cdiv(B, BB)
+    top_x = bank.derive("abs-max", lambda: bank.x.abs().max()).item()
+    rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale(x.abs().max().item())
+    # W[k, b, g] = x_b[support k] * signed mask[k, g] for whole groups of queries, as fp16 halves
+    rows = pk["kidx"].numel()
+    require(8 * rows * groups * BB * G, x.device, "denoiser: the Triton kernel's query operand")
+    q = torch.zeros(groups * BB, D, device=x.device)
+    q[:B] = x * ry
+    w = ((q[:, pk["gather"]] * pk["real"]).T[:, :, None] * pk["blk"][:, None, :]).reshape(rows, -1)
+    w_hi, w_lo = _halves(w)
+    del w
+    base = channel_bases(x, bank, pk["subsets"], plan.channels, s, ab)
+    halves = data_halves(bank, rx, rq)
+    squares = cached_squares(plan, bank, halves, pk, BI, BK)
+    rows_per_split = triton.cdiv(cfg["split_rows"], BI) * BI
     splits = triton.cdiv(bank.n, rows_per_split)
     m = torch.empty(splits, B, T, G, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty_like(m)
-    _tiles_kernel[(T, nbg, splits)](
-        bank.x, q, base, pk["cols"], pk["kptr"], pk["kidx"], pk["blk"], pk["comp"], m, den, num,
-        bank.n, D, B, T, rows_per_split, s * r, inv / (r * r),
-        BB=BB, BI=BI, BK=BK, G=G, num_warps=4 if G <= 64 else 8, num_stages=cfg["stages"],
+    _tiles_kernel[(T, groups, splits)](
+        halves, bank.x, pk["kidx"], pk["kptr"], w_hi, w_lo, pk["mask16"], pk["cols"], pk["sid"], base,
+        squares if squares is not None else m, m, den, num, bank.n, D, B, T, groups * BB * G, rows_per_split,
+        2 * s * inv / (rx * ry), ab * inv / rq, inv,
+        BB=BB, BI=BI, BK=BK, G=G, CACHED_Q=squares is not None, num_warps=cfg["warps"], num_stages=cfg["stages"],
     )
     top_m = m.amax(0)
-    w = torch.exp(m - top_m)
-    return (w * num).sum(0) / (w * den).sum(0)
+    wts = torch.exp(m - top_m)
+    return (wts * num).sum(0) / (wts * den).sum(0)

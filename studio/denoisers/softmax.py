@@ -7,7 +7,8 @@ result does not depend on the chunk size, the batch size or the order of the dat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -20,6 +21,7 @@ class DataBank:
 
     x: torch.Tensor
     sq_norms: torch.Tensor
+    derived: dict[Any, torch.Tensor] = field(default_factory=dict)  # layouts computed once, by key
 
     @classmethod
     def from_flat(cls, x: torch.Tensor, device: torch.device) -> "DataBank":
@@ -29,6 +31,17 @@ class DataBank:
     @property
     def n(self) -> int:
         return self.x.shape[0]
+
+    def derive(self, key: Any, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A tensor computed from the data once and kept beside it (norms per channel, kernel layouts)."""
+        if key not in self.derived:
+            self.derived[key] = make()
+        return self.derived[key]
+
+    def channel_sq_norms(self, channels: int) -> torch.Tensor:
+        """[K, N]: ||x_i,k||² over each of K equal contiguous blocks of coordinates."""
+        return self.derive(("channel_sq", channels), lambda: (
+            self.x.reshape(self.n, channels, -1).double() ** 2).sum(2).T.float().contiguous())
 
 
 @dataclass
