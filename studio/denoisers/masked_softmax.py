@@ -88,25 +88,19 @@ def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> 
     cols[:sparse.numel()] = sparse
     cols = cols.reshape(n_tiles, tile)
     padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool)], 1)
-    supports, blocks, based = [], [], []
-    for t in range(n_tiles):
-        real = cols[t] < D
-        sub = padded[:, cols[t]]
-        rows, parts, starts = [], [], []
-        for k in range(K):
-            reads = sub[k * span:(k + 1) * span]
-            skips = ~reads & real[None, :]
-            start = bool(skips.any(1).sum() < reads.any(1).sum())
-            chosen = skips if start else reads
-            picked = chosen.any(1).nonzero().squeeze(1)
-            rows.append(picked + k * span)
-            parts.append(chosen[picked].float() * (-1.0 if start else 1.0))
-            starts.append(start)
-        supports.append(torch.cat(rows))
-        blocks.append(torch.cat(parts).reshape(-1, tile))
-        based.append(starts)
-    return ColumnPlan(D, K, full.nonzero().squeeze(1), cols, supports, blocks,
-                      torch.tensor(based, dtype=torch.bool).reshape(n_tiles, K))
+    real = cols < D
+    sub = padded[:, cols]  # [input, tile, column]
+    reads = sub.reshape(K, span, n_tiles, tile)
+    read_rows = reads.any(3)
+    skip_rows = (~reads & real).any(3)
+    based = skip_rows.sum(1) < read_rows.sum(1)  # [K, T]: fewer inputs to subtract than to add
+    used = torch.where(based[:, None, :], skip_rows, read_rows).permute(2, 0, 1).reshape(n_tiles, D)
+    tile_of, rows = used.nonzero(as_tuple=True)
+    picked = sub[rows, tile_of]
+    block_rows = torch.where(based[rows // span, tile_of][:, None], -(~picked & real[tile_of]).float(), picked.float())
+    counts = used.sum(1).tolist()
+    return ColumnPlan(D, K, full.nonzero().squeeze(1), cols, list(rows.split(counts)),
+                      list(block_rows.split(counts)), based.T.contiguous())
 
 
 def shifted_exp(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
