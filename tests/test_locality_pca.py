@@ -135,7 +135,11 @@ def test_shared_mask_is_what_the_ui_draws(rgb):
     assert out.shared["mask_normalization"] == "self" and out.extras == {}
 
 
-def test_plan_matches_dense_softmax_on_arbitrary_masks():
+KERNEL_DEVICES = [("torch", "cpu"), pytest.param("triton", "cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("kernel, device", KERNEL_DEVICES)
+def test_plan_matches_dense_softmax_on_arbitrary_masks(kernel, device):
     """The tile/complement arrangement is exact for any 0/1 mask, not only Wiener masks."""
     g = torch.Generator().manual_seed(2)
     x = torch.rand(90, 50, generator=g) * 2 - 1
@@ -147,14 +151,15 @@ def test_plan_matches_dense_softmax_on_arbitrary_masks():
     plan = build_plan(mask, (50,), tile=16)
     assert plan.dense.tolist() == [*range(7), *range(39, 50)]
     assert plan.based.tolist() == [[False], [True]]
-    bank = DataBank.from_flat(x, "cpu")
+    bank = DataBank.from_flat(x, device)
     for ab in (0.1, 0.8):
         q = noisy(x, ab, b=3)
-        out = masked_posterior_mean(q, bank, plan, ab, chunk=13, kernel="torch")
-        assert rel(out, masked_softmax_ref(q, x, ab, mask)) < 1e-5
+        out = masked_posterior_mean(q.to(device), bank, plan.to(device), ab, chunk=13, kernel=kernel)
+        assert rel(out.cpu(), masked_softmax_ref(q, x, ab, mask)) < 1e-5
 
 
-def test_plan_starts_tiles_from_channel_distances_where_cheaper():
+@pytest.mark.parametrize("kernel, device", KERNEL_DEVICES)
+def test_plan_starts_tiles_from_channel_distances_where_cheaper(kernel, device):
     """An RGB mask whose columns read all of their own channel but a blob of the others: tiles are one
     channel each, start from their own channel's full distance and read only the blobs, and stay exact."""
     shape = (3, 8, 8)
@@ -171,11 +176,15 @@ def test_plan_starts_tiles_from_channel_distances_where_cheaper():
         assert bool((channel[real] == own).all())
         assert plan.based[t].tolist() == [k == own for k in range(3)]
     assert plan.work() < 0.5 * build_plan(mask, (192,), tile=16).work()
-    bank = DataBank.from_flat(x, "cpu")
+    other = (channel[:, None] == (channel[None, :] + 1) % 3)  # every column reads exactly the next channel
+    plan_other = build_plan(other, shape, tile=16)
+    assert plan_other.work() == 0 and plan_other.based.sum(1).tolist() == [1] * plan_other.n_tiles
+    bank = DataBank.from_flat(x, device)
     for ab in (0.1, 0.8):
         q = noisy(x, ab, b=4)
-        assert rel(masked_posterior_mean(q, bank, plan, ab, chunk=29, kernel="torch"),
-                   masked_softmax_ref(q, x, ab, mask)) < 1e-5
+        for m, p in ((mask, plan), (other, plan_other)):
+            out = masked_posterior_mean(q.to(device), bank, p.to(device), ab, chunk=29, kernel=kernel)
+            assert rel(out.cpu(), masked_softmax_ref(q, x, ab, m)) < 1e-5
 
 
 def test_bad_parameters_and_memory_are_clear_errors(rgb, monkeypatch):

@@ -233,7 +233,7 @@ def tiles_posterior_mean(
     require(8 * rows * groups * BB * G, x.device, "denoiser: the Triton kernel's query operand")
     q = torch.zeros(groups * BB, D, device=x.device)
     q[:B] = x * ry
-    w = ((q[:, pk["gather"]] * pk["real"]).T[:, :, None] * pk["blk"][:, None, :]).reshape(rows, -1)
+    w = ((q[:, pk["gather"]] * pk["real"]).T[:, :, None] * pk["blk"][:, None, :]).reshape(rows, groups * BB * G)
     w_hi, w_lo = _halves(w)
     del w
     base = channel_bases(x, bank, pk["subsets"], plan.channels, s, ab)
