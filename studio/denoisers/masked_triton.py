@@ -9,6 +9,7 @@ data's halves are kept coordinates-first, so a support row is one contiguous rea
 tile of G columns, BB queries and a slice of the training points; per block of BI points the
 [BI, BB, G] logits update a running max / denominator / numerator, and slices are merged on the host
 with the same log-sum-exp rule. Slices are short, so the programs running at once share their data in L2.
+Q does not depend on the queries: it is computed once per plan and kept with it when memory allows.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def _squares_kernel(xt_ptr, kidx_ptr, kptr_ptr, mq_ptr, qc_ptr, N, D, T,
         kk = kb + tl.arange(0, BK)
         nidx = tl.load(kidx_ptr + kk)
         src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
-        acc = _masked_squares(src, plane, (nidx < D)[:, None] & imask[None, :], mq_ptr, kk.to(tl.int64)[:, None], g, acc, G)
+        lmask = (nidx < D)[:, None] & imask[None, :]
+        acc = _masked_squares(src, plane, lmask, mq_ptr, kk.to(tl.int64)[:, None], g, acc, G)
     tl.store(qc_ptr + (ii.to(tl.int64)[:, None] * T + tile) * G + g[None, :], acc, mask=imask[:, None])
 
 
