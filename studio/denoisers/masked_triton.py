@@ -30,7 +30,7 @@ FP16_ROOM = 2.0**14  # scale operands to at most this: headroom under fp16's 655
 # Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
 # pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
 # (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
-CONFIG = {"tile": 16, "BK": 64, "BI": 128, "warps": 8, "stages": 3, "cols": 128, "split_rows": 1024}
+CONFIG = {"tile": 16, "BK": 64, "BI": 128, "warps": 8, "stages": 2, "cols": 128, "split_rows": 1024}
 CONFIG.update(json.loads(os.environ.get("STUDIO_TRITON_CONFIG", "{}")))
 SQUARES_SHARE = 0.25
 
