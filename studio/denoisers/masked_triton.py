@@ -36,6 +36,16 @@ SQUARES_SHARE = 0.25
 
 
 @triton.jit
+def _support_block(xt_ptr, kidx_ptr, kb, ii, imask, N, D, BK: tl.constexpr):
+    """Pointers [BK, BI] into the coordinates-first data for support rows kb.., their mask, and the rows'
+    positions in the packed plan (padding rows carry index D and read zeros)."""
+    kk = kb + tl.arange(0, BK)
+    nidx = tl.load(kidx_ptr + kk)
+    src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
+    return src, (nidx < D)[:, None] & imask[None, :], kk.to(tl.int64)[:, None]
+
+
+@triton.jit
 def _tiles_kernel(
     xt_ptr, x_ptr, kidx_ptr, kptr_ptr, wh_ptr, wl_ptr, mq_ptr, cols_ptr, sid_ptr, base_ptr,
     qc_ptr, m_ptr, den_ptr, num_ptr,
@@ -65,13 +75,9 @@ def _tiles_kernel(
         acc_t = tl.zeros((BI, BB * G), tl.float32)
         acc_q = tl.zeros((BI, G), tl.float32)
         for kb in range(k0, k1, BK):
-            kk = kb + tl.arange(0, BK)
-            nidx = tl.load(kidx_ptr + kk)
-            src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
-            lmask = (nidx < D)[:, None] & imask[None, :]
+            src, lmask, krow = _support_block(xt_ptr, kidx_ptr, kb, ii, imask, N, D, BK)
             a_hi = tl.load(src, mask=lmask, other=0.0)
             a_lo = tl.load(src + plane, mask=lmask, other=0.0)
-            krow = kk.to(tl.int64)[:, None]
             w_hi = tl.load(wh_ptr + krow * W_COLS + wcol[None, :])
             w_lo = tl.load(wl_ptr + krow * W_COLS + wcol[None, :])
             acc_t = tl.dot(tl.trans(a_hi), w_hi, acc_t)
@@ -123,11 +129,8 @@ def _squares_kernel(xt_ptr, kidx_ptr, kptr_ptr, mq_ptr, qc_ptr, N, D, T,
     plane = D.to(tl.int64) * N
     acc = tl.zeros((BI, G), tl.float32)
     for kb in range(k0, k1, BK):
-        kk = kb + tl.arange(0, BK)
-        nidx = tl.load(kidx_ptr + kk)
-        src = xt_ptr + nidx.to(tl.int64)[:, None] * N + ii[None, :]
-        lmask = (nidx < D)[:, None] & imask[None, :]
-        acc = _masked_squares(src, plane, lmask, mq_ptr, kk.to(tl.int64)[:, None], g, acc, G)
+        src, lmask, krow = _support_block(xt_ptr, kidx_ptr, kb, ii, imask, N, D, BK)
+        acc = _masked_squares(src, plane, lmask, mq_ptr, krow, g, acc, G)
     tl.store(qc_ptr + (ii.to(tl.int64)[:, None] * T + tile) * G + g[None, :], acc, mask=imask[:, None])
 
 
