@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -24,6 +26,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def offline_fresh(monkeypatch):
+    """No network, and no in-process dataset memo: every load really builds or reads the disk cache."""
+    from studio.data import registry
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    registry._MEMO.clear()
+    yield
+    registry._MEMO.clear()
 
 
 @pytest.fixture

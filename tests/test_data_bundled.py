@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -23,17 +22,7 @@ BUNDLED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def offline_fresh(monkeypatch):
-    """No network, and no in-process memo: every load below really builds or reads the disk cache."""
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    registry._MEMO.clear()
-    yield
-    registry._MEMO.clear()
+pytestmark = pytest.mark.usefixtures("offline_fresh")
 
 
 def _rebuild(name, monkeypatch, tmp_path, tag, **opts):

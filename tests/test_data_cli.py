@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 
@@ -11,14 +10,7 @@ from studio.cli import main
 from studio.data import registry
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    registry._MEMO.clear()
+pytestmark = pytest.mark.usefixtures("offline_fresh")
 
 
 def _rows(text: str) -> dict[str, list[str]]:
