@@ -200,8 +200,8 @@ def _tiles_torch(
         xc = bank.x[lo:lo + step]
         cols_first = xc.T.contiguous()
         if bool(plan.based.any()):
-            xk = xc.double().reshape(-1, K, D // K)
-            base = ab * xk.square().sum(2).T[:, None, :] - 2 * s * torch.einsum("bkd,nkd->kbn", x64, xk)
+            sq = bank.channel_sq_norms(K)[:, None, lo:lo + step].double()
+            base = ab * sq - 2 * s * torch.einsum("bkd,nkd->kbn", x64, xc.double().reshape(-1, K, D // K))
         for t in range(T):
             rows = plan.supports[t]
             diff = (x[:, rows, None] - s * cols_first[rows][None]).square_()
