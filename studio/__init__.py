@@ -1,3 +1,31 @@
-"""Analytic Diffusion Studio: training-free diffusion denoisers beside trained ones."""
+"""Analytic Diffusion Studio: training-free diffusion denoisers beside trained ones.
+
+The flow, one way only:
+
+    config -> dataset -> denoiser.fit -> sampler loop (denoiser.denoise per step) -> Run -> analysis -> UI / export
+
+Top level: the flow and what it shares. `params` (declared parameters), `config` (RunConfig), `presets`,
+`engine` (runs a config), `runs` (a finished run and its folder), `images`, `cache`, `limits` (instance
+limits read from the environment).
+
+Packages, each named after its job:
+- `data/`        dataset registry (bundled, Hub-downloaded, user folders), Dataset, build cache, the Hub
+                 download client
+- `denoisers/`   one module per denoiser, the registry, the Denoiser contract, the exact online softmax;
+  `masked/`      the masked-softmax machinery of pca_locality, ls and els (masks, column plans, torch tiles,
+                 Triton tiles; the Triton module depends on the plan, never the reverse)
+- `diffusion/`   schedules, spacing, samplers, the sampling loop, inversion, noise streams
+- `models/`      trained networks, checkpoint folders, training
+- `analysis/`    neighbours, locality views, per-step statistics
+- `studies/`     what runs many runs: comparison with a reference, calibration, the benchmark
+- `hub/`         export bundles, push and pull of runs
+- `serving/`     the device worker, ZeroGPU, the policy gate, launch settings, the load test
+- `cli/`         `python -m studio ...`: one module per command group, the run flags defined once
+- `ui/`          the Gradio page, one module per tab
+
+Import rules (tests/test_layout.py checks them): no import cycles, lazy imports included; the core
+(data, denoisers, diffusion, models, analysis) never imports serving, hub, cli or ui; analysis never
+imports engine; only cli and ui may import everything.
+"""
 
 __version__ = "0.1.0"

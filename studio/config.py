@@ -92,15 +92,18 @@ class RunConfig:
     batch_size: int | None = None
 
     def validate(self) -> "RunConfig":
-        """Check every field against its declaration; fill defaults; raise ValueError naming the field."""
+        """A checked copy with every default filled (this object is left as it is); ValueError names the field."""
+        return copy.deepcopy(self)._validate_in_place()
+
+    def _validate_in_place(self) -> "RunConfig":
         entry = get_entry(self.dataset.name)
         self.dataset.options = resolve(entry.params, self.dataset.options, "dataset")
-        den = denoiser_class(self.denoiser.name)
-        if entry.kind not in den.kinds:
+        denoiser_cls = denoiser_class(self.denoiser.name)
+        if entry.kind not in denoiser_cls.kinds:
             raise ValueError(
-                f"denoiser.name: {den.name} works on {' or '.join(den.kinds)} data; dataset {entry.name} is {entry.kind}"
+                f"denoiser.name: {denoiser_cls.name} works on {' or '.join(denoiser_cls.kinds)} data; dataset {entry.name} is {entry.kind}"
             )
-        self.denoiser.params = resolve(den.params, self.denoiser.params, "denoiser")
+        self.denoiser.params = resolve(denoiser_cls.params, self.denoiser.params, "denoiser")
         sched = resolve(_SCHEDULE_PARAMS, vars(self.schedule), "schedule")
         if sched["beta_end"] < sched["beta_start"]:
             raise ValueError("schedule.beta_end: must be >= schedule.beta_start")

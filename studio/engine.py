@@ -42,12 +42,12 @@ def fitted_denoiser(cfg: RunConfig, dataset: Dataset, device: torch.device) -> D
         if key in _FITTED:
             _FITTED.move_to_end(key)
             return _FITTED[key]
-    den = make_denoiser(cfg.denoiser.name, device=device, **cfg.denoiser.params).fit(dataset)
+    denoiser = make_denoiser(cfg.denoiser.name, device=device, **cfg.denoiser.params).fit(dataset)
     with _FIT_LOCK:
-        _FITTED[key] = den
+        _FITTED[key] = denoiser
         while len(_FITTED) > _FITTED_MAX:
             _FITTED.popitem(last=False)
-    return den
+    return denoiser
 
 
 def build_sampler(cfg: RunConfig) -> Sampler:
@@ -72,12 +72,12 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    cfg.validate()
+    cfg = cfg.validate()
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
-    den = fitted_denoiser(cfg, dataset, device)
-    return Prepared(cfg, dataset, den, device, time.perf_counter() - t0)
+    denoiser = fitted_denoiser(cfg, dataset, device)
+    return Prepared(cfg, dataset, denoiser, device, time.perf_counter() - t0)
 
 
 def finish(prep: Prepared, traj: loop.Trajectory, sampling_s: float) -> Run:

@@ -1,4 +1,5 @@
 """Limits that protect a shared instance (a public Space, a classroom server), read from the environment.
+The checks a request passes before any work (the policy gate) live in studio.serving.policy.
 
 Each limit has an environment variable; requests over a limit get a message with the limit's value and the
 variable that raises it. Defaults are safe for a public CPU Space; a local user raises them as needed.
@@ -8,11 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from studio.config import RunConfig
 
 _ENV = {
     "max_samples": ("STUDIO_MAX_SAMPLES", 64),
@@ -62,46 +58,3 @@ class Limits:
         self.check("max_steps", steps, "sampler.steps")
         if dataset_size is not None:
             self.check("max_dataset", dataset_size, "dataset size")
-
-    def check_config(self, cfg: "RunConfig") -> None:
-        """Everything a web request can be checked for before it is queued (the job checks the loaded size)."""
-        self.check_run(cfg.n, cfg.sampler.steps, dataset_size_hint(cfg))
-        if cfg.dataset.name == "folder":
-            check_data_path(cfg.dataset.options.get("path", ""))
-
-
-def dataset_size_hint(cfg: "RunConfig") -> int | None:
-    """Training items a config asks for, known before loading: its `size` option, else the full bundled set
-    (the option's upper bound); None when only loading can tell (Hub datasets, folders)."""
-    from studio.data.registry import get_entry, resolve_options
-
-    size = resolve_options(cfg.dataset.name, cfg.dataset.options).get("size")
-    if size is not None:
-        return int(size)
-    declared = next((p for p in get_entry(cfg.dataset.name).params if p.name == "size"), None)
-    return None if declared is None or declared.high is None else int(declared.high)
-
-
-DATA_ROOTS_ENV = "STUDIO_DATA_ROOTS"
-
-
-def data_roots() -> list[Path] | None:
-    """Server folders a web request may read a folder dataset from ($STUDIO_DATA_ROOTS, os.pathsep-separated);
-    None = anywhere (a local studio); on a Space (SPACE_ID set) the default is none at all."""
-    raw = os.environ.get(DATA_ROOTS_ENV)
-    if raw is None:
-        return [] if os.environ.get("SPACE_ID") else None
-    return [Path(part).expanduser().resolve() for part in raw.split(os.pathsep) if part.strip()]
-
-
-def check_data_path(path: str) -> None:
-    """Refuse a folder dataset path outside the allowed roots: visitors of a shared instance must not read
-    the server's files."""
-    roots = data_roots()
-    if roots is None:
-        return
-    target = Path(str(path)).expanduser().resolve()
-    if not any(target.is_relative_to(root) for root in roots):
-        where = f"only from {', '.join(map(str, roots))}" if roots else "from no server folder"
-        raise LimitError(f"dataset.path: this instance reads folder datasets {where} "
-                         f"(set {DATA_ROOTS_ENV} to change it)")

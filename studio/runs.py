@@ -1,4 +1,4 @@
-"""A finished run and its folder: config.yaml, images, metrics.json, tensors.safetensors (see RUNS.md)."""
+"""A finished run and its folder: config.yaml, images, metrics.json, tensors.safetensors (README, "Command line")."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from studio.calibrate import calibrate, candidate_sizes
+from studio.studies.calibrate import calibrate, candidate_sizes
 from studio.cli import main
 from studio.config import RunConfig
 from studio.data import load_dataset
@@ -50,7 +50,7 @@ def test_picks_the_size_closest_to_the_target():
 def test_cached_and_keyed_by_everything_that_changes_it(monkeypatch):
     cfg = small_config("els")
     first, path = calibrate(cfg, "optimal", sizes=[3, 15])
-    monkeypatch.setattr("studio.calibrate.make_denoiser", lambda *a, **k: pytest.fail("should come from the cache"))
+    monkeypatch.setattr("studio.studies.calibrate.make_denoiser", lambda *a, **k: pytest.fail("should come from the cache"))
     again, same_path = calibrate(small_config("els"), "optimal", sizes=[3, 15])
     assert same_path == path and again.entries == first.entries
     monkeypatch.undo()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from studio.analysis import compare as cmp
+from studio.studies import compare as cmp
 from studio.cli import main
 from studio.config import RunConfig
 

@@ -19,7 +19,7 @@ from studio.data import get_entry, load_dataset
 from studio.data.hub_datasets import HubDatasetUnavailable, load_hub_dataset, split_files
 from studio.data.imageopts import apply_image_options
 from studio.data.registry import resolve_options
-from studio.hub_client import RemoteFile
+from studio.data.hub_client import RemoteFile
 
 
 def png(array: np.ndarray) -> bytes:

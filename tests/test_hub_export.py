@@ -9,8 +9,8 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-import studio.export as export
-from studio.export import NO_VIDEO, export_run
+import studio.hub.export as export
+from studio.hub.export import NO_VIDEO, export_run
 from studio.runs import load_run
 
 from sample_runs import make_run, tree_bytes

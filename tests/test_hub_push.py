@@ -12,11 +12,11 @@ import uuid
 import pytest
 from huggingface_hub import close_session
 
-import studio.export as export
-import studio.hub_client as hub_client
+import studio.hub.export as export
+import studio.data.hub_client as hub_client
 from studio.cli import main
-from studio.hub import INDEX, README, START, pull_run, push_run
-from studio.hub_client import (
+from studio.hub.share import INDEX, README, START, pull_run, push_run
+from studio.data.hub_client import (
     HubAuthError,
     HubNetworkError,
     HubPermissionError,

@@ -10,7 +10,7 @@ import yaml
 from safetensors.torch import save
 
 from space_app import served
-from studio import loadtest
+from studio.serving import loadtest
 from studio.cli import main
 
 

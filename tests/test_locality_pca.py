@@ -6,8 +6,10 @@ import torch
 from locality_data import as_dataset, noisy, rel, smooth_images
 from studio.cache import is_cached
 from studio.denoisers import make_denoiser
-from studio.denoisers import budget, masks
-from studio.denoisers.masked_softmax import build_plan, masked_posterior_mean
+from studio.denoisers import budget
+from studio.denoisers.masked import masks
+from studio.denoisers.masked.denoiser import masked_posterior_mean
+from studio.denoisers.masked.plan import build_plan
 from studio.denoisers.reference import locality_mask_ref, masked_softmax_ref, optimal_ref, pca_locality_ref
 from studio.denoisers.softmax import DataBank
 from studio.denoisers.wiener import gaussian_fit
@@ -202,7 +204,7 @@ def test_bad_parameters_and_memory_are_clear_errors(rgb, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("cache_squares", [True, False])
 def test_triton_kernel_matches_float64_on_gpu(rgb, cache_squares, monkeypatch):
-    from studio.denoisers import masked_triton
+    from studio.denoisers.masked import triton_tiles as masked_triton
 
     monkeypatch.setattr(masked_triton, "SQUARES_SHARE", 0.25 if cache_squares else 0.0)
     for ab in LEVELS:

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from space_app import Page, served
-from studio import engine, runs, worker
+from studio import engine, runs
+from studio.serving import worker
 from studio.config import RunConfig
 from studio.denoisers.base import Denoised
 from studio.denoisers.wiener import Wiener

@@ -15,10 +15,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from space_app import Page, served
-from studio import serving, worker
+from studio.serving import launch as serving, worker
 from studio.config import RunConfig
 from studio.denoisers.wiener import Wiener
-from studio.limits import LimitError, Limits, check_data_path, dataset_size_hint
+from studio.limits import LimitError, Limits
+from studio.serving.policy import check_data_path, dataset_size_hint
 
 UPLOAD_LIMIT = 100_000
 PROGRESS = re.compile(r'data-state="(\w+)"')

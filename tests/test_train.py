@@ -21,7 +21,7 @@ from studio.diffusion.samplers import make_sampler
 from studio.diffusion.schedules import Schedule
 from studio.models.card import read_card
 from studio.models.checkpoints import load_network, trained_info
-from studio.train import Trainer, lr_at, training_target, unet_config
+from studio.models.train import Trainer, lr_at, training_target, unet_config
 
 
 @pytest.fixture

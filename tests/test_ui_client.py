@@ -70,7 +70,7 @@ def test_preset_run_streams_progress_and_results(app_url):
 
 
 def test_cancel_stops_within_one_step(app_url, monkeypatch):
-    from studio.worker import Job
+    from studio.serving.worker import Job
 
     calls = {"n": 0, "at_cancel": None}
     slow_denoise, cancel = Optimal.denoise, Job.cancel

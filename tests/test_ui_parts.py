@@ -24,7 +24,7 @@ from studio.ui import compare, controls, forward, neighbours, pictures
 from studio.ui.form import RunForm
 from studio.ui.locality import LocalityTab
 from studio.ui.session import Result, Session, progress_html
-from studio.worker import Job
+from studio.serving.worker import Job
 
 
 def widget_values(components) -> list:

@@ -4,10 +4,11 @@ import time
 import pytest
 import torch
 
-from studio import engine, worker
+from studio import engine
+from studio.serving import worker
 from studio.config import RunConfig
 from studio.denoisers.wiener import Wiener
-from studio.worker import Job, QueueFull, Worker, job_events
+from studio.serving.worker import Job, QueueFull, Worker, job_events
 
 
 def cfg(steps: int = 5, seed: int = 0, n: int = 3, denoiser: str = "wiener", sampler: str = "ddim") -> RunConfig:

@@ -11,7 +11,8 @@ import types
 import pytest
 import torch
 
-from studio import engine, worker, zerogpu
+from studio import engine
+from studio.serving import worker, zerogpu
 from studio.config import RunConfig
 from studio.diffusion import loop
 

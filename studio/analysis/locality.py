@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from studio.data.dataset import Dataset
-from studio.denoisers.masks import NORMALIZATIONS, DEGENERATE, default_threshold, locality_mask
+from studio.denoisers.masked.masks import NORMALIZATIONS, DEGENERATE, default_threshold, locality_mask
 from studio.denoisers.wiener import gaussian_fit, wiener_gains
 from studio.diffusion.schedules import Schedule
 

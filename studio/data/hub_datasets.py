@@ -23,7 +23,7 @@ from studio.cache import cached_tensors, digest, is_cached
 from studio.data.dataset import Dataset
 from studio.data.imageopts import apply_image_options, image_params
 from studio.data.registry import Built, DatasetEntry, dataset_names, get_entry, load_dataset, register, resolve_options
-from studio.hub_client import HubError, Progress, RemoteFile, fetch_files, hf_cache_dir
+from studio.data.hub_client import HubError, Progress, RemoteFile, fetch_files, hf_cache_dir
 from studio.params import Param
 
 CACHE_NAMESPACE = "hub-datasets"

@@ -24,9 +24,10 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
 from studio.denoisers.budget import rows_that_fit
 from studio.denoisers.common import CHUNK, TEMPERATURE
-from studio.denoisers.masks import patch_mask
+from studio.denoisers.masked.denoiser import KERNEL, MaskedSoftmaxDenoiser
+from studio.denoisers.masked.masks import patch_mask
+from studio.denoisers.online_softmax import OnlineSoftmax
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, check_patch_size, full_window, load_schedule
-from studio.denoisers.pca_locality import KERNEL, MaskedSoftmaxDenoiser
 from studio.denoisers.registry import register
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.params import Param
@@ -74,7 +75,6 @@ class LocalScore(PatchSizes, MaskedSoftmaxDenoiser):
     def _fit(self, dataset: Dataset) -> None:
         self._fit_sizes(dataset)
         self._fit_bank(dataset)
-        self.dataset_shape = dataset.shape
 
     def denoise_at(self, x_t: torch.Tensor, alpha_bar: float, k: int) -> Denoised:
         """Denoise with patch size k, whatever the schedule says (calibration tries several)."""
@@ -144,22 +144,20 @@ def els_mean(
         per_image = 4 * Q * (width + C + 3 * B * P)
         step = rows_that_fit(per_image, 4 * B * P * (width + C + 3), x_t.device, "denoiser.els: patch chunk",
                              chunk or images.shape[0])
-        m = torch.full((B, P), -torch.inf, device=x_t.device)
-        den = torch.zeros(B, P, device=x_t.device)
-        num = torch.zeros(B, P, C, device=x_t.device)
+        acc = OnlineSoftmax((B, P), (C,), x_t.device)
         for lo in range(0, images.shape[0], step):
             win = images[lo:lo + step].unfold(2, kh, 1).unfold(3, kw, 1)  # [n, C, qy, qx, kh, kw]
             n = win.shape[0]
             flat = win.permute(0, 2, 3, 1, 4, 5).reshape(n * Q, width)
             logits = torch.addmm((flat * flat).sum(1)[None, :], queries, flat.T, beta=-ab * inv).reshape(B, P, n * Q)
-            m_new = torch.maximum(m, logits.amax(2))
-            scale = torch.exp(m - m_new)
-            p = torch.exp(logits - m_new[:, :, None])
-            den = den * scale + p.sum(2)
-            num = num * scale[:, :, None]
-            for (up, left), j in offsets.items():
-                centres = win[:, :, :, :, up, left].permute(0, 2, 3, 1).reshape(n * Q, C)
-                num[:, j] += p[:, j] @ centres
-            m = m_new
-        out[:, :, pix[:, 0], pix[:, 1]] = (num / den[:, :, None]).permute(0, 2, 1)
+
+            def weigh(w: torch.Tensor) -> torch.Tensor:  # Σ over windows of w · the window's centre pixel
+                out_num = torch.zeros(B, P, C, device=x_t.device)
+                for (up, left), j in offsets.items():
+                    centres = win[:, :, :, :, up, left].permute(0, 2, 3, 1).reshape(n * Q, C)
+                    out_num[:, j] = w[:, j] @ centres
+                return out_num
+
+            acc.add(logits, weigh)
+        out[:, :, pix[:, 0], pix[:, 1]] = acc.mean().permute(0, 2, 1)
     return out

@@ -27,7 +27,7 @@ import yaml
 
 from studio.cache import atomic_write
 from studio.data.dataset import Dataset
-from studio.denoisers.masks import default_threshold, locality_mask
+from studio.denoisers.masked.masks import default_threshold, locality_mask
 
 
 def full_window(shape: tuple[int, ...]) -> int:

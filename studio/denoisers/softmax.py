@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 
+from studio.denoisers.online_softmax import OnlineSoftmax, RunningTopK
+
 _CHUNK_BYTES = 256 * 2**20
 
 
@@ -70,32 +72,19 @@ def posterior_mean(
     x: torch.Tensor, bank: DataBank, ab: float, temperature: float = 1.0, chunk: int | None = None, k: int = 8
 ) -> Posterior:
     """Σ_i softmax_i(ℓ) x_i over all N points for each row of x [B, D]."""
-    B = x.shape[0]
+    B, D = x.shape
     s = ab**0.5
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     step = auto_chunk(B, bank.n, chunk)
-    k = min(k, bank.n)
-    m = torch.full((B,), -torch.inf, device=x.device)
-    den = torch.zeros(B, device=x.device)
-    sq = torch.zeros(B, device=x.device)
-    num = torch.zeros_like(x)
-    top_v = torch.full((B, 0), -torch.inf, device=x.device)
-    top_i = torch.zeros((B, 0), dtype=torch.long, device=x.device)
+    acc = OnlineSoftmax((B,), (D,), x.device, squares=True)
+    top = RunningTopK(B, min(k, bank.n), x.device)
     for lo in range(0, bank.n, step):
         hi = min(lo + step, bank.n)
-        logits = scaled_scores(x, bank, lo, hi, s, ab) * inv
-        m_new = torch.maximum(m, logits.max(1).values)
-        scale = torch.exp(m - m_new)
-        p = torch.exp(logits - m_new[:, None])
-        num = torch.addmm(num * scale[:, None], p, bank.x[lo:hi])
-        den = den * scale + p.sum(1)
-        sq = sq * scale**2 + (p * p).sum(1)
-        m = m_new
-        idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
-        top_v, pos = torch.cat([top_v, logits], 1).topk(min(k, top_v.shape[1] + hi - lo), dim=1)
-        top_i = torch.cat([top_i, idx], 1).gather(1, pos)
-    lse = m + torch.log(den)
-    return Posterior(num / den[:, None], torch.exp(top_v - lse[:, None]), top_i, den**2 / sq)
+        logits = scaled_scores(x, bank, lo, hi, s, ab) * inv  # [B, n]
+        acc.add(logits, lambda w: w @ bank.x[lo:hi])
+        top.add(logits, lo)
+    lse = acc.log_normaliser()
+    return Posterior(acc.mean(), torch.exp(top.values - lse[:, None]), top.index, acc.effective_count())
 
 
 def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None = None, k: int = 8):
@@ -103,14 +92,8 @@ def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None =
     B = x.shape[0]
     s = ab**0.5
     step = auto_chunk(B, bank.n, chunk)
-    k = min(k, bank.n)
-    top_v = torch.full((B, 0), -torch.inf, device=x.device)
-    top_i = torch.zeros((B, 0), dtype=torch.long, device=x.device)
+    top = RunningTopK(B, min(k, bank.n), x.device)
     for lo in range(0, bank.n, step):
-        hi = min(lo + step, bank.n)
-        scores = scaled_scores(x, bank, lo, hi, s, ab)
-        idx = torch.arange(lo, hi, device=x.device).expand(B, -1)
-        top_v, pos = torch.cat([top_v, scores], 1).topk(min(k, top_v.shape[1] + hi - lo), dim=1)
-        top_i = torch.cat([top_i, idx], 1).gather(1, pos)
-    dist = ((x.unsqueeze(1) - s * bank.x[top_i]) ** 2).sum(-1)
-    return top_i, dist
+        top.add(scaled_scores(x, bank, lo, min(lo + step, bank.n), s, ab), lo)
+    dist = ((x.unsqueeze(1) - s * bank.x[top.index]) ** 2).sum(-1)
+    return top.index, dist

@@ -15,14 +15,13 @@ import math
 import torch
 
 from studio.denoisers.base import Denoiser
-from studio.diffusion.samplers import eps_from_x0
+from studio.diffusion.samplers import ddim_step, eps_from_x0
 from studio.diffusion.schedules import Schedule
 
 
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, ab: float, ab_next: float) -> torch.Tensor:
     """The η = 0 DDIM update between any two noise levels (ā = 1 means clean data)."""
-    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-    return math.sqrt(ab_next) * x0 + math.sqrt(1 - ab_next) * eps
+    return ddim_step((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab), eps, ab_next)
 
 
 def _eps(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from studio.denoisers.base import Denoised, Denoiser
 from studio.diffusion.noise import NoiseSource
-from studio.diffusion.samplers import DiffusersAdapter, Sampler
+from studio.diffusion.samplers import Sampler
 
 
 class RunError(ValueError):
@@ -56,7 +56,6 @@ class Trajectory:
     x0: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     shared: list[dict[str, Any]] = field(default_factory=list)
-    step_seconds: list[float] = field(default_factory=list)
 
     @property
     def samples(self) -> torch.Tensor:
@@ -88,9 +87,7 @@ def steps(
     """Yield one Step per denoiser call. x_T defaults to the first draw of each sample's noise stream.
     Out of memory: retried once with quarter-size batches (kept for the rest of the run), then RunError.
     NaN/inf in x̂0 stops the run with a RunError naming the step and the denoiser."""
-    if isinstance(sampler, DiffusersAdapter):
-        sampler.generators = noise.generators
-    sampler.start(noise.draw() if x_T is None else x_T.to(noise.device))
+    sampler.start(noise.draw() if x_T is None else x_T.to(noise.device), noise.generators)
     K = len(sampler)
     for k in range(K):
         t0 = time.perf_counter()
@@ -120,14 +117,13 @@ def steps(
 
 def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | None = None) -> Trajectory:
     """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled)."""
-    ts, abs_, xs, x0s, secs, shared = [], [], [], [], [], []
+    ts, abs_, xs, x0s, shared = [], [], [], [], []
     extras: dict[str, list[torch.Tensor]] = {}
     for step in records:
         ts.append(step.t)
         abs_.append(step.alpha_bar)
         xs.append(step.x_t.detach().float().cpu())
         x0s.append(step.x0.detach().float().cpu())
-        secs.append(step.seconds)
         shared.append(step.shared)
         for key, value in step.extras.items():
             extras.setdefault(key, []).append(value.detach().cpu())
@@ -140,5 +136,4 @@ def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | No
         x0=torch.stack(x0s),
         extras={k: torch.stack(v) for k, v in extras.items()},
         shared=shared,
-        step_seconds=secs,
     )

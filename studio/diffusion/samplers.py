@@ -1,4 +1,4 @@
-"""Samplers written from the formulas in DESIGN.md, all driven by x̂0 (ε̂ is derived from it).
+"""Samplers written from their formulas (README, "What is computed"), all driven by x̂0 (ε̂ is derived from it).
 
 A sampler is stateful for one run: `start(x_T)`, then for k in range(len(sampler)):
 `point(k) -> (t, ā, x_t)` gives where to call the denoiser, `advance(k, x̂0, noise)` moves on.
@@ -24,6 +24,11 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, ab: float) -> torch.Tensor:
     return (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
 
 
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, ab_next: float, sigma: float = 0.0) -> torch.Tensor:
+    """The deterministic part of the DDIM update: sqrt(ā') x̂0 + sqrt(1 - ā' - σ²) ε̂ (the caller adds σ z)."""
+    return math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sigma**2, 0.0)) * eps
+
+
 class Sampler:
     """Base: a timestep plan over a schedule; subclasses define the update."""
 
@@ -40,7 +45,8 @@ class Sampler:
     def __len__(self) -> int:
         return len(self.timesteps)
 
-    def start(self, x_T: torch.Tensor) -> None:
+    def start(self, x_T: torch.Tensor, generators: list[torch.Generator] | None = None) -> None:
+        """Begin a run at x_T; `generators` are the per-sample noise streams (for samplers that draw their own)."""
         self.x = x_T
 
     def point(self, k: int) -> tuple[int, float, torch.Tensor]:
@@ -67,7 +73,7 @@ class DDIM(Sampler):
     def update(self, x, x0, ab, ab_next, noise):
         eps = eps_from_x0(x, x0, ab)
         sigma = self.p["eta"] * math.sqrt((1 - ab_next) / (1 - ab) * (1 - ab / ab_next))
-        out = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sigma**2, 0.0)) * eps
+        out = ddim_step(x0, eps, ab_next, sigma)
         return out + sigma * noise() if sigma > 0 else out
 
 
@@ -96,8 +102,8 @@ class Generalized(Sampler):
         Param("mu", float, 0.0, "noise injection μ (0.5 = DDPM)", low=0.0, high=0.99),
     )
 
-    def start(self, x_T):
-        super().start(x_T)
+    def start(self, x_T, generators=None):
+        super().start(x_T, generators)
         self.eps_prev: torch.Tensor | None = None
 
     def update(self, x, x0, ab, ab_next, noise):
@@ -145,13 +151,13 @@ class DiffusersAdapter(Sampler):
             self.sched.set_timesteps(steps)
         self.calls = [int(round(float(t))) for t in self.sched.timesteps]
         self.sigmas = getattr(self.sched, "sigmas", None)
-        self.generators: list[torch.Generator] | None = None
 
     def __len__(self) -> int:
         return len(self.calls)
 
-    def start(self, x_T):
+    def start(self, x_T, generators=None):
         self.x = x_T * self.sched.init_noise_sigma
+        self.generators = generators
 
     def point(self, k):
         t = self.sched.timesteps[k]

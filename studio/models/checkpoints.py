@@ -139,7 +139,7 @@ def locate(model: str | None, dataset: Dataset) -> Path:
 
 
 def _from_hub(text: str) -> Path:
-    from studio.hub_client import HubError, fetch_files
+    from studio.data.hub_client import HubError, fetch_files
 
     repo_id, _, revision = text.partition("@")
 

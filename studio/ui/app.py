@@ -89,7 +89,7 @@ def launch_options() -> dict[str, Any]:
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate")
     root = outputs_root()
     root.mkdir(parents=True, exist_ok=True)
-    from studio.serving import launch_limits
+    from studio.serving.launch import launch_limits
 
     return dict(theme=theme, css_paths=[CSS_FILE] if CSS_FILE.is_file() else None, allowed_paths=[str(root)],
                 footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
@@ -111,7 +111,8 @@ def warm_up(cfg: RunConfig | None = None) -> threading.Thread:
 
     def work() -> None:
         try:
-            from studio import engine, zerogpu
+            from studio import engine
+            from studio.serving import zerogpu
             from studio.ui import charts  # noqa: F401  (imports plotly)
 
             # on ZeroGPU the GPU exists only inside spaces.GPU calls: warm the data and imports on the CPU

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import gradio as gr
 import torch
 
-from studio import zerogpu
+from studio.serving import zerogpu
 from studio.cache import digest
 from studio.config import RunConfig
 from studio.data.registry import get_entry, load_dataset

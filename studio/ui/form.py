@@ -65,15 +65,15 @@ class MethodPanels:
         """{"denoiser": {...}, "sampler": {...}} sections (YAML shape) from the values of `inputs`."""
         nd = len(self.denoiser.inputs)
         ns = len(self.sampler.inputs)
-        den, den_params = self.denoiser.read(values[:nd])
+        denoiser_name, denoiser_params = self.denoiser.read(values[:nd])
         samp, samp_params = self.sampler.read(values[nd:nd + ns])
-        return {"denoiser": {"name": den, **den_params},
+        return {"denoiser": {"name": denoiser_name, **denoiser_params},
                 "sampler": {"name": samp, "steps": values[nd + ns], **samp_params}}
 
     def fill(self, cfg: RunConfig) -> list:
-        den = self.denoiser.fill(cfg.denoiser.name, cfg.denoiser.params)
-        den[0] = self.kind_changed(get_entry(cfg.dataset.name).kind, cfg.denoiser.name)
-        return [*den,
+        denoiser_values = self.denoiser.fill(cfg.denoiser.name, cfg.denoiser.params)
+        denoiser_values[0] = self.kind_changed(get_entry(cfg.dataset.name).kind, cfg.denoiser.name)
+        return [*denoiser_values,
                 *self.sampler.fill(cfg.sampler.name, cfg.sampler.params), cfg.sampler.steps]
 
     def wire(self) -> None:
@@ -127,12 +127,6 @@ class RunForm:
                                       min_width=90)
         self.batch_size = gr.Number(value=cfg.batch_size, precision=0, visible=False)
 
-    def _move_dataset_groups(self) -> None:
-        """Re-render the dataset parameter groups inside a closed accordion under the strip."""
-        with gr.Accordion("Dataset options", open=False, elem_id="dataset-options"):
-            for group in self.dataset.groups.values():
-                group.render()
-
     @property
     def inputs(self) -> list:
         return [*self.dataset.inputs, *self.method.inputs, self.schedule, self.T, self.beta_start, self.beta_end,
@@ -182,7 +176,7 @@ class RunForm:
                                      api_visibility="private", show_progress="minimal")
         self.method.wire()
         self.dataset.dropdown.change(
-            lambda name, den: self.method.kind_changed(get_entry(name).kind, den),
+            lambda name, denoiser_values: self.method.kind_changed(get_entry(name).kind, denoiser_values),
             [self.dataset.dropdown, self.method.denoiser.dropdown], self.method.denoiser.dropdown,
             queue=False, show_progress="hidden", api_visibility="private")
         self.dice.click(lambda: random.randint(0, MAX_SEED), None, self.seed, queue=False, show_progress="hidden",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from studio import zerogpu
+from studio.serving import zerogpu
 from studio.config import RunConfig
 from studio.data.folder import DECODERS, UNREADABLE
 from studio.data.registry import load_dataset
@@ -117,12 +117,12 @@ class ForwardTab:
             Limits.from_env().check("max_steps", K, "inversion steps K")
             ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
             device = engine.resolve_device(cfg.device)
-            den = engine.fitted_denoiser(cfg, dataset, device)
+            denoiser = engine.fitted_denoiser(cfg, dataset, device)
         except ValueError as err:
             raise gr.Error(str(err).replace("sampler.steps", "inversion steps K"), print_exception=False) from None
         schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
-        x_T = ddim_invert(den, x0.to(device), schedule, ts)
-        back = reconstruct(den, x_T, schedule, ts).cpu()
+        x_T = ddim_invert(denoiser, x0.to(device), schedule, ts)
+        back = reconstruct(denoiser, x_T, schedule, ts).cpu()
         x_T = x_T.cpu()
         err = (back - x0).reshape(len(x0), -1)
         rel = float(err.norm(dim=1).div(x0.reshape(len(x0), -1).norm(dim=1).clamp_min(1e-12)).mean())

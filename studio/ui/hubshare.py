@@ -10,9 +10,9 @@ import gradio as gr
 
 
 def hub_module():
-    """studio.hub, or None with the reason when it cannot be imported."""
+    """studio.hub.share, or None with the reason when it cannot be imported."""
     try:
-        from studio import hub
+        from studio.hub import share as hub
     except Exception as err:  # noqa: BLE001 - the page says why sharing is off instead of failing to load
         return None, f"Hub sharing is unavailable ({type(err).__name__}: {err})."
     return hub, ""

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from studio import zerogpu
+from studio.serving import zerogpu
 from studio.config import RunConfig
 from studio.data.registry import load_dataset
 from studio.runs import load_run

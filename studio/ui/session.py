@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.worker import Job
+from studio.serving.worker import Job
 
 
 @dataclass

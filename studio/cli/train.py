@@ -1,27 +1,15 @@
-"""Sub-commands around trained networks: `train` (fit a UNet / MLP to a dataset) and `compare` (agreement of a
-denoiser with a reference such as the trained UNet)."""
+"""`train`: fit a small UNet (images) or MLP (2-D points) to a dataset and save it as a checkpoint folder."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from typing import Any
 
-from studio.config import parse_value
+from studio.cli.flags import parse_pairs
 
 _TRAIN_FLAGS = ("steps", "batch", "lr", "warmup", "ema_decay", "prediction_type", "width", "depth", "seed",
                 "save_every", "log_every", "max_minutes", "save_dtype", "sample_n", "device", "compile")
-
-
-def _pairs(items: list[str] | None, flag: str) -> list[tuple[str, Any]]:
-    out = []
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag}: expected KEY=VALUE, got {item!r}")
-        out.append((key.strip(), parse_value(value)))
-    return out
 
 
 def _train_command(args: argparse.Namespace) -> str:
@@ -42,11 +30,11 @@ def _train_command(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from studio.data.registry import load_dataset
-    from studio.train import Trainer
+    from studio.models.train import Trainer
 
     dataset_opts: dict[str, Any] = {}
     schedule: dict[str, Any] = {}
-    for key, value in _pairs(args.set, "--set"):
+    for key, value in parse_pairs(args.set, "--set"):
         section, _, name = key.partition(".")
         if section not in ("dataset", "schedule") or not name:
             raise ValueError(f"--set: {key!r} is not allowed; use dataset.KEY=VALUE or schedule.KEY=VALUE")
@@ -59,47 +47,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{state}: {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.5f}; "
           f"wrote {result.folder} (use: --denoiser unet --set denoiser.model={result.folder})")
     return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from studio.analysis import compare as cmp
-    from studio.commands import config_from_args
-
-    cfg = config_from_args(args)
-    ref_params = dict(_pairs(args.reference_set, "--reference-set"))
-    bar = tqdm(desc="compare", unit="step", file=sys.stderr)
-
-    def progress(step) -> None:
-        bar.update(1)
-
-    single = not args.no_single_step
-    if args.denoisers:
-        names = [n.strip() for n in args.denoisers.split(",") if n.strip()]
-        tests = [(n, cfg.denoiser.params if n == cfg.denoiser.name else {}) for n in names]
-        comps = cmp.compare_many(cfg, tests, args.reference, ref_params, single, progress)
-        bar.close()
-        cmp.save_table(comps, args.out)
-        print(cmp.table_markdown([cmp.summary_row(c) for c in comps]))
-    else:
-        comp = cmp.compare(cfg, args.reference, ref_params, single, progress)
-        bar.close()
-        cmp.save_comparison(comp, args.out)
-        print(cmp.table_markdown([cmp.summary_row(comp)]))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    """The run-setting flags `sample` has, read by studio.commands.config_from_args."""
-    for flag in ("--dataset", "--denoiser", "--sampler", "--schedule", "--spacing", "--device"):
-        p.add_argument(flag)
-    for flag in ("--steps", "--n", "--seed"):
-        p.add_argument(flag, type=int)
-    p.add_argument("--eta", type=float)
-    p.add_argument("--config", help="a RunConfig YAML (flags and --set override it)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted config path, e.g. denoiser.temperature=0.5")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -126,12 +73,3 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset.KEY=VALUE or schedule.KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("compare", help="agreement (MSE, r², memorisation) of a denoiser with a reference")
-    _run_flags(p)
-    p.add_argument("--reference", default="unet", help="reference denoiser (default: unet, the bundled checkpoint)")
-    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter")
-    p.add_argument("--denoisers", help="comma-separated denoisers to compare against one shared reference run")
-    p.add_argument("--no-single-step", action="store_true", help="skip the single-step comparison")
-    p.add_argument("--out", required=True, help="folder for metrics.json and plots")
-    p.set_defaults(func=cmd_compare)

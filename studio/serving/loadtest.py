@@ -1,4 +1,4 @@
-"""`python -m studio loadtest`: many browser-like sessions against a studio running on this machine.
+"""Many browser-like sessions against a studio running on this machine.
 
 Each client is its own gradio_client session that runs one small preset (digits, faces or 2-D toys, a few
 steps, a few samples) with its own seed through the app's `/run_config` endpoint, again and again until the
@@ -10,7 +10,6 @@ URLs only, so it can never be pointed at someone else's server.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import shutil
 import statistics
@@ -226,24 +225,3 @@ def run_load(url: str, clients: int = 4, duration_s: float = 15, steps: int = 5,
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
     return LoadReport(url, reports, duration_s, time.monotonic() - started, steps, n)
-
-
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    report = run_load(args.url, args.clients, args.duration, args.steps, args.n, args.max_jobs, args.seed,
-                      args.job_timeout)
-    print("\n".join(report.lines()), flush=True)
-    return 0 if report.ok else 1
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("loadtest", help="concurrent sessions against a studio on this machine; checks every "
-                                        "client gets its own results")
-    p.add_argument("--url", default="http://127.0.0.1:7860", help="the studio (loopback only)")
-    p.add_argument("--clients", type=int, default=16, help=f"concurrent sessions (1..{MAX_CLIENTS})")
-    p.add_argument("--duration", type=float, default=60, help=f"seconds to keep submitting (1..{MAX_DURATION_S})")
-    p.add_argument("--steps", type=int, default=5, help="sampler steps per job")
-    p.add_argument("--n", type=int, default=4, help="samples per job")
-    p.add_argument("--max-jobs", type=int, default=1000, help=f"jobs in all, at most (1..{MAX_JOBS})")
-    p.add_argument("--seed", type=int, default=1000, help="client i uses seed + i")
-    p.add_argument("--job-timeout", type=float, default=120, help="seconds one job may take")
-    p.set_defaults(func=cmd_loadtest)

@@ -1,6 +1,6 @@
 """Share runs through a Hugging Face Hub dataset repository: push (one commit per run), pull (cached locally).
 
-Repository layout: `runs/<run-id>/` holds an exported bundle (studio.export: files + README.md card),
+Repository layout: `runs/<run-id>/` holds an exported bundle (studio.hub.export: files + README.md card),
 `runs/index.json` lists the pushed runs, and the top-level README.md shows them in a table between
 marker comments (anything else a user wrote there is kept). The token comes from the caller, $HF_TOKEN or
 the saved `hf auth login`, in that order, and never reaches logs, files or error messages.
@@ -8,14 +8,11 @@ the saved `hf auth login`, in that order, and never reaches logs, files or error
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
-import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +20,8 @@ from typing import Any
 
 from studio import __version__
 from studio.cache import atomic_dir, cache_root
-from studio.export import describe, export_folder, export_run, is_run
-from studio.hub_client import (
+from studio.hub.export import describe, export_folder, export_run, is_run
+from studio.data.hub_client import (
     HubAuthError,
     HubError,
     HubNetworkError,
@@ -284,71 +281,3 @@ def pull_run(repo_id: str, run_id: str | None = None, endpoint: str | None = Non
 
         load_run(folder)  # fail now, not in the page, if what came back is not a readable run
     return folder
-
-
-def _cli_token(args: argparse.Namespace) -> str | None:
-    if not args.token_env:
-        return None
-    value = os.environ.get(args.token_env, "").strip()
-    if not value:
-        raise ValueError(f"--token-env: environment variable {args.token_env} is not set")
-    return value
-
-
-def _cli_progress(fraction: float, message: str) -> None:
-    print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    try:
-        result = push_run(args.run_dir, args.repo, token=_cli_token(args), private=args.private,
-                          endpoint=args.endpoint, progress=_cli_progress)
-    except HubError as err:
-        if isinstance(err, ValueError):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"pushed run {result.run_id}: {result.url} (commit {result.commit_url})")
-    return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    try:
-        folder = pull_run(args.repo_id, run_id=args.run, endpoint=args.endpoint, token=_cli_token(args),
-                          progress=_cli_progress)
-    except HubError as err:
-        if isinstance(err, ValueError):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(folder)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    print(export_run(args.run_dir, args.out, zip=not args.no_zip))
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a run (or comparison) folder with a README card, as a folder and .zip")
-    p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="folder to write the bundle (and its .zip) into")
-    p.add_argument("--no-zip", action="store_true", help="write only the folder")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("push", help="push a run folder to a Hugging Face dataset repository (one commit)")
-    p.add_argument("run_dir")
-    p.add_argument("--repo", required=True, help="dataset repository USER/NAME (created if missing)")
-    p.add_argument("--private", action="store_true", help="create the repository private")
-    p.add_argument("--token-env", help="read the token from this environment variable (default: HF_TOKEN, then "
-                                       "the saved `hf auth login`)")
-    p.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
-    p.set_defaults(func=cmd_push)
-
-    p = sub.add_parser("pull", help="download a pushed run into the local cache and print its folder")
-    p.add_argument("repo_id", help="dataset repository USER/NAME")
-    p.add_argument("--run", help="run id (default: the last pushed)")
-    p.add_argument("--token-env", help="read the token from this environment variable (private repositories)")
-    p.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
-    p.set_defaults(func=cmd_pull)

@@ -1,7 +1,7 @@
 """The one place that talks to the Hugging Face Hub through huggingface_hub: endpoint, timeouts, retries,
 downloads with progress, and errors turned into short messages that never contain the token.
 
-Push/pull (studio.hub) and the Hub datasets (studio.data.hub_datasets) both build on it.
+Push/pull (studio.hub.share) and the Hub datasets (studio.data.hub_datasets) both build on it.
 """
 
 from __future__ import annotations

@@ -17,15 +17,21 @@ import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from studio.config import RunConfig
 from studio.limits import Limits
+from studio.serving.policy import check_config
 
-log = logging.getLogger("studio.worker")
+if TYPE_CHECKING:  # imported when a job runs: the page starts before torch loads
+    from studio.data.dataset import Dataset
+    from studio.diffusion.loop import Step
+    from studio.runs import Run
+
+log = logging.getLogger("studio.serving.worker")
 
 TERMINAL = ("done", "cancelled", "error")
-SaveTo = Callable[[int, Any], Path]
+SaveTo = Callable[[int, "Run"], Path]
 """save_to(part, run) -> folder: where a finished run is written (studio.runs.save_run)."""
 
 
@@ -42,9 +48,9 @@ class Event:
     part: int = 0
     k: int = 0
     K: int = 0
-    step: Any = None          # studio.diffusion.loop.Step with CPU tensors
-    run: Any = None           # studio.runs.Run
-    dataset: Any = None       # studio.data.Dataset the run was fitted on
+    step: Step | None = None        # with CPU tensors
+    run: Run | None = None
+    dataset: Dataset | None = None  # the data the run was fitted on
     folder: Path | None = None
     position: int = 0
     message: str = ""
@@ -99,12 +105,12 @@ class Job:
                     return
 
 
-def _to_cpu(step):
+def _to_cpu(step: Step) -> Step:
     return replace(step, x_t=step.x_t.detach().float().cpu(), x0=step.x0.detach().float().cpu(),
                    extras={k: v.detach().cpu() for k, v in step.extras.items()})
 
 
-def save_result(run: Any, dataset: Any, folder: Path) -> Path:
+def save_result(run: Run, dataset: Dataset, folder: Path) -> Path:
     """Write a finished run (atomically); 2-D runs draw their training points behind the samples."""
     from studio.runs import save_run
 
@@ -226,7 +232,7 @@ def admit(configs: Sequence[RunConfig]) -> None:
     """Validate a job's configs and check them against the instance's limits; ValueError names the field."""
     limits = Limits.from_env()
     for cfg in configs:
-        limits.check_config(cfg.validate())
+        check_config(limits, cfg.validate())
 
 
 def submit(configs: Sequence[RunConfig], save_to: SaveTo | None = None) -> Job:

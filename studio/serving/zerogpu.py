@@ -22,11 +22,11 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from studio import worker
+from studio.serving import worker
 from studio.config import RunConfig
-from studio.worker import TERMINAL, Event, Job, SaveTo
+from studio.serving.worker import TERMINAL, Event, Job, SaveTo
 
-log = logging.getLogger("studio.zerogpu")
+log = logging.getLogger("studio.serving.zerogpu")
 
 BASE_S = 10.0        # load the data, fit the denoiser, neighbour summary
 STEP_S = 0.05        # per step: kernel launches, copying x_t and x̂0 back for the live view
@@ -69,7 +69,8 @@ def _values_per_item(cfg: RunConfig) -> int:
 def estimate_seconds(configs: Sequence[RunConfig | Mapping[str, Any]]) -> int:
     """GPU seconds to request for a job (the formula in the module docstring); bad input gets the floor,
     since the job will only report the error."""
-    from studio.limits import Limits, dataset_size_hint
+    from studio.limits import Limits
+    from studio.serving.policy import dataset_size_hint
 
     try:
         parts = [_as_config(c) for c in configs]

@@ -163,7 +163,7 @@ def _setting(cfg: RunConfig) -> dict[str, Any]:
 
 def compare_to(ref: Reference, cfg: RunConfig, single_step: bool = True, on_step: OnStep | None = None) -> Comparison:
     """Compare the denoiser of `cfg` with an existing reference run of the same setting."""
-    cfg = copy.deepcopy(cfg).validate()
+    cfg = cfg.validate()
     if _setting(cfg) != _setting(ref.config):
         differs = [k for k, v in _setting(cfg).items() if _setting(ref.config)[k] != v]
         raise ValueError(f"compare: the reference ran another setting ({', '.join(differs)} differ); only the "

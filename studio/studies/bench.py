@@ -12,7 +12,7 @@ import torch
 
 from studio.cache import digest
 from studio.data.dataset import Dataset
-from studio.denoisers.masks import patch_mask
+from studio.denoisers.masked.masks import patch_mask
 from studio.denoisers.patch_schedule import auto_patch_size
 from studio.denoisers.reference import (
     els_ref,
@@ -137,9 +137,9 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
     data = case.make_data(opts)
     batch = case.batch or opts["batch"]
     repeats = case.repeats or opts["repeats"]
-    den = make_denoiser(case.denoiser, device=device, **case.params)
+    denoiser = make_denoiser(case.denoiser, device=device, **case.params)
     t0 = time.perf_counter()
-    den.fit(data)
+    denoiser.fit(data)
     fit_s = time.perf_counter() - t0
     sched = Schedule.build()
     g = torch.Generator().manual_seed(1)
@@ -149,13 +149,13 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
         ab = sched.ab(t)
         pick = torch.randint(0, data.n, (batch,), generator=g)
         x_t = (ab**0.5 * data.x[pick] + (1 - ab) ** 0.5 * torch.randn(data.x[pick].shape, generator=g)).to(device)
-        fast_ms.append(_time_ms(lambda: den.denoise(x_t, t, ab), device, repeats))
+        fast_ms.append(_time_ms(lambda: denoiser.denoise(x_t, t, ab), device, repeats))
         per_level[t] = fast_ms[-1]
         if case.reference is None:
             continue
         ms, ref = _once_ms(lambda: case.reference(x_t, data_dev, ab, t), device)
         ref_ms.append(ms)
-        out = den.denoise(x_t, t, ab).x0.double().reshape(batch, -1)
+        out = denoiser.denoise(x_t, t, ab).x0.double().reshape(batch, -1)
         ref = ref.double().reshape(batch, -1)
         err = ((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max().item()
         worst = max(worst, err)

@@ -14,24 +14,19 @@ Q does not depend on the queries: it is computed once per plan and kept with it 
 
 from __future__ import annotations
 
-import json
 import math
-import os
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from studio.denoisers.budget import memory_budget, require
-from studio.denoisers.masked_softmax import ColumnPlan
+from studio.denoisers.masked.plan import TRITON_CONFIG, ColumnPlan
+from studio.denoisers.online_softmax import merge_partials
 from studio.denoisers.softmax import DataBank
 
 FP16_ROOM = 2.0**14  # scale operands to at most this: headroom under fp16's 65504, lo halves stay normal
-# Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
-# pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
-# (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
-CONFIG = {"tile": 16, "BK": 64, "BI": 128, "warps": 8, "stages": 2, "cols": 128, "split_rows": 1024}
-CONFIG.update(json.loads(os.environ.get("STUDIO_TRITON_CONFIG", "{}")))
 SQUARES_SHARE = 0.25
 
 
@@ -134,9 +129,24 @@ def _squares_kernel(xt_ptr, kidx_ptr, kptr_ptr, mq_ptr, qc_ptr, N, D, T,
     tl.store(qc_ptr + (ii.to(tl.int64)[:, None] * T + tile) * G + g[None, :], acc, mask=imask[:, None])
 
 
-def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> dict[str, torch.Tensor]:
-    """The plan as flat device arrays: supports padded to BK with D, signed mask rows beside them, and
-    which subset of channel distances (row of `subsets`) each tile starts from."""
+@dataclass
+class PackedPlan:
+    """A ColumnPlan as flat device arrays for the kernels: supports padded to BK with D, signed mask rows
+    beside them, and which subset of channel distances (row of `subsets`) each tile starts from."""
+
+    cols: torch.Tensor     # int32 [n_tiles, G]
+    kidx: torch.Tensor     # int32 [R]: support rows of all tiles, each tile padded to a multiple of BK
+    gather: torch.Tensor   # long [R]: kidx with padding clamped to a real coordinate
+    real: torch.Tensor     # float32 [R]: 1 for a real support row, 0 for padding
+    blk: torch.Tensor      # float32 [R, G]: signed mask rows
+    mask16: torch.Tensor   # float16 [R, G]: the same, for the tensor cores
+    kptr: torch.Tensor     # int32 [n_tiles + 1]: where each tile's rows start in kidx
+    sid: torch.Tensor      # int32 [n_tiles]: the row of `subsets` a tile starts from
+    subsets: torch.Tensor  # float32 [S, C]: distinct sets of channels whose full distance tiles start from
+
+
+def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> PackedPlan:
+    """The plan packed for the kernels, built on first use and kept with the plan."""
     if ("triton", BK) not in plan.packed:
         G = plan.cols.shape[1]
         idx, blk, ptr = [], [], [0]
@@ -147,17 +157,17 @@ def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> dict[str, torch.
             ptr.append(ptr[-1] + rows.numel() + pad)
         subsets, sid = plan.based.cpu().unique(dim=0, return_inverse=True)
         kidx = torch.cat(idx)
-        plan.packed[("triton", BK)] = {
-            "cols": plan.cols.to(device, torch.int32).contiguous(),
-            "kidx": kidx.to(device, torch.int32),
-            "gather": kidx.clamp(max=plan.D - 1).to(device),
-            "real": (kidx < plan.D).to(device, torch.float32),
-            "blk": torch.cat(blk).to(device, torch.float32).contiguous(),
-            "mask16": torch.cat(blk).to(device, torch.float16).contiguous(),
-            "kptr": torch.tensor(ptr, dtype=torch.int32, device=device),
-            "sid": sid.to(device, torch.int32),
-            "subsets": subsets.to(device, torch.float32),
-        }
+        plan.packed[("triton", BK)] = PackedPlan(
+            cols=plan.cols.to(device, torch.int32).contiguous(),
+            kidx=kidx.to(device, torch.int32),
+            gather=kidx.clamp(max=plan.D - 1).to(device),
+            real=(kidx < plan.D).to(device, torch.float32),
+            blk=torch.cat(blk).to(device, torch.float32).contiguous(),
+            mask16=torch.cat(blk).to(device, torch.float16).contiguous(),
+            kptr=torch.tensor(ptr, dtype=torch.int32, device=device),
+            sid=sid.to(device, torch.int32),
+            subsets=subsets.to(device, torch.float32),
+        )
     return plan.packed[("triton", BK)]
 
 
@@ -186,7 +196,7 @@ def data_halves(bank: DataBank, rx: float, rq: float) -> torch.Tensor:
     return bank.derive(("triton-halves", rx, rq), make)
 
 
-def cached_squares(plan: ColumnPlan, bank: DataBank, halves: torch.Tensor, pk: dict[str, torch.Tensor], BI: int,
+def cached_squares(plan: ColumnPlan, bank: DataBank, halves: torch.Tensor, pk: PackedPlan, BI: int,
                    BK: int) -> torch.Tensor | None:
     """The plan's Q [N, T, G], computed on first use and kept with the plan while it takes at most
     SQUARES_SHARE of the memory budget; None (the kernel forms Q itself) when it does not fit."""
@@ -197,7 +207,7 @@ def cached_squares(plan: ColumnPlan, bank: DataBank, halves: torch.Tensor, pk: d
         if size > SQUARES_SHARE * memory_budget(bank.x.device):
             return None
         q = torch.empty(bank.n, T, G, device=bank.x.device)
-        _squares_kernel[(T, triton.cdiv(bank.n, BI))](halves, pk["kidx"], pk["kptr"], pk["mask16"], q, bank.n,
+        _squares_kernel[(T, triton.cdiv(bank.n, BI))](halves, pk.kidx, pk.kptr, pk.mask16, q, bank.n,
                                                        plan.D, T, BI=BI, BK=BK, G=G, num_warps=4)
         plan.packed[key] = q
     return plan.packed[key]
@@ -222,7 +232,7 @@ def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float
 ) -> torch.Tensor:
     """Per-tile softmax means [B, T, G] for queries x [B, D] (fp32, CUDA)."""
-    cfg = CONFIG
+    cfg = TRITON_CONFIG
     B, D = x.shape
     T, G = plan.cols.shape
     BK, BI = cfg["BK"], cfg["BI"]
@@ -234,14 +244,14 @@ def tiles_posterior_mean(
     top_x = bank.derive("abs-max", lambda: bank.x.abs().max()).item()
     rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale(x.abs().max().item())
     # W[k, b, g] = x_b[support k] * signed mask[k, g] for whole groups of queries, as fp16 halves
-    rows = pk["kidx"].numel()
+    rows = pk.kidx.numel()
     require(8 * rows * groups * BB * G, x.device, "denoiser: the Triton kernel's query operand")
     q = torch.zeros(groups * BB, D, device=x.device)
     q[:B] = x * ry
-    w = ((q[:, pk["gather"]] * pk["real"]).T[:, :, None] * pk["blk"][:, None, :]).reshape(rows, groups * BB * G)
+    w = ((q[:, pk.gather] * pk.real).T[:, :, None] * pk.blk[:, None, :]).reshape(rows, groups * BB * G)
     w_hi, w_lo = _halves(w)
     del w
-    base = channel_bases(x, bank, pk["subsets"], plan.channels, s, ab)
+    base = channel_bases(x, bank, pk.subsets, plan.channels, s, ab)
     halves = data_halves(bank, rx, rq)
     squares = cached_squares(plan, bank, halves, pk, BI, BK)
     rows_per_split = triton.cdiv(cfg["split_rows"], BI) * BI
@@ -250,11 +260,9 @@ def tiles_posterior_mean(
     den = torch.empty_like(m)
     num = torch.empty_like(m)
     _tiles_kernel[(T, groups, splits)](
-        halves, bank.x, pk["kidx"], pk["kptr"], w_hi, w_lo, pk["mask16"], pk["cols"], pk["sid"], base,
+        halves, bank.x, pk.kidx, pk.kptr, w_hi, w_lo, pk.mask16, pk.cols, pk.sid, base,
         squares if squares is not None else m, m, den, num, bank.n, D, B, T, groups * BB * G, rows_per_split,
         2 * s * inv / (rx * ry), ab * inv / rq, inv,
         BB=BB, BI=BI, BK=BK, G=G, CACHED_Q=squares is not None, num_warps=cfg["warps"], num_stages=cfg["stages"],
     )
-    top_m = m.amax(0)
-    wts = torch.exp(m - top_m)
-    return (wts * num).sum(0) / (wts * den).sum(0)
+    return merge_partials(m, den, num)

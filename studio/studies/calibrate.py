@@ -1,4 +1,4 @@
-"""`python -m studio calibrate`: fit the patch-size schedule of `ls`/`els` to a target denoiser.
+"""Fit the patch-size schedule of `ls`/`els` to a target denoiser.
 
 At each of the sampler's noise levels, seeded training images are noised, the target denoises them,
 and the patch size whose x̂0 has the smallest mean squared difference from the target's is kept (Kamb &
@@ -12,7 +12,6 @@ JSON that `denoiser.patch_schedule` can name.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from studio.cache import digest, entry_path
-from studio.config import RunConfig, parse_value
+from studio.config import RunConfig
 from studio.data.registry import load_dataset
 from studio.denoisers.local_score import PatchSizes
 from studio.denoisers.patch_schedule import PatchSchedule, check_patch_size, full_window, save_schedule
@@ -48,7 +47,7 @@ def calibrate(
     Levels are cfg.sampler.steps timesteps of cfg.sampler.spacing on cfg.schedule; cfg.n probe images are
     drawn with cfg.seed; cfg.batch_size bounds each denoiser call.
     """
-    cfg.validate()
+    cfg = cfg.validate()
     cls = denoiser_class(cfg.denoiser.name)
     if not issubclass(cls, PatchSizes):
         raise ValueError(f"--denoiser: {cfg.denoiser.name} has no patch-size schedule; choose one of: ls, els")
@@ -70,7 +69,7 @@ def calibrate(
     from studio.engine import resolve_device
 
     device = resolve_device(cfg.device)
-    den = make_denoiser(cfg.denoiser.name, device=device, **params).fit(dataset)
+    denoiser = make_denoiser(cfg.denoiser.name, device=device, **params).fit(dataset)
     tgt = make_denoiser(target, device=device, **target_params).fit(dataset)
     sched = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -82,7 +81,7 @@ def calibrate(
         want = denoise_batched(tgt, x_t, t, ab, cfg.batch_size).x0.double()
         errors = {}
         for k in ks:
-            got = torch.cat([den.denoise_at(part, ab, k).x0 for part in x_t.split(cfg.batch_size or len(x_t))])
+            got = torch.cat([denoiser.denoise_at(part, ab, k).x0 for part in x_t.split(cfg.batch_size or len(x_t))])
             errors[k] = float(((got.double() - want) ** 2).mean())
         best = min(ks, key=lambda k: (errors[k], k))
         entries.append({"t": t, "alpha_bar": ab, "patch_size": best, "mse": errors[best],
@@ -90,48 +89,3 @@ def calibrate(
     schedule = PatchSchedule(entries, meta)
     save_schedule(schedule, path)
     return schedule, path
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from studio.commands import config_from_args
-
-    if not args.denoiser and not args.config:
-        raise ValueError("--denoiser: required; choose one of: ls, els")
-    if args.steps is None and not args.config:
-        args.steps = 10
-    cfg = config_from_args(args)
-    target_params = {}
-    for item in args.target_set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--target-set: expected key=value, got {item!r}")
-        target_params[key.strip()] = parse_value(value)
-    sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else None
-    schedule, path = calibrate(cfg, args.target, target_params, sizes)
-    for e in schedule.entries:
-        print(f"t={e['t']:>5}  ā={e['alpha_bar']:.5f}  patch_size={e['patch_size']:>3}  mse={e['mse']:.3e}")
-    if args.out:
-        save_schedule(schedule, args.out)
-        print(f"wrote {args.out} (set denoiser.patch_schedule={args.out}); cache: {path}")
-    else:
-        print(f"cached at {path} (set denoiser.patch_schedule={path})")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="fit the patch-size schedule of ls/els to a target denoiser")
-    p.add_argument("--denoiser", help="ls or els")
-    p.add_argument("--target", required=True, help="any registered denoiser, e.g. unet, optimal, wiener")
-    p.add_argument("--target-set", action="append", metavar="KEY=VALUE", help="a parameter of the target")
-    p.add_argument("--dataset")
-    p.add_argument("--steps", type=int, help="noise levels (sampler.steps of the spacing; default 10)")
-    p.add_argument("--spacing")
-    p.add_argument("--schedule")
-    p.add_argument("--n", type=int, help="probe images per level")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--sizes", help="comma-separated odd patch sizes to try (default: all odd sizes)")
-    p.add_argument("--device")
-    p.add_argument("--config", help="a RunConfig YAML (flags and --set override it)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted config path, e.g. dataset.size=500")
-    p.add_argument("--out", help="also write the schedule here (.yaml or .json)")
-    p.set_defaults(func=cmd_calibrate, sampler=None, eta=None)

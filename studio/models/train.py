@@ -349,10 +349,10 @@ class Trainer:
         from studio.diffusion.samplers import make_sampler
 
         schedule = Schedule.build(**self.schedule)
-        den = Unet(self.device, model=str(self.out)).fit(self.dataset)
+        denoiser = Unet(self.device, model=str(self.out)).fit(self.dataset)
         n = self.o["sample_n"]
         sampler = make_sampler("ddim", schedule, min(50, schedule.T))
-        traj = loop.collect(loop.steps(den, sampler, NoiseSource(0, n, self.dataset.shape, self.device)))
+        traj = loop.collect(loop.steps(denoiser, sampler, NoiseSource(0, n, self.dataset.shape, self.device)))
         picture = images.grid(traj.samples) if self.dataset.kind == "image" else \
             images.scatter(traj.samples, self.dataset.x)
         buf = io.BytesIO()

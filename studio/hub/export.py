@@ -22,7 +22,7 @@ from huggingface_hub import DatasetCardData
 from studio import __version__
 from studio.cache import atomic_dir, atomic_write
 
-log = logging.getLogger("studio.export")
+log = logging.getLogger("studio.hub.export")
 
 CARD = "README.md"
 VIDEO = "trajectory.mp4"
@@ -151,10 +151,10 @@ def _run_section(bundle: Path, part: Path, level: str, video_note: str | None) -
     doc = _read_json(part / "metrics.json")
     config_text = (part / "config.yaml").read_text()
     cfg = yaml.safe_load(config_text) or {}
-    ds, den, smp, sch = (doc.get(k, cfg.get(k, {})) or {} for k in ("dataset", "denoiser", "sampler", "schedule"))
+    ds, method, smp, sch = (doc.get(k, cfg.get(k, {})) or {} for k in ("dataset", "denoiser", "sampler", "schedule"))
     shape = "x".join(str(s) for s in ds.get("shape", [])) or "?"
     lines = [
-        f"{cfg.get('n', '?')} samples from the **{den.get('name', '?')}** denoiser fitted on **{ds.get('name', '?')}** "
+        f"{cfg.get('n', '?')} samples from the **{method.get('name', '?')}** denoiser fitted on **{ds.get('name', '?')}** "
         f"({ds.get('n', '?')} items of shape {shape}), drawn with the **{smp.get('name', '?')}** sampler in "
         f"{smp.get('steps', '?')} steps ({smp.get('spacing', '?')} spacing) on the {sch.get('name', '?')} noise "
         f"schedule, seed {cfg.get('seed', '?')}.",

@@ -1,4 +1,5 @@
-"""`python -m studio COMMAND ...`: every command is a module exposing `register_cli(subparsers)`."""
+"""`python -m studio COMMAND ...`: one module per command group, each exposing `register_cli(subparsers)`;
+the run flags they share live in studio.cli.flags."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Sequence
 # Each module adds its sub-command(s) with `sub.add_parser(...)` and `set_defaults(func=handler)`,
 # where handler(args) -> int. Bad input raises ValueError: it is printed as one line, exit status 2.
 COMMAND_MODULES: tuple[str, ...] = (
-    "studio.commands",
-    "studio.calibrate",
-    "studio.data.cli",
-    "studio.hub",
-    "studio.model_cli",
-    "studio.loadtest",
+    "studio.cli.run",
+    "studio.cli.bench",
+    "studio.cli.train",
+    "studio.cli.compare",
+    "studio.cli.calibrate",
+    "studio.cli.datasets",
+    "studio.cli.hub",
+    "studio.cli.loadtest",
 )
 
 

@@ -1,0 +1,37 @@
+"""`bench`: ms per denoise step of each denoiser beside a naive float64 reference."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from studio.studies.bench import main
+    from studio.engine import resolve_device
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    opts = {
+        "n_data": args.n_data or (50_000 if gpu else 5_000),
+        "shape": [int(v) for v in (args.shape or "3x32x32").split("x")],
+        "batch": args.batch,
+        "levels": args.levels,
+        "repeats": args.repeats or (20 if gpu else 3),
+    }
+    torch.manual_seed(0)
+    return main(device, opts, args.only.split(",") if args.only else None, args.json)
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="ms/step of each denoiser beside a naive float64 reference")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.add_argument("--n-data", type=int, help="training points (default 50,000 on GPU, 5,000 on CPU)")
+    p.add_argument("--shape", help="item shape CxHxW (default 3x32x32)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--levels", type=int, default=10, help="noise levels of a trailing schedule")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--only", help="comma-separated case labels")
+    p.set_defaults(func=cmd_bench)

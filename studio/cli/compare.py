@@ -1,0 +1,49 @@
+"""`compare`: agreement (MSE, r², memorisation) of one or several denoisers with a reference such as the
+trained UNet, from the same noise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from studio.cli.flags import add_run_flags, config_from_args, parse_pairs
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from studio.studies import compare as cmp
+
+    cfg = config_from_args(args)
+    ref_params = dict(parse_pairs(args.reference_set, "--reference-set"))
+    bar = tqdm(desc="compare", unit="step", file=sys.stderr)
+
+    def progress(step) -> None:
+        bar.update(1)
+
+    single = not args.no_single_step
+    if args.denoisers:
+        names = [n.strip() for n in args.denoisers.split(",") if n.strip()]
+        tests = [(n, cfg.denoiser.params if n == cfg.denoiser.name else {}) for n in names]
+        comps = cmp.compare_many(cfg, tests, args.reference, ref_params, single, progress)
+        bar.close()
+        cmp.save_table(comps, args.out)
+        print(cmp.table_markdown([cmp.summary_row(c) for c in comps]))
+    else:
+        comp = cmp.compare(cfg, args.reference, ref_params, single, progress)
+        bar.close()
+        cmp.save_comparison(comp, args.out)
+        print(cmp.table_markdown([cmp.summary_row(comp)]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="agreement (MSE, r², memorisation) of a denoiser with a reference")
+    add_run_flags(p)
+    p.add_argument("--reference", default="unet", help="reference denoiser (default: unet, the bundled checkpoint)")
+    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter")
+    p.add_argument("--denoisers", help="comma-separated denoisers to compare against one shared reference run")
+    p.add_argument("--no-single-step", action="store_true", help="skip the single-step comparison")
+    p.add_argument("--out", required=True, help="folder for metrics.json and plots")
+    p.set_defaults(func=cmd_compare)

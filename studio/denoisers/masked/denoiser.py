@@ -1,0 +1,82 @@
+"""The base class of the masked-softmax denoisers (pca_locality, ls): the resident data, one column plan per
+mask kept in memory, and the choice between the torch and the Triton tiles."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from studio.data.dataset import Dataset
+from studio.denoisers.base import Denoiser
+from studio.denoisers.budget import require
+from studio.denoisers.masked import torch_tiles
+from studio.denoisers.masked.plan import KERNELS, ColumnPlan, plan_for, use_triton
+from studio.denoisers.softmax import DataBank, posterior_mean
+from studio.params import Param
+
+KERNEL = Param("kernel", str, "auto", "masked-softmax implementation: auto = Triton on CUDA when installed, else torch",
+               choices=KERNELS)
+PLANS_KEPT = 64
+
+
+@dataclass
+class MaskEntry:
+    """A step's bool mask [D, D] (CPU), its plan (on the device) and the fraction of ones."""
+
+    mask: torch.Tensor
+    plan: ColumnPlan
+    density: float
+
+
+class MaskedSoftmaxDenoiser(Denoiser):
+    """Shared machinery of the masked-softmax denoisers: the resident data, and one plan per mask kept in
+    memory (least recently used dropped), so a step only looks its plan up."""
+
+    def _fit_bank(self, dataset: Dataset) -> None:
+        D = dataset.dim
+        require(4 * D * D * 2 + 8 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
+        self.bank = DataBank.from_flat(dataset.flat(), self.device)
+        self.plans: OrderedDict[Any, MaskEntry] = OrderedDict()
+
+    def _plan(self, key: Any, make_mask: Callable[[], torch.Tensor]) -> MaskEntry:
+        if key in self.plans:
+            self.plans.move_to_end(key)
+            return self.plans[key]
+        mask = make_mask()
+        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])
+        entry = MaskEntry(mask, plan, float(mask.float().mean()))
+        self.plans[key] = entry
+        while len(self.plans) > PLANS_KEPT:
+            self.plans.popitem(last=False)
+        return entry
+
+    def _masked_mean(self, x_t: torch.Tensor, plan: ColumnPlan, ab: float) -> torch.Tensor:
+        flat = x_t.reshape(x_t.shape[0], -1).float()
+        out = masked_posterior_mean(flat, self.bank, plan, ab, self.p["temperature"], self.p["chunk_size"],
+                                    self.p["kernel"])
+        return out.reshape(x_t.shape)
+
+
+def masked_posterior_mean(
+    x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float = 1.0,
+    chunk: int | None = None, kernel: str = "auto",
+) -> torch.Tensor:
+    """x̂0 [B, D] for queries x [B, D] (fp32, on the bank's device) under the plan's mask."""
+    B, D = x.shape
+    out = torch.empty_like(x)
+    if plan.dense.numel():
+        out[:, plan.dense] = posterior_mean(x, bank, ab, temperature, chunk, k=1).mean[:, plan.dense]
+    if not plan.n_tiles:
+        return out
+    if use_triton(x.device, kernel):
+        from studio.denoisers.masked import triton_tiles  # imports triton: only where it runs
+
+        means = triton_tiles.tiles_posterior_mean(x, bank, plan, ab, temperature)
+    else:
+        means = torch_tiles.tiles_posterior_mean(x, bank, plan, ab, temperature, chunk)
+    real = plan.cols < D
+    out[:, plan.cols[real]] = means[:, real]
+    return out

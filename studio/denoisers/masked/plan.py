@@ -1,0 +1,124 @@
+"""Column plans: one 0/1 mask [D, D] arranged for speed, shared by the torch and the Triton tiles.
+
+All-ones columns share one softmax (the `optimal` denoiser's); the other columns are cut into tiles of G
+columns of one channel and a compact patch of pixels, each reading only the union of its columns' inputs.
+Per channel a tile may instead start from that channel's full distance and subtract the inputs its columns
+skip, whichever reads fewer inputs: a mid-noise mask holds nearly all of its own channel and a blob of the
+others. Work per tile is then B·N·|support|·G instead of B·N·D·G. The torch tiles use G = 64 (CPU, and GPU
+without Triton), the Triton tiles G = TRITON_CONFIG["tile"].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+TILE = 64
+KERNELS = ("auto", "torch", "triton")
+# Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
+# pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
+# (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
+TRITON_CONFIG = {"tile": 16, "BK": 64, "BI": 128, "warps": 8, "stages": 2, "cols": 128, "split_rows": 1024}
+TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_TRITON_CONFIG", "{}")))
+
+@dataclass
+class ColumnPlan:
+    """One mask [D, D] arranged as dense columns plus tiles of sparse columns (padding index = D)."""
+
+    D: int
+    channels: int                # C equal contiguous coordinate blocks (image channels) a tile may start from
+    dense: torch.Tensor          # long [Dd]: all-ones columns
+    cols: torch.Tensor           # long [n_tiles, G]: the columns of each tile, padded with D
+    supports: list[torch.Tensor]  # long [S_t]: the inputs a tile reads
+    blocks: list[torch.Tensor]    # float32 [S_t, G]: +1 an input the column reads, -1 one a based channel skips
+    based: torch.Tensor          # bool [n_tiles, C]: channels whose full distance the tile starts from
+    packed: dict[tuple, object] = field(default_factory=dict)  # kernel layouts by (kernel, launch shape), built on first use
+
+    @property
+    def n_tiles(self) -> int:
+        return self.cols.shape[0]
+
+    def work(self) -> float:
+        """Fraction of the dense B·N·D·D multiply-adds this plan performs."""
+        done = sum(s.numel() for s in self.supports) * self.cols.shape[1]
+        return done / max(self.D * self.D, 1)
+
+    def to(self, device: torch.device) -> "ColumnPlan":
+        return ColumnPlan(self.D, self.channels, self.dense.to(device), self.cols.to(device),
+                          [s.to(device) for s in self.supports], [b.to(device) for b in self.blocks],
+                          self.based.to(device))
+
+
+def tile_order(shape: tuple[int, ...], tile: int = TILE) -> torch.Tensor:
+    """Coordinates ordered channel by channel, then by patches of h x w = tile pixels, row-major over
+    patches, so `tile` consecutive coordinates are one channel of a compact patch and their masks overlap."""
+    if len(shape) != 3:
+        return torch.arange(math.prod(shape))
+    C, H, W = shape
+    h = 2 ** ((max(tile, 1).bit_length() - 1) // 2)
+    w = max(1, tile // h)
+    c, y, x = torch.meshgrid(torch.arange(C), torch.arange(H), torch.arange(W), indexing="ij")
+    patch = (y // h) * (-(-W // w)) + x // w
+    key = (c * (-(-H // h) * -(-W // w)) + patch) * (h * w) + (y % h) * w + x % w
+    return key.reshape(-1).argsort()
+
+
+def plan_channels(shape: tuple[int, ...]) -> int:
+    """Image channels (equal contiguous blocks of coordinates); 1 for any other shape."""
+    return shape[0] if len(shape) == 3 else 1
+
+
+def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> ColumnPlan:
+    """Arrange a bool mask [D, D] into a ColumnPlan (done once per mask; cheap next to the mask itself)."""
+    D = mask.shape[0]
+    C = plan_channels(shape)
+    span = D // C
+    full = mask.all(0)
+    order = tile_order(shape, tile)
+    sparse = order[~full[order]]
+    n_tiles = -(-sparse.numel() // tile)
+    cols = torch.full((n_tiles * tile,), D, dtype=torch.long)
+    cols[:sparse.numel()] = sparse
+    cols = cols.reshape(n_tiles, tile)
+    padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool)], 1)
+    real = cols < D
+    sub = padded[:, cols]  # [input, tile, column]
+    reads = sub.reshape(C, span, n_tiles, tile)
+    read_rows = reads.any(3)
+    skip_rows = (~reads & real).any(3)
+    based = skip_rows.sum(1) < read_rows.sum(1)  # [C, n_tiles]: fewer inputs to subtract than to add
+    used = torch.where(based[:, None, :], skip_rows, read_rows).permute(2, 0, 1).reshape(n_tiles, D)
+    tile_of, rows = used.nonzero(as_tuple=True)
+    picked = sub[rows, tile_of]
+    block_rows = torch.where(based[rows // span, tile_of][:, None], -(~picked & real[tile_of]).float(), picked.float())
+    counts = used.sum(1).tolist()
+    return ColumnPlan(D, C, full.nonzero().squeeze(1), cols, list(rows.split(counts)),
+                      list(block_rows.split(counts)), based.T.contiguous())
+
+
+def use_triton(device: torch.device, kernel: str) -> bool:
+    """Whether the Triton kernel runs for this device and `kernel` choice (a clear error when it cannot)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"denoiser.kernel: {kernel!r} is not allowed; choose one of: {', '.join(KERNELS)}")
+    if kernel == "torch" or device.type != "cuda":
+        if kernel == "triton":
+            raise ValueError("denoiser.kernel: triton needs a CUDA device; choose auto or torch")
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        if kernel == "triton":
+            raise ValueError("denoiser.kernel: triton is not installed; choose auto or torch") from None
+        return False
+    return True
+
+
+
+def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
+    """The plan in the tile width of the kernel that will run, on `device`."""
+    tile = TRITON_CONFIG["tile"] if use_triton(device, kernel) else TILE
+    return build_plan(mask, shape, tile).to(device)

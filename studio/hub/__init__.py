@@ -1,0 +1,1 @@
+"""The Hugging Face Hub around runs: export bundles with dataset cards, push and pull."""

@@ -1,0 +1,1 @@
+"""Serving a shared instance: the device worker, ZeroGPU, the policy gate, launch settings, the load test."""

@@ -1,0 +1,1 @@
+"""Things that run many runs: the comparison with a reference, patch-size calibration, the benchmark."""
