@@ -99,7 +99,7 @@ def test_compare_many_shares_one_reference_and_cli_writes_outputs(tmp_path, caps
                "--n", "4", "--device", "cpu", "--reference", "optimal", "--out", str(tmp_path / "one")])
     assert rc == 0
     doc = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    assert len(doc["per_step"]) == 3 and set(doc["final"]) == {"mse", "r2_mean", "r2_median", "r2_pooled"}
+    assert len(doc["per_step"]) == 3 and set(doc["final"]) == {"mse", "r2_mean", "r2_median", "r2_pooled", "r2_centred"}
     assert doc["reference"]["denoiser"]["name"] == "optimal" and "Var(y)" in doc["definitions"]["r2"]
     for name in ("compare.png", "samples.png"):
         assert (tmp_path / "one" / name).read_bytes()[:4] == b"\x89PNG"

@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "studio.cli.bench",
     "studio.cli.train",
     "studio.cli.compare",
+    "studio.cli.study",
     "studio.cli.calibrate",
     "studio.cli.datasets",
     "studio.cli.hub",

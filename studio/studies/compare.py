@@ -67,18 +67,30 @@ def r2_pooled(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(1 - (xf - yf).pow(2).sum() / spread) if spread > 0 else math.nan
 
 
+def r2_centred(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pooled r² after removing each image's own mean from both sides: brightness alone cannot score.
+    1 - Σ_i ||(x_i - x̄_i) - (y_i - ȳ_i)||² / Σ_i ||y_i - ȳ_i||², x̄_i and ȳ_i the means over one image's pixels."""
+    xf, yf = _flat(x), _flat(y)
+    xc, yc = xf - xf.mean(1, keepdim=True), yf - yf.mean(1, keepdim=True)
+    spread = yc.pow(2).sum()
+    return float(1 - (xc - yc).pow(2).sum() / spread) if spread > 0 else math.nan
+
+
 def agreement(x: torch.Tensor, y: torch.Tensor, kind: str) -> dict[str, float]:
-    """MSE and r² of x against the reference y: per-sample r² (mean, median; for points the pooled value) and
-    the pooled r², which near-constant reference images (tiny Var(y)) cannot dominate."""
+    """MSE and r² of x against the reference y: per-sample r² (mean, median; for points the pooled value), the
+    pooled r², which near-constant reference images (tiny Var(y)) cannot dominate, and the centred r², which
+    per-image brightness cannot carry (for points it is the pooled value)."""
     mse = float(mse_per_sample(x, y).mean())
     pooled = r2_pooled(x, y)
     if kind == "points":
-        return {"mse": mse, "r2_mean": pooled, "r2_median": pooled, "r2_pooled": pooled}
+        return {"mse": mse, "r2_mean": pooled, "r2_median": pooled, "r2_pooled": pooled, "r2_centred": pooled}
+    centred = r2_centred(x, y)
     r2s = r2_per_sample(x, y)
     r2s = r2s[~r2s.isnan()]
     if r2s.numel() == 0:
-        return {"mse": mse, "r2_mean": math.nan, "r2_median": math.nan, "r2_pooled": pooled}
-    return {"mse": mse, "r2_mean": float(r2s.mean()), "r2_median": float(r2s.median()), "r2_pooled": pooled}
+        return {"mse": mse, "r2_mean": math.nan, "r2_median": math.nan, "r2_pooled": pooled, "r2_centred": centred}
+    return {"mse": mse, "r2_mean": float(r2s.mean()), "r2_median": float(r2s.quantile(0.5)), "r2_pooled": pooled,
+            "r2_centred": centred}
 
 
 def memorisation_rate(samples: torch.Tensor, prep: Prepared) -> float | None:
@@ -124,6 +136,8 @@ class Comparison:
                        "reference over its D coordinates; mean and median over samples"
                        if self.reference.prepared.dataset.kind == "image" else
                        "pooled over samples: 1 - sum_i |x_i - y_i|^2 / sum_i |y_i - mean(y)|^2"),
+                "r2_centred": ("pooled r2 after removing each image's own mean from both sides: "
+                               "1 - sum_i |(x_i - mean x_i) - (y_i - mean y_i)|^2 / sum_i |y_i - mean y_i|^2"),
                 "trajectory": "x0_test(x_t_test) vs x0_ref(x_t_ref), both from the same x_T",
                 "single_step": "x0_test(x_t_ref) vs x0_ref(x_t_ref)",
                 "memorisation": "share of samples with nearest/second-nearest training distance ratio < 1/3",
@@ -188,10 +202,12 @@ def compare_to(ref: Reference, cfg: RunConfig, single_step: bool = True, on_step
     for k in range(len(rt.timesteps)):
         row: dict[str, Any] = {"k": k, "t": int(rt.timesteps[k]), "alpha_bar": float(rt.alpha_bar[k])}
         a = agreement(traj.x0[k], rt.x0[k], kind)
-        row.update({"mse_traj": a["mse"], "r2_traj": a["r2_mean"], "r2_traj_median": a["r2_median"]})
+        row.update({"mse_traj": a["mse"], "r2_traj": a["r2_mean"], "r2_traj_median": a["r2_median"],
+                    "r2_traj_centred": a["r2_centred"]})
         if single is not None:
             a = agreement(single[k], rt.x0[k], kind)
-            row.update({"mse_single": a["mse"], "r2_single": a["r2_mean"], "r2_single_median": a["r2_median"]})
+            row.update({"mse_single": a["mse"], "r2_single": a["r2_mean"], "r2_single_median": a["r2_median"],
+                        "r2_single_centred": a["r2_centred"]})
         rows.append(row)
     return Comparison(
         config=cfg, reference=ref, trajectory=traj, single_step_x0=single, per_step=rows,
@@ -240,8 +256,10 @@ def summary_row(comp: Comparison) -> dict[str, Any]:
         "final_r2_mean": comp.final["r2_mean"],
         "final_r2_median": comp.final["r2_median"],
         "final_r2_pooled": comp.final["r2_pooled"],
+        "final_r2_centred": comp.final["r2_centred"],
         "final_mse": comp.final["mse"],
         "single_step_r2_mean_over_steps": sum(singles) / len(singles) if singles else None,
+        "ms_per_step": 1000 * comp.timings["sampling_s"] / max(len(comp.per_step), 1),
         "memorisation": comp.memorisation["test"],
         "reference_memorisation": comp.memorisation["reference"],
         "last_step_r2_traj": last.get("r2_traj"),
@@ -294,8 +312,13 @@ def _samples_png(comp: Comparison) -> bytes:
     return buf.getvalue()
 
 
-def _write_one(comp: Comparison, folder: Path) -> None:
+def write_comparison(comp: Comparison, folder: Path) -> None:
+    """metrics.json, compare.png, samples.png and samples.safetensors (both sides' final samples) of one comparison."""
+    from safetensors.torch import save_file
+
     (folder / "metrics.json").write_text(json.dumps(comp.to_dict(), indent=2, allow_nan=True))
+    save_file({"samples": comp.trajectory.samples.contiguous(), "reference_samples":
+               comp.reference.trajectory.samples.contiguous()}, str(folder / "samples.safetensors"))
     (folder / "compare.png").write_bytes(plot_png([comp]))
     (folder / "samples.png").write_bytes(_samples_png(comp))
 
@@ -303,7 +326,7 @@ def _write_one(comp: Comparison, folder: Path) -> None:
 def save_comparison(comp: Comparison, folder: str | Path) -> Path:
     """metrics.json, compare.png (per-step curves) and samples.png (test | reference), written atomically."""
     folder = Path(folder)
-    atomic_dir(folder, lambda tmp: _write_one(comp, tmp))
+    atomic_dir(folder, lambda tmp: write_comparison(comp, tmp))
     return folder
 
 
@@ -311,8 +334,8 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
-    cols = ["denoiser", "final_r2_mean", "final_r2_median", "final_r2_pooled", "final_mse",
-            "single_step_r2_mean_over_steps", "memorisation", "reference_memorisation"]
+    cols = ["denoiser", "final_r2_mean", "final_r2_median", "final_r2_pooled", "final_r2_centred", "final_mse",
+            "single_step_r2_mean_over_steps", "memorisation", "reference_memorisation", "ms_per_step"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -329,7 +352,7 @@ def save_table(comps: Sequence[Comparison], folder: str | Path) -> Path:
         for i, comp in enumerate(comps):
             name = names[i] if names.count(names[i]) == 1 else f"{names[i]}-{i}"
             (tmp / name).mkdir()
-            _write_one(comp, tmp / name)
+            write_comparison(comp, tmp / name)
         (tmp / "table.json").write_text(json.dumps(rows, indent=2, allow_nan=True))
         (tmp / "table.md").write_text(table_markdown(rows) + "\n")
         (tmp / "compare.png").write_bytes(plot_png(comps))
