@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from studio import resource_dir
 from studio.config import RunConfig
 
 SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
@@ -32,8 +33,8 @@ class Preset:
 
 
 def presets_dir() -> Path:
-    """$STUDIO_PRESETS, or the repository's presets/ folder."""
-    return Path(os.environ.get("STUDIO_PRESETS", Path(__file__).resolve().parents[1] / "presets"))
+    """$STUDIO_PRESETS, or the presets/ folder shipped with the package (the repository's in a checkout)."""
+    return Path(os.environ.get("STUDIO_PRESETS", resource_dir("presets")))
 
 
 def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:

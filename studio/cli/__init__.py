@@ -8,6 +8,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from studio import __version__
+
 # Each module adds its sub-command(s) with `sub.add_parser(...)` and `set_defaults(func=handler)`,
 # where handler(args) -> int. Bad input raises ValueError: it is printed as one line, exit status 2.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -34,6 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m studio", description="Analytic Diffusion Studio command line")
+    parser.add_argument("--version", action="version", version=f"analytic-diffusion-studio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)

@@ -32,12 +32,10 @@ def cached_built(namespace: str, key: str, make: Callable[[], Built]) -> Built:
     """Return the Built stored under (namespace, key), making and storing it on a miss."""
     tensors = cached_tensors(namespace, key, lambda: _pack(make()))
     meta = json.loads(tensors["meta"].numpy().tobytes().decode())
-    return Built(
-        x=tensors["x"],
-        labels=tensors.get("labels"),
-        class_names=meta["class_names"],
-        notes=tuple(meta["notes"]),
-    )
+    rest = {"labels": tensors.get("labels"), "class_names": meta["class_names"], "notes": tuple(meta["notes"])}
+    if "codes" in tensors:
+        return Built.from_codes(tensors["codes"], meta["levels"], meta["channels"], **rest)
+    return Built(x=tensors["x"], **rest)
 
 
 def cached_builder(
@@ -61,8 +59,14 @@ def cached_builder(
 
 
 def _pack(built: Built) -> dict[str, torch.Tensor]:
-    meta = json.dumps({"class_names": built.class_names, "notes": list(built.notes)}).encode()
-    out = {"x": built.x.float().contiguous(), "meta": torch.frombuffer(bytearray(meta), dtype=torch.uint8)}
+    """Integer codes when the build has them (x is decoded on load), else the float data."""
+    meta = {"class_names": built.class_names, "notes": list(built.notes)}
+    if built.codes is not None:
+        meta.update(levels=built.levels, channels=built.x.shape[1])
+        out = {"codes": built.codes}
+    else:
+        out = {"x": built.x.float().contiguous()}
+    out["meta"] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
     if built.labels is not None:
         out["labels"] = built.labels.long().contiguous()
     return out

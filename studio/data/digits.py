@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from studio.data.buildcache import cached_builder
-from studio.data.imageopts import apply_image_options, image_params
+from studio.data.imageopts import image_params
 from studio.data.photos import package_file
+from studio.data.pixels import select_and_fit
 from studio.data.registry import Built, DatasetEntry, register
 
 
@@ -21,12 +23,13 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def _make(**opts) -> Built:
     images, labels = read_digits()
-    # Pixel values count the set bits (0..16) in 4x4 blocks of the original 32x32 bitmaps.
-    x, labels, names = apply_image_options(images / 16.0, labels, [str(i) for i in range(10)], opts)
-    return Built(x=x, labels=labels, class_names=names)
+    names = [str(i) for i in range(10)]
+    # Pixel values count the set bits (0..16) in 4x4 blocks of the original 32x32 bitmaps: codes with 16 levels.
+    codes, levels, kept = select_and_fit(images.astype(np.uint8), 16, labels, names, opts)
+    return Built.from_codes(torch.from_numpy(codes), levels, opts["channels"], labels=kept, class_names=names)
 
 
-_build, _cached = cached_builder("digits", "digits-1", _make)
+_build, _cached = cached_builder("digits", "digits-2", _make)
 
 register(DatasetEntry(
     name="digits",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from studio.data.buildcache import cached_builder
-from studio.data.imageopts import apply_image_options, image_params
+from studio.data.imageopts import image_params
 from studio.data.photos import package_file
+from studio.data.pixels import from_unit, select_and_fit
 from studio.data.registry import Built, DatasetEntry, register
 
 _SOURCE = (
@@ -29,10 +30,11 @@ def _lfw_half(first: bool) -> np.ndarray:
 
 def _entry(name: str, first: bool, what: str) -> DatasetEntry:
     def make(**opts) -> Built:
-        x, _, _ = apply_image_options(_lfw_half(first), None, None, opts)
-        return Built(x=x)
+        # The file holds floats (not 8-bit codes): crop and resize in fixed-order float64, then round to float32.
+        planes, _, _ = select_and_fit(_lfw_half(first), None, None, None, opts)
+        return Built(x=from_unit(planes).expand(-1, opts["channels"], -1, -1).contiguous())
 
-    build, cached = cached_builder(name, f"{name}-1", make)
+    build, cached = cached_builder(name, f"{name}-2", make)
     return DatasetEntry(
         name=name,
         kind="image",

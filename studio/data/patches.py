@@ -1,8 +1,9 @@
 """`patches`: natural-image patches cut (seeded) from the photographs the installed packages ship.
 
-Patches are cut at several scales (the photo shrunk by 1, 2 and 4 with an antialiased filter)
-with random horizontal flips, an equal share per photo and per scale, in shuffled order; each
-patch is labelled by its photo. `cut_patches` is shared with `textures`.
+Patches are cut at several scales (the photo shrunk by 1, 2 and 4 with an antialiased filter in
+integer arithmetic) with random horizontal flips, an equal share per photo and per scale, in shuffled
+order; each patch is labelled by its photo. Patches stay 8-bit codes until they are decoded, so a
+build is the same bytes everywhere. `build_patch_set` is shared with `textures`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from studio.data.buildcache import cached_builder
-from studio.data.imageopts import convert_channels, image_params, select_indices
+from studio.data.imageopts import image_params, select_indices
 from studio.data.photos import load_photo, provenance
+from studio.data.pixels import decode, resize
 from studio.data.registry import Built, DatasetEntry, register
 from studio.params import Param
 
@@ -44,32 +45,33 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [base + (i < extra) for i in range(parts)]
 
 
-def cut_patches(
-    images: Sequence[np.ndarray], counts: Sequence[int], side: int, channels: int, scales: Sequence[float],
-    g: torch.Generator,
+def cut_patch_codes(
+    images: Sequence[np.ndarray], counts: Sequence[int], side: int, scales: Sequence[float], g: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`counts[k]` random side x side crops of image k, shared equally over `scales`, half of them mirrored.
+    """`counts[k]` random side x side crops of 8-bit image k, shared equally over `scales`, half of them mirrored.
 
-    Returns float32 patches [N, channels, side, side] in [-1, 1], shuffled, and the image each came from.
-    Positions, flips and order depend only on the generator, so gray and RGB sets hold the same crops.
+    Returns uint8 codes [N, C, side, side] (C as in the images: 3 if any is RGB), shuffled, and the image each
+    came from. Shrinking is `pixels.resize` (integer arithmetic). Positions, flips and order depend only on the
+    generator and the image sizes, so gray and RGB sets hold the same crops.
     """
+    planes = [np.asarray(image)[None] if np.ndim(image) == 2 else np.asarray(image).transpose(2, 0, 1)
+              for image in images]
+    channels = max(p.shape[0] for p in planes)
     total = sum(counts)
-    out = torch.empty(total, channels, side, side)
+    out = torch.empty(total, channels, side, side, dtype=torch.uint8)
     owner = torch.empty(total, dtype=torch.long)
     order = torch.randperm(total, generator=g)
     offsets = torch.arange(side)
     start = 0
-    for k, (image, count) in enumerate(zip(images, counts)):
-        full = torch.from_numpy(np.array(image, dtype=np.float32)).div_(255)
-        full = convert_channels((full[None] if full.dim() == 2 else full.permute(2, 0, 1))[None], channels)[0]
+    for k, (full, count) in enumerate(zip(planes, counts)):
+        full = np.repeat(full, channels // full.shape[0], axis=0)
         for scale, m in zip(scales, split_evenly(count, len(scales))):
             if m == 0:
                 continue
             h, w = round(full.shape[1] * scale), round(full.shape[2] * scale)
             if min(h, w) < side:
                 raise ValueError(f"dataset.resolution: {side} px patches do not fit image {k} at scale {scale}")
-            shrunk = full if scale == 1 else F.interpolate(
-                full[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+            shrunk = torch.from_numpy(full if scale == 1 else resize(full[None], h, w, 255)[0])
             top = torch.randint(0, h - side + 1, (m,), generator=g)
             left = torch.randint(0, w - side + 1, (m,), generator=g)
             mirrored = torch.rand(m, generator=g) < 0.5
@@ -79,26 +81,35 @@ def cut_patches(
             out[slots] = shrunk[:, rows, cols[:, None, :]].transpose(0, 1)
             owner[slots] = k
             start += m
-    return out.mul_(2).sub_(1).clamp_(-1, 1), owner
+    return out, owner
+
+
+def cut_patches(
+    images: Sequence[np.ndarray], counts: Sequence[int], side: int, channels: int, scales: Sequence[float],
+    g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`cut_patch_codes` decoded: float32 patches [N, channels, side, side] in [-1, 1] and their image."""
+    codes, owner = cut_patch_codes(images, counts, side, scales, g)
+    return decode(codes, 255, channels), owner
 
 
 def build_patch_set(
     names: Sequence[str], resolution: int, channels: int, size: int, seed: int, classes: list,
     scales: Sequence[float],
 ) -> Built:
-    """Patches of the named photos (after the class filter), labelled by photo."""
+    """Patches of the named photos (after the class filter), labelled by photo; fingerprinted by their codes."""
     keep = select_indices(len(names), torch.arange(len(names)), list(names), {"classes": classes}).tolist()
     g = torch.Generator().manual_seed(seed)
     photos = [load_photo(names[i]) for i in keep]
-    x, owner = cut_patches(photos, split_evenly(size, len(keep)), resolution, channels, scales, g)
-    return Built(x=x, labels=torch.tensor(keep)[owner], class_names=list(names))
+    codes, owner = cut_patch_codes(photos, split_evenly(size, len(keep)), resolution, scales, g)
+    return Built.from_codes(codes, 255, channels, labels=torch.tensor(keep)[owner], class_names=list(names))
 
 
 def _make(resolution: int, channels: int, size: int, seed: int, classes: list) -> Built:
     return build_patch_set(COLOR_PHOTOS, resolution, channels, size, seed, classes, SCALES)
 
 
-_build, _cached = cached_builder("patches", "patches-1", _make)
+_build, _cached = cached_builder("patches", "patches-2", _make)
 _source, _license = provenance(
     list(COLOR_PHOTOS),
     "seeded random patches of the photographs bundled with scikit-image and scikit-learn, scales 1, 1/2, 1/4, "

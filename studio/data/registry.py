@@ -9,17 +9,36 @@ import torch
 
 from studio.cache import digest
 from studio.data.dataset import Dataset
+from studio.data.pixels import decode
 from studio.params import Param, resolve
 
 
 @dataclass(frozen=True)
 class Built:
-    """What a builder returns: raw arrays and provenance; the registry turns it into a Dataset."""
+    """What a builder returns: raw arrays and provenance; the registry turns it into a Dataset.
+
+    Bundled images also keep their integer `codes` (uint8 [N, C, H, W], values 0..`levels`): `x` decodes
+    them and the fingerprint hashes them, so it is the same on every machine.
+    """
 
     x: torch.Tensor
     labels: torch.Tensor | None = None
     class_names: list[str] | None = None
     notes: tuple[str, ...] = ()
+    codes: torch.Tensor | None = None
+    levels: int = 255
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, levels: int, channels: int, **rest: Any) -> "Built":
+        """A Built whose x is `codes` decoded to `channels` channels in [-1, 1]."""
+        codes = codes.to(torch.uint8).contiguous()
+        return cls(x=decode(codes, levels, channels), codes=codes, levels=levels, **rest)
+
+    def content(self) -> tuple[Any, ...]:
+        """What the fingerprint hashes besides name and options: the codes if any, else the float data."""
+        if self.codes is None:
+            return (self.x.float().contiguous(),)
+        return {"codes": list(self.codes.shape), "levels": self.levels}, self.codes.numpy().tobytes()
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ def load_dataset(name: str, **options: Any) -> Dataset:
         x=x,
         name=name,
         kind=entry.kind,
-        fingerprint=digest(name, opts, x),
+        fingerprint=digest(name, opts, *built.content()),
         labels=built.labels,
         class_names=built.class_names,
         source=entry.source,

@@ -17,7 +17,7 @@ def _make(resolution: int, channels: int, size: int, seed: int, classes: list) -
     return build_patch_set(TEXTURES, resolution, channels, size, seed, classes, scales=(1.0,))
 
 
-_build, _cached = cached_builder("textures", "textures-1", _make)
+_build, _cached = cached_builder("textures", "textures-2", _make)
 _source, _license = provenance(
     list(TEXTURES), "seeded random patches of scikit-image's texture images, one scale, horizontal flips")
 

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from studio import resource_dir
 from studio.data.dataset import Dataset
 from studio.models.card import CARD, read_card
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
+CHECKPOINTS = resource_dir("assets") / "checkpoints"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 SCHEDULER = "scheduler_config.json"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from studio import resource_dir
 from studio.config import RunConfig
 from studio.presets import Preset, compare_pair, list_presets
 from studio.ui.compare import CompareTab
@@ -25,7 +26,7 @@ from studio.ui.session import Session, outputs_root
 
 log = logging.getLogger("studio.ui")
 
-CSS_FILE = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
+CSS_FILE = resource_dir("assets") / "studio.css"
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
 
