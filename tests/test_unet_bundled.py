@@ -18,6 +18,7 @@ BUNDLED = [
     ("faces", {}, "faces"),
     ("patches", {"channels": 1}, "patches/gray16"),
     ("patches", {}, "patches/rgb16"),
+    ("patches", {"resolution": 32, "size": 50000}, "patches/rgb32"),
     ("swissroll", {}, "swissroll"),
     ("moons", {}, "moons"),
     ("gaussians8", {}, "gaussians8"),
