@@ -91,3 +91,31 @@ def test_study_command_writes_the_table_and_refuses_no_denoisers(tmp_path, capsy
     assert "| optimal |" in capsys.readouterr().out
     assert main(["study", "--denoisers", ",,,", "--out", str(tmp_path / "t")]) == 2
     assert "--denoisers" in capsys.readouterr().err
+
+
+def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkeypatch):
+    import gradio as gr
+
+    from studio.studies.study import table_markdown
+    from studio.ui.form import RunForm
+    from studio.ui.study import StudyPanel
+
+    monkeypatch.setenv("STUDIO_OUTPUTS", str(tmp_path / "outputs"))
+    cfg = RunConfig.from_dict({"dataset": {"name": "digits", "size": 64}, "denoiser": {"name": "optimal"},
+                               "sampler": {"name": "ddim", "steps": 3}, "n": 4, "seed": 1, "device": "cpu"})
+    with gr.Blocks():
+        form = RunForm(cfg)
+        panel = StudyPanel(form)
+    values = [c.value for c in form.inputs]
+    status, table, figure, archive = panel.run(["optimal", "wiener"], "wiener", "1, 2", *values)
+    folders = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and "2 denoiser(s) × 2 seed(s)" in status
+    on_disk = json.loads((folders[0] / "table.json").read_text())
+    assert table == table_markdown(on_disk)
+    assert [r["denoiser"] for r in on_disk] == ["optimal", "wiener"] and on_disk[1]["final_r2_median"] == 1.0
+    assert {trace.name for trace in figure.data} == {"optimal", "wiener"}
+    assert archive.endswith(".zip")
+    with pytest.raises(gr.Error, match="seeds"):
+        panel.run(["optimal"], "wiener", "1,x", *values)
+    with pytest.raises(gr.Error, match="denoisers"):
+        panel.run([], "wiener", "1", *values)

@@ -21,6 +21,7 @@ from studio.ui import charts, explain, hubshare, pictures, results
 from studio.ui.form import MethodPanels, RunForm
 from studio.ui.hubshare import HubPanel
 from studio.ui.session import Result, Session, progress_html, run_folder
+from studio.ui.study import StudyPanel
 
 SIDES = ("a", "b")
 FRAME_S = 0.15
@@ -112,6 +113,7 @@ class CompareTab:
             self.table = gr.Markdown(elem_id="cmp-table", elem_classes=["studio-summary"])
             self.download = gr.DownloadButton("⬇ Download comparison (.zip)", elem_id="cmp-download", size="sm")
         self.hub = HubPanel("compare")
+        self.study = StudyPanel(form)
 
     @staticmethod
     def _image(label: str, elem_id: str) -> gr.Image:
@@ -233,6 +235,7 @@ class CompareTab:
     def wire(self) -> None:
         for side in self.sides:
             side.wire()
+        self.study.wire()
         self.form.dataset.dropdown.change(
             lambda name, *dens: [side.kind_changed(_kind(name), d) for side, d in zip(self.sides, dens)],
             [self.form.dataset.dropdown, *(side.denoiser.dropdown for side in self.sides)],

@@ -1,0 +1,105 @@
+"""The study panel of the Compare tab: several denoisers against a reference (the trained UNet by default) from
+the same noise, over one or more seeds; the table and the r²-against-t chart are read back from the saved study
+folder, so the page shows exactly what is on disk (studio.studies.study)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import gradio as gr
+
+from studio.cache import digest
+from studio.denoisers.registry import denoiser_names
+from studio.limits import Limits
+from studio.studies.study import STUDY_DENOISERS, run_study, save_study, table_markdown
+from studio.ui import results
+from studio.ui.form import RunForm
+from studio.ui.session import run_folder
+
+DEFAULT = ("optimal", "wiener", "pca_locality", "ls")
+MAX_SEEDS = 5
+EXPLAIN = (
+    "Which training-free denoiser behaves like a trained network? Every chosen denoiser starts from the same "
+    "noise as the reference, with the **Sample** tab's dataset, sampler, steps, samples and seed. The table "
+    "gives r² against the reference (median over samples; pooled; **centred**, with each image's own mean "
+    "removed so that brightness alone cannot score), MSE, the share of samples that copy a training image, and "
+    "ms/step; with several seeds, mean ± spread. The chart shows r² of x̂0 at every noise level."
+)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Comma-separated whole numbers, at most MAX_SEEDS; ValueError names the field."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"seeds: expected comma-separated whole numbers such as 0,1,2, got {text!r}")
+    if len(parts) > MAX_SEEDS:
+        raise ValueError(f"seeds: at most {MAX_SEEDS} seeds, got {len(parts)}")
+    return [int(p) for p in parts]
+
+
+def curves_figure(curves: dict[str, dict[str, list[float]]], title: str) -> Any:
+    """Plotly lines: r² against t per denoiser, noisy levels on the left."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, curve in curves.items():
+        fig.add_trace(go.Scatter(x=curve["t"], y=curve["r2"], mode="lines+markers", name=name))
+    fig.update_layout(title=title, height=340, template="plotly_white", margin=dict(l=48, r=16, t=48, b=40),
+                      xaxis=dict(title="t", autorange="reversed"), yaxis=dict(title="r² vs reference", range=[-1, 1.02]),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+class StudyPanel:
+    """Controls, table, chart and download of one study; reads the run settings from the Sample tab's form."""
+
+    def __init__(self, form: RunForm) -> None:
+        self.form = form
+        with gr.Accordion("Which denoiser behaves like a trained network?", open=False, elem_id="study"):
+            gr.Markdown(EXPLAIN, elem_classes=["studio-small"])
+            with gr.Row():
+                self.denoisers = gr.CheckboxGroup(list(STUDY_DENOISERS), value=list(DEFAULT), label="denoisers",
+                                                  elem_id="study-denoisers")
+                self.reference = gr.Dropdown(denoiser_names(), value="unet", label="reference",
+                                             elem_id="study-reference")
+                self.seeds = gr.Textbox("0", label=f"seeds (comma-separated, at most {MAX_SEEDS})",
+                                        elem_id="study-seeds")
+            self.run_btn = gr.Button("▶  Run study", variant="primary", elem_id="study-run")
+            self.status = gr.Markdown(elem_id="study-status")
+            self.table = gr.Markdown(elem_id="study-table", elem_classes=["studio-summary"])
+            self.chart = gr.Plot(show_label=False, elem_id="study-chart")
+            self.download = gr.DownloadButton("⬇ Download study (.zip)", elem_id="study-download", size="sm")
+
+    @property
+    def outputs(self) -> list:
+        return [self.status, self.table, self.chart, self.download]
+
+    def run(self, denoisers: Sequence[str], reference: str, seeds_text: str, *values: Any) -> list:
+        """Run, save, and show what was saved; one clear message for bad input."""
+        try:
+            cfg = self.form.read(values)
+            seeds = parse_seeds(seeds_text)
+            if not denoisers:
+                raise ValueError("denoisers: choose at least one")
+            limits = Limits.from_env()
+            limits.check_run(cfg.n, cfg.sampler.steps)
+            limits.check("max_steps", cfg.sampler.steps * len(seeds) * (len(denoisers) + 1),
+                         "study: steps × seeds × (denoisers + reference)")
+            study = run_study(cfg, list(denoisers), reference, None, seeds)
+        except ValueError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        folder = save_study(study, run_folder(f"{stamp}-study-{cfg.dataset.name}-{digest(cfg.to_dict(), seeds)[:8]}"))
+        rows = json.loads((Path(folder) / "table.json").read_text())
+        curves = json.loads((Path(folder) / "r2_curves.json").read_text())["r2_traj_median"]
+        title = f"r² of x̂0 along the trajectory vs {reference} ({cfg.dataset.name}, {len(seeds)} seed(s))"
+        return [f"done · {len(denoisers)} denoiser(s) × {len(seeds)} seed(s) against {reference}",
+                table_markdown(rows), curves_figure(curves, title), results.zipped(Path(folder))]
+
+    def wire(self) -> None:
+        self.run_btn.click(self.run, [self.denoisers, self.reference, self.seeds, *self.form.inputs], self.outputs,
+                           api_visibility="private", concurrency_limit=1, concurrency_id="study",
+                           trigger_mode="once")
