@@ -48,12 +48,12 @@ def test_centred_r2_ignores_per_image_brightness_and_matches_numpy():
 
 
 def test_study_metrics_equal_float64_from_saved_tensors_and_seed_means(tmp_path):
-    study = run_study(_cfg(), ["optimal", "wiener"], reference="pca_locality", seeds=[3, 4])
+    study = run_study(_cfg(), ["optimal", "wiener"], reference="pca_locality", repeats=2)
     out = save_study(study, tmp_path / "study")
     rows = {r["denoiser"]: r for r in json.loads((out / "table.json").read_text())}
     for name in ("optimal", "wiener"):
         finals = []
-        for seed in (3, 4):
+        for seed in (3, 9):  # repeats start at seed + r·n, n = 6
             folder = out / f"seed{seed}" / name
             saved = load_file(str(folder / "samples.safetensors"))
             want = _r2s_numpy(saved["samples"].numpy(), saved["reference_samples"].numpy())
@@ -72,7 +72,7 @@ def test_study_metrics_equal_float64_from_saved_tensors_and_seed_means(tmp_path)
 
 
 def test_reference_against_itself_agrees_perfectly_and_an_exact_memoriser_memorises():
-    study = run_study(_cfg(), ["wiener", "nearest"], reference="wiener", seeds=[5])
+    study = run_study(_cfg(), ["wiener", "nearest"], reference="wiener")
     rows = {r["denoiser"]: r for r in study.rows()}
     same = rows["wiener"]
     assert same["final_r2_median"] == 1.0 and same["final_r2_pooled"] == 1.0 and same["final_r2_centred"] == 1.0
@@ -84,10 +84,10 @@ def test_reference_against_itself_agrees_perfectly_and_an_exact_memoriser_memori
 def test_study_command_writes_the_table_and_refuses_no_denoisers(tmp_path, capsys):
     out = tmp_path / "s"
     code = main(["study", "--dataset", "digits", "--set", "dataset.size=64", "--steps", "3", "--n", "4",
-                 "--denoisers", "optimal,wiener", "--reference", "wiener", "--seeds", "1,2", "--device", "cpu",
+                 "--denoisers", "optimal,wiener", "--reference", "wiener", "--repeats", "2", "--device", "cpu",
                  "--out", str(out)])
     assert code == 0
-    assert (out / "table.md").exists() and (out / "seed2" / "optimal" / "metrics.json").exists()
+    assert (out / "table.md").exists() and (out / "seed4" / "optimal" / "metrics.json").exists()  # 0 + 1·4
     assert "| optimal |" in capsys.readouterr().out
     assert main(["study", "--denoisers", ",,,", "--out", str(tmp_path / "t")]) == 2
     assert "--denoisers" in capsys.readouterr().err
@@ -107,15 +107,28 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
         form = RunForm(cfg)
         panel = StudyPanel(form)
     values = [c.value for c in form.inputs]
-    status, table, figure, archive = panel.run(["optimal", "wiener"], "wiener", "1, 2", *values)
+    status, table, figure, archive = panel.run(["optimal", "wiener"], "wiener", 2, *values)
     folders = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
-    assert len(folders) == 1 and "2 denoiser(s) × 2 seed(s)" in status
+    assert len(folders) == 1 and "2 denoiser(s) × 2 repeat(s)" in status
     on_disk = json.loads((folders[0] / "table.json").read_text())
     assert table == table_markdown(on_disk)
     assert [r["denoiser"] for r in on_disk] == ["optimal", "wiener"] and on_disk[1]["final_r2_median"] == 1.0
     assert {trace.name for trace in figure.data} == {"optimal", "wiener"}
     assert archive.endswith(".zip")
-    with pytest.raises(gr.Error, match="seeds"):
-        panel.run(["optimal"], "wiener", "1,x", *values)
+    with pytest.raises(gr.Error, match="repeats"):
+        panel.run(["optimal"], "wiener", 9, *values)
     with pytest.raises(gr.Error, match="denoisers"):
-        panel.run([], "wiener", "1", *values)
+        panel.run([], "wiener", 1, *values)
+
+
+def test_repeats_draw_disjoint_noise():
+    from studio.diffusion.noise import NoiseSource
+    from studio.studies.study import repeat_seeds
+
+    seeds = repeat_seeds(5, 4, 3)
+    assert seeds == [5, 9, 13]
+    draws = [NoiseSource(s, 4, (1, 2, 2), "cpu").draw().reshape(4, -1) for s in seeds]
+    rows = torch.cat(draws)
+    assert torch.unique(rows, dim=0).shape[0] == 12  # no sample's noise repeats across the repeats
+    with pytest.raises(ValueError, match="repeats"):
+        repeat_seeds(0, 4, 0)

@@ -1,6 +1,6 @@
 """The headline experiment: which analytic denoiser behaves like a trained network, and where. Every denoiser
 runs from the same x_T as the reference (one shared reference run per seed, studio.studies.compare), over
-several seeds; the table gives each metric's mean and spread over the seeds, the chart r² against t."""
+several repeats with disjoint noise; the table gives each metric's mean and spread over them, the chart r² against t."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Study:
     runs: list[list[Comparison]]
 
     def rows(self) -> list[dict[str, Any]]:
-        """Per denoiser: each metric's mean and sample standard deviation over the seeds (sd 0 for one seed)."""
+        """Per denoiser: each metric's mean and sample standard deviation over the repeats (sd 0 for one)."""
         out = []
         for i, first in enumerate(self.runs[0]):
             per_seed = [summary_row(runs[i]) for runs in self.runs]
@@ -45,14 +45,22 @@ class Study:
         return out
 
 
+def repeat_seeds(seed: int, n: int, repeats: int) -> list[int]:
+    """Seeds of `repeats` runs of n samples whose noise streams never overlap: sample i of a run uses seed + i,
+    so run r starts at seed + r·n (seeds 0 and 1 would share n - 1 of their n samples)."""
+    if repeats < 1:
+        raise ValueError(f"repeats: expected a whole number >= 1, got {repeats}")
+    return [seed + r * n for r in range(repeats)]
+
+
 def run_study(cfg: RunConfig, denoisers: Sequence[str] = STUDY_DENOISERS, reference: str = "unet",
-              reference_params: dict[str, Any] | None = None, seeds: Sequence[int] | None = None,
+              reference_params: dict[str, Any] | None = None, repeats: int = 1,
               single_step: bool = True, on_step: OnStep | None = None) -> Study:
-    """Every denoiser (at its default parameters, or cfg's for cfg's own denoiser) against `reference`, for each
-    seed (default: cfg.seed alone)."""
+    """Every denoiser (at its default parameters, or cfg's for cfg's own denoiser) against `reference`, repeated
+    with fresh noise (repeat_seeds) for a mean and spread."""
     if not denoisers:
         raise ValueError("--denoisers: name at least one denoiser")
-    seeds = list(seeds) if seeds else [cfg.seed]
+    seeds = repeat_seeds(cfg.seed, cfg.n, repeats)
     tests = [(name, cfg.denoiser.params if name == cfg.denoiser.name else {}) for name in denoisers]
     runs = []
     for seed in seeds:
@@ -71,7 +79,7 @@ def _fmt(value: Any, sd: Any = None) -> str:
 
 
 def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The study table: mean ± sd over seeds per metric."""
+    """The study table: mean ± sd over repeats per metric."""
     lines = ["| denoiser | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
     for row in rows:
         lines.append(f"| {row['denoiser']} | " + " | ".join(_fmt(row[m], row[f"{m}_sd"]) for m in METRICS) + " |")
@@ -79,7 +87,7 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def r2_curves(study: Study, key: str = "r2_traj_median") -> dict[str, dict[str, list[float]]]:
-    """Per denoiser: t and the per-step r² (`key`, e.g. r2_traj_median or r2_single_centred) averaged over seeds."""
+    """Per denoiser: t and the per-step r² (`key`, e.g. r2_traj_median or r2_single_centred) averaged over repeats."""
     curves = {}
     for i, first in enumerate(study.runs[0]):
         ts = [row["t"] for row in first.per_step]
@@ -94,7 +102,7 @@ def r2_curves(study: Study, key: str = "r2_traj_median") -> dict[str, dict[str, 
 
 def plot_png(study: Study) -> bytes:
     """r² of x̂0 against t for every denoiser on one chart: along its own trajectory (left) and one step from
-    the reference's x_t (right), median over samples, mean over seeds."""
+    the reference's x_t (right), median over samples, mean over repeats."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +113,7 @@ def plot_png(study: Study) -> bytes:
                            (axes[1], "r2_single_median", "single step on the reference's x_t")):
         for i, (name, curve) in enumerate(r2_curves(study, key).items()):
             ax.plot(curve["t"], curve["r2"], color=f"C{i % 10}", marker=".", label=name)
-        ax.set(xlabel="t (noisy -> clean, right to left)", title=title)
+        ax.set(xlabel="t (noisy on the left, clean on the right)", title=title)
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
     ref = study.runs[0][0].reference.config
@@ -113,7 +121,7 @@ def plot_png(study: Study) -> bytes:
     axes[0].set_ylim(-1.0, 1.02)
     axes[1].legend(fontsize=8)
     fig.suptitle(f"{ref.dataset.name}, {ref.sampler.name} {ref.sampler.steps} steps, n={ref.n}, "
-                 f"{len(study.seeds)} seed(s)", fontsize=9)
+                 f"{len(study.seeds)} repeat(s)", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

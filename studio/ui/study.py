@@ -1,5 +1,5 @@
 """The study panel of the Compare tab: several denoisers against a reference (the trained UNet by default) from
-the same noise, over one or more seeds; the table and the r²-against-t chart are read back from the saved study
+the same noise, repeated with fresh noise; the table and the r²-against-t chart are read back from the saved study
 folder, so the page shows exactly what is on disk (studio.studies.study)."""
 
 from __future__ import annotations
@@ -20,24 +20,14 @@ from studio.ui.form import RunForm
 from studio.ui.session import run_folder
 
 DEFAULT = ("optimal", "wiener", "pca_locality", "ls")
-MAX_SEEDS = 5
+MAX_REPEATS = 5
 EXPLAIN = (
     "Which training-free denoiser behaves like a trained network? Every chosen denoiser starts from the same "
     "noise as the reference, with the **Sample** tab's dataset, sampler, steps, samples and seed. The table "
     "gives r² against the reference (median over samples; pooled; **centred**, with each image's own mean "
     "removed so that brightness alone cannot score), MSE, the share of samples that copy a training image, and "
-    "ms/step; with several seeds, mean ± spread. The chart shows r² of x̂0 at every noise level."
+    "ms/step; with several repeats (fresh noise each), mean ± spread. The chart shows r² of x̂0 at every noise level."
 )
-
-
-def parse_seeds(text: str) -> list[int]:
-    """Comma-separated whole numbers, at most MAX_SEEDS; ValueError names the field."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ValueError(f"seeds: expected comma-separated whole numbers such as 0,1,2, got {text!r}")
-    if len(parts) > MAX_SEEDS:
-        raise ValueError(f"seeds: at most {MAX_SEEDS} seeds, got {len(parts)}")
-    return [int(p) for p in parts]
 
 
 def curves_figure(curves: dict[str, dict[str, list[float]]], title: str) -> Any:
@@ -65,8 +55,8 @@ class StudyPanel:
                                                   elem_id="study-denoisers")
                 self.reference = gr.Dropdown(denoiser_names(), value="unet", label="reference",
                                              elem_id="study-reference")
-                self.seeds = gr.Textbox("0", label=f"seeds (comma-separated, at most {MAX_SEEDS})",
-                                        elem_id="study-seeds")
+                self.repeats = gr.Slider(1, MAX_REPEATS, value=1, step=1, label="repeats (fresh noise each)",
+                                         elem_id="study-repeats")
             self.run_btn = gr.Button("▶  Run study", variant="primary", elem_id="study-run")
             self.status = gr.Markdown(elem_id="study-status")
             self.table = gr.Markdown(elem_id="study-table", elem_classes=["studio-summary"])
@@ -77,29 +67,31 @@ class StudyPanel:
     def outputs(self) -> list:
         return [self.status, self.table, self.chart, self.download]
 
-    def run(self, denoisers: Sequence[str], reference: str, seeds_text: str, *values: Any) -> list:
+    def run(self, denoisers: Sequence[str], reference: str, repeats: float, *values: Any) -> list:
         """Run, save, and show what was saved; one clear message for bad input."""
         try:
             cfg = self.form.read(values)
-            seeds = parse_seeds(seeds_text)
+            repeats = int(repeats)
+            if not 1 <= repeats <= MAX_REPEATS:
+                raise ValueError(f"repeats: {repeats} is out of range; choose 1 to {MAX_REPEATS}")
             if not denoisers:
                 raise ValueError("denoisers: choose at least one")
             limits = Limits.from_env()
             limits.check_run(cfg.n, cfg.sampler.steps)
-            limits.check("max_steps", cfg.sampler.steps * len(seeds) * (len(denoisers) + 1),
-                         "study: steps × seeds × (denoisers + reference)")
-            study = run_study(cfg, list(denoisers), reference, None, seeds)
+            limits.check("max_steps", cfg.sampler.steps * repeats * (len(denoisers) + 1),
+                         "study: steps × repeats × (denoisers + reference)")
+            study = run_study(cfg, list(denoisers), reference, None, repeats)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        folder = save_study(study, run_folder(f"{stamp}-study-{cfg.dataset.name}-{digest(cfg.to_dict(), seeds)[:8]}"))
+        folder = save_study(study, run_folder(f"{stamp}-study-{cfg.dataset.name}-{digest(cfg.to_dict(), repeats)[:8]}"))
         rows = json.loads((Path(folder) / "table.json").read_text())
         curves = json.loads((Path(folder) / "r2_curves.json").read_text())["r2_traj_median"]
-        title = f"r² of x̂0 along the trajectory vs {reference} ({cfg.dataset.name}, {len(seeds)} seed(s))"
-        return [f"done · {len(denoisers)} denoiser(s) × {len(seeds)} seed(s) against {reference}",
+        title = f"r² of x̂0 along the trajectory vs {reference} ({cfg.dataset.name}, {repeats} repeat(s))"
+        return [f"done · {len(denoisers)} denoiser(s) × {repeats} repeat(s) against {reference}",
                 table_markdown(rows), curves_figure(curves, title), results.zipped(Path(folder))]
 
     def wire(self) -> None:
-        self.run_btn.click(self.run, [self.denoisers, self.reference, self.seeds, *self.form.inputs], self.outputs,
+        self.run_btn.click(self.run, [self.denoisers, self.reference, self.repeats, *self.form.inputs], self.outputs,
                            api_visibility="private", concurrency_limit=1, concurrency_id="study",
                            trigger_mode="once")
