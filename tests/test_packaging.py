@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -16,6 +17,11 @@ from safetensors.torch import load_file
 
 import studio
 from studio.cli import main
+
+# imported only when present (CUDA torch brings triton; ZeroGPU Spaces bring spaces), so not dependencies
+OPTIONAL_IMPORTS = {"triton", "spaces"}
+# declared though never imported: they ship files the studio reads (bundled data; the MP4 encoder imageio finds)
+FILE_PROVIDERS = {"scikit-learn", "scikit-image", "imageio-ffmpeg"}
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a source tree holds besides the package; build outputs, venvs and VCS files are left behind
@@ -90,3 +96,35 @@ def test_resources_come_from_the_checkout_when_not_installed():
     assert Path(studio.__file__).parent == ROOT / "studio"
     assert studio.resource_dir("presets") == ROOT / "presets"
     assert studio.resource_dir("assets") == ROOT / "assets"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_norm(re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0]) for dep in project["dependencies"]}
+
+
+def _imported_top_level() -> set[str]:
+    names = set()
+    for path in [*(ROOT / "studio").rglob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"studio", "__future__"}
+
+
+def test_every_imported_package_is_declared_and_every_declared_one_is_used():
+    from importlib.metadata import packages_distributions
+
+    owners = packages_distributions()
+    imported = _imported_top_level() - OPTIONAL_IMPORTS
+    unknown = {name for name in imported if name not in owners}
+    assert not unknown, f"imported but not installed: {unknown}"
+    needed = {_norm(owners[name][0]) for name in imported}
+    assert needed - _declared() == set(), "imported but not declared in pyproject.toml"
+    assert _declared() - needed == {_norm(n) for n in FILE_PROVIDERS}, "declared but never imported"

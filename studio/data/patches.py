@@ -48,12 +48,8 @@ def split_evenly(total: int, parts: int) -> list[int]:
 def cut_patch_codes(
     images: Sequence[np.ndarray], counts: Sequence[int], side: int, scales: Sequence[float], g: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`counts[k]` random side x side crops of 8-bit image k, shared equally over `scales`, half of them mirrored.
-
-    Returns uint8 codes [N, C, side, side] (C as in the images: 3 if any is RGB), shuffled, and the image each
-    came from. Shrinking is `pixels.resize` (integer arithmetic). Positions, flips and order depend only on the
-    generator and the image sizes, so gray and RGB sets hold the same crops.
-    """
+    """`counts[k]` seeded crops (uint8 [N, C, side, side], shuffled) of 8-bit image k over `scales`, half mirrored,
+    and their image; positions depend only on `g` and the image sizes, so gray and RGB sets hold the same crops."""
     planes = [np.asarray(image)[None] if np.ndim(image) == 2 else np.asarray(image).transpose(2, 0, 1)
               for image in images]
     channels = max(p.shape[0] for p in planes)

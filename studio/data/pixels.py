@@ -1,9 +1,5 @@
-"""Deterministic pixel arithmetic for the bundled datasets: integer codes in, the same bytes on every machine.
-
-Bundled images stay integer codes 0..levels (8-bit photos: 255, digits: 16) through crop and resize (an
-antialiased bilinear filter in 14-bit fixed point); the only float steps are correctly rounded (+, *, /) ones in
-a fixed order, so neither the CPU, the thread count nor a library version can change a bit.
-"""
+"""Deterministic pixels for the bundled datasets: integer codes 0..levels through crop and antialiased resize
+(14-bit fixed point), so no CPU, thread count or library version can change a bit of a build."""
 
 from __future__ import annotations
 
@@ -19,10 +15,8 @@ LUMA_PERMILLE = (299, 587, 114)  # ITU-R BT.601, the same weights as imageopts.L
 
 
 def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and float64 weights [n_out, T] of antialiased bilinear resampling (rows sum to 1).
-
-    The triangle filter widened by the shrink factor, as PIL's and torch's antialiased bilinear resize use.
-    """
+    """Source indices and float64 weights [n_out, T] (rows sum to 1) of antialiased bilinear resampling: the
+    triangle filter widened by the shrink factor, as in PIL's and torch's antialiased bilinear resize."""
     scale = n_in / n_out
     support = max(scale, 1.0)
     rows = []
@@ -87,10 +81,8 @@ def _table(denominator: int) -> torch.Tensor:
 
 
 def decode(codes: torch.Tensor, levels: int, channels: int) -> torch.Tensor:
-    """uint8 codes [N, C, H, W] (C = 1 or 3) -> float32 [N, channels, H, W] in [-1, 1].
-
-    RGB to gray is the exact integer BT.601 sum, decoded once; gray to RGB repeats the plane.
-    """
+    """uint8 codes [N, 1 or 3, H, W] -> float32 [N, channels, H, W] in [-1, 1]; RGB to gray is the exact
+    integer BT.601 sum, decoded once, and gray to RGB repeats the plane."""
     if codes.shape[1] == 3 and channels == 1:
         c = codes.to(torch.int32)
         n = c[:, 0] * LUMA_PERMILLE[0] + c[:, 1] * LUMA_PERMILLE[1] + c[:, 2] * LUMA_PERMILLE[2]
@@ -109,11 +101,8 @@ def select_and_fit(
     images: np.ndarray, levels: int | None, labels: np.ndarray | None, class_names: Sequence[str] | None,
     opts: Mapping[str, Any],
 ) -> tuple[np.ndarray, int | None, torch.Tensor | None]:
-    """The bundled twin of `apply_image_options`: class filter and subset, then crop and resize.
-
-    `images` [N, H, W] or [N, H, W, 3]: codes 0..levels, or floats in [0, 1] with levels None. Returns the
-    planes [N, C, R, R] with their levels (channels are converted by `decode`) and the kept labels.
-    """
+    """`apply_image_options` for bundled images ([N, H, W(, 3)] codes 0..levels, or floats in [0, 1] if levels
+    is None): class filter, subset, crop, resize; returns planes [N, C, R, R], their levels, the kept labels."""
     label_t = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
     index = select_indices(len(images), label_t, class_names, opts).numpy()
     planes = images[index]

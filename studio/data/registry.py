@@ -15,11 +15,8 @@ from studio.params import Param, resolve
 
 @dataclass(frozen=True)
 class Built:
-    """What a builder returns: raw arrays and provenance; the registry turns it into a Dataset.
-
-    Bundled images also keep their integer `codes` (uint8 [N, C, H, W], values 0..`levels`): `x` decodes
-    them and the fingerprint hashes them, so it is the same on every machine.
-    """
+    """What a builder returns: arrays and provenance. Bundled images also keep their integer `codes` (uint8,
+    0..`levels`): `x` decodes them and the fingerprint hashes them, so it is the same on every machine."""
 
     x: torch.Tensor
     labels: torch.Tensor | None = None
