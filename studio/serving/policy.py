@@ -11,6 +11,29 @@ from studio.data.registry import get_entry, resolve_options
 from studio.limits import LimitError, Limits
 
 
+def shared_instance() -> bool:
+    """Whether strangers use this server: a Hugging Face Space (SPACE_ID set)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def space_oauth() -> bool:
+    """Whether Hugging Face OAuth really runs here (on a Space with `hf_oauth: true`); elsewhere Gradio mocks the
+    sign-in with the server's own saved token, which a visitor must never get."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
+def visitor_token(typed: str | None, oauth_token: str | None = None) -> str | bool | None:
+    """The Hub token a page action may use. Locally: the typed one, else None (HF_TOKEN, then the saved login).
+    On a shared instance: the visitor's typed token, else their OAuth sign-in, else False (anonymous), never
+    the server's HF_TOKEN or saved login."""
+    typed = (typed or "").strip()
+    if not shared_instance():
+        return typed or None
+    if typed:
+        return typed
+    return oauth_token if oauth_token and space_oauth() else False
+
+
 def check_config(limits: Limits, cfg: RunConfig) -> None:
     """Everything a web request can be checked for before it is queued (the job checks the loaded size)."""
     limits.check_run(cfg.n, cfg.sampler.steps, dataset_size_hint(cfg))
