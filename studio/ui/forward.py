@@ -13,12 +13,12 @@ from PIL import Image, ImageOps
 
 from studio.serving import zerogpu
 from studio.config import RunConfig
-from studio.data.folder import DECODERS, UNREADABLE
+from studio.data.folder import UNREADABLE, open_picture
 from studio.data.registry import load_dataset
 from studio.diffusion.inversion import ddim_invert, reconstruct
 from studio.diffusion.schedules import Schedule
 from studio.diffusion.spacing import timesteps
-from studio.limits import Limits
+from studio.limits import LimitError, Limits
 from studio.ui import charts, explain, pictures
 from studio.ui.form import RunForm
 
@@ -31,8 +31,10 @@ def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
     WebP are decoded (the upload arrives as a file, not through PIL's every format)."""
     C, H, W = shape
     try:
-        with Image.open(path, formats=DECODERS) as opened:
+        with open_picture(path, "upload") as opened:
             picture = ImageOps.exif_transpose(opened).convert("L" if C == 1 else "RGB")
+    except LimitError:
+        raise
     except UNREADABLE:
         raise ValueError("upload: not a readable PNG, JPEG or WebP picture") from None
     picture = picture.resize((W, H), Image.Resampling.LANCZOS)
