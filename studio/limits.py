@@ -27,6 +27,11 @@ _ENV = {
 MAX_YAML_DEPTH = 20  # nested mappings/lists in a config, preset or patch schedule
 
 
+def shared_instance() -> bool:
+    """Whether strangers use this server: a Hugging Face Space (SPACE_ID set)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
 class LimitError(ValueError):
     """A request over one of the instance's limits."""
 

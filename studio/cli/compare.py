@@ -9,6 +9,14 @@ import sys
 from studio.cli.flags import add_run_flags, config_from_args, parse_pairs
 
 
+def denoiser_list(text: str) -> list[str]:
+    """The names of --denoisers; ValueError when it names none."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--denoisers: no denoiser named in {text!r}; give comma-separated names")
+    return names
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -18,16 +26,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_out_folder(args.out, args.overwrite)
     ref_params = dict(parse_pairs(args.reference_set, "--reference-set"))
+    names = None if args.denoisers is None else denoiser_list(args.denoisers)  # refused before any work
     bar = tqdm(desc="compare", unit="step", file=sys.stderr)
 
     def progress(step) -> None:
         bar.update(1)
 
     single = not args.no_single_step
-    if args.denoisers:
-        names = [n.strip() for n in args.denoisers.split(",") if n.strip()]
-        if not names:
-            raise ValueError(f"--denoisers: no denoiser named in {args.denoisers!r}; give comma-separated names")
+    if names:
         tests = [(n, cfg.denoiser.params if n == cfg.denoiser.name else {}) for n in names]
         comps = cmp.compare_many(cfg, tests, args.reference, ref_params, single, progress)
         bar.close()

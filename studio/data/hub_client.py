@@ -33,6 +33,8 @@ from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils._http import default_client_factory
 from tqdm.auto import tqdm
 
+from studio.limits import shared_instance
+
 log = logging.getLogger("studio.hub")
 
 # huggingface_hub's shared HTTP client has no timeout of its own (`timeout=None`): a silent network would hang
@@ -307,6 +309,8 @@ def fetch_files(
     from huggingface_hub import HfApi
 
     ensure_timeouts()
+    if token is None and shared_instance():  # a visitor's request never borrows the server's token
+        token = False
     endpoint = hub_endpoint(endpoint)
     cache_dir = hf_cache_dir()
     failure: HubError | None = None

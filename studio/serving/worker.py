@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from studio.config import RunConfig
 from studio.limits import Limits
-from studio.serving.policy import check_config
+from studio.serving.policy import check_config, check_loaded
 
 if TYPE_CHECKING:  # imported when a job runs: the page starts before torch loads
     from studio.data.dataset import Dataset
@@ -124,7 +124,7 @@ def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: S
 
     yield Event("preparing", part=part, message="loading the dataset and fitting the denoiser")
     loaded = load_dataset(cfg.dataset.name, **cfg.dataset.options)  # the size limit, before any fitting
-    Limits.from_env().check("max_dataset", loaded.n, "dataset size")
+    check_loaded(loaded.n)
     prep = engine.prepare(cfg)
     yield Event("ready", part=part, dataset=prep.dataset, message=f"fitted in {prep.fit_s:.2f} s")
     kept = []

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from studio.serving import zerogpu
+from studio.serving.policy import check_loaded, check_sources
 from studio.config import RunConfig
 from studio.data.folder import UNREADABLE, open_picture
 from studio.data.registry import load_dataset
@@ -76,7 +77,9 @@ class ForwardTab:
 
     def _item(self, values: Sequence[Any], source: str, index: float, upload) -> tuple[RunConfig, Any, torch.Tensor]:
         cfg = self.form.read(values)
+        check_sources(cfg)  # the policy gate, before any loading
         dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+        check_loaded(dataset.n)
         if dataset.kind == "points":
             return cfg, dataset, dataset.x[:POINTS_SHOWN]
         if source == "upload":
