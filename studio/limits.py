@@ -23,6 +23,8 @@ _ENV = {
     "concurrency_per_device": ("STUDIO_CONCURRENCY_PER_DEVICE", 1),
     "max_yaml_bytes": ("STUDIO_MAX_YAML_BYTES", 65_536),
     "max_image_pixels": ("STUDIO_MAX_IMAGE_PIXELS", 16_000_000),
+    "max_job_gib": ("STUDIO_MAX_JOB_GIB", 4),
+    "max_job_seconds": ("STUDIO_MAX_JOB_SECONDS", 600),
 }
 MAX_YAML_DEPTH = 20  # nested mappings/lists in a config, preset or patch schedule
 
@@ -47,6 +49,8 @@ class Limits:
     concurrency_per_device: int
     max_yaml_bytes: int
     max_image_pixels: int
+    max_job_gib: int
+    max_job_seconds: int
 
     @classmethod
     def from_env(cls) -> "Limits":

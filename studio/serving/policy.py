@@ -5,7 +5,9 @@ dataset preview and the Forward tab."""
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import RunConfig
@@ -38,6 +40,59 @@ def check_config(limits: Limits, cfg: RunConfig) -> None:
     """Everything a web request can be checked for before it is queued (the job checks the loaded size)."""
     limits.check_run(cfg.n, cfg.sampler.steps)
     check_sources(cfg, limits)
+    check_cost(limits, cfg)
+
+
+# The cost model of one run (README, "Limits"): memory and CPU seconds from n samples, K steps, N training items,
+# D values per item and the denoiser. Memory: the data (float32), x_t and x̂0 of every step kept for the
+# trajectory, a working set, and pca_locality's D x D filter. Seconds: the softmax denoisers' n·N·D products per
+# step, times a factor for the costlier local denoisers, at CPU_RATE products per second.
+BYTES = 4
+WORKING_COPIES = 16       # n·D float32 tensors alive at once inside a step (noise, x̂0, ε̂, chunks)
+CPU_RATE = 2e9            # n·N·D products per second on a 2-vCPU Space
+BASE_S = 2.0              # load, fit and analysis of a small run
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Cost:
+    gib: float
+    seconds: float
+
+
+def values_per_item(cfg: RunConfig) -> int:
+    """D: values per training item (channels · resolution², 2 for points)."""
+    if get_entry(cfg.dataset.name).kind == "points":
+        return 2
+    opts = cfg.dataset.options
+    return int(opts.get("channels") or 3) * int(opts.get("resolution") or 32) ** 2
+
+
+def _work_factor(cfg: RunConfig, D: int) -> float:
+    """How many times the optimal denoiser's n·N·D products a step of this denoiser costs (roughly)."""
+    name, params = cfg.denoiser.name, cfg.denoiser.params
+    pixels = max(D // int(cfg.dataset.options.get("channels") or 1), 1)
+    return {"scfdm": float(params.get("copies") or 10), "pca_locality": max(D / 4, 1.0), "ls": 25.0,
+            "els": 25.0 * pixels}.get(name, 1.0)
+
+
+def estimate_cost(cfg: RunConfig, n_items: int | None = None) -> Cost:
+    """Memory (GiB) and CPU seconds a run will take, from n, steps, N, D and the denoiser (see above)."""
+    N = n_items or dataset_size_hint(cfg) or Limits.from_env().max_dataset
+    D, n, K = values_per_item(cfg), cfg.n, cfg.sampler.steps
+    memory = BYTES * (N * D + (2 * K + WORKING_COPIES) * n * D)
+    if cfg.denoiser.name == "pca_locality":
+        memory += BYTES * D * D
+    seconds = BASE_S + K * n * N * D * _work_factor(cfg, D) / CPU_RATE
+    return Cost(gib=memory / GIB, seconds=seconds)
+
+
+def check_cost(limits: Limits, cfg: RunConfig) -> None:
+    """Refuse a run whose estimated memory or time is over STUDIO_MAX_JOB_GIB / STUDIO_MAX_JOB_SECONDS."""
+    cost = estimate_cost(cfg)
+    what = f"estimated {{}} of this run (n {cfg.n}, {cfg.sampler.steps} steps, {cfg.denoiser.name})"
+    limits.check("max_job_gib", math.ceil(cost.gib * 10) / 10, what.format("memory in GiB"))
+    limits.check("max_job_seconds", math.ceil(cost.seconds), what.format("seconds"))
 
 
 def check_sources(cfg: RunConfig, limits: Limits | None = None) -> None:

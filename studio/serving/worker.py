@@ -14,6 +14,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,7 +145,14 @@ def job_events(job: Job) -> Iterator[Event]:
     Always ends with exactly one terminal event: done, cancelled (within one step of the request) or error."""
     from studio.diffusion.loop import Cancelled
 
-    parts = [_part_events(i, cfg, lambda: job.cancelled, job.save_to) for i, cfg in enumerate(job.configs)]
+    limit = Limits.from_env().max_job_seconds
+    deadline = time.monotonic() + limit
+
+    def timed_out() -> bool:
+        return time.monotonic() > deadline
+
+    stop = lambda: job.cancelled or timed_out()  # noqa: E731 - checked after every step
+    parts = [_part_events(i, cfg, stop, job.save_to) for i, cfg in enumerate(job.configs)]
     try:
         if job.cancelled:
             raise Cancelled(0)
@@ -152,7 +160,11 @@ def job_events(job: Job) -> Iterator[Event]:
             yield from (event for event in group if event is not None)
         yield Event("done")
     except Cancelled as err:
-        yield Event("cancelled", k=err.steps_done, message=f"cancelled after {err.steps_done} step(s)")
+        if timed_out() and not job.cancelled:
+            yield Event("error", message=f"job time: stopped after {err.steps_done} step(s), over this instance's "
+                                         f"limit of {limit:,} s (set STUDIO_MAX_JOB_SECONDS to change it)")
+        else:
+            yield Event("cancelled", k=err.steps_done, message=f"cancelled after {err.steps_done} step(s)")
     except ValueError as err:  # bad input: the message names the field
         yield Event("error", message=str(err))
     except Exception as err:  # noqa: BLE001 - one clear line for the page, the traceback for the log
