@@ -11,7 +11,9 @@ died is restarted on the next submit.
 from __future__ import annotations
 
 import itertools
+import math
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from studio.config import RunConfig
-from studio.limits import Limits
+from studio.limits import LimitError, Limits, shared_instance
 from studio.serving.policy import check_config, check_loaded
 
 if TYPE_CHECKING:  # imported when a job runs: the page starts before torch loads
@@ -84,7 +86,7 @@ class Job:
             position = self.worker.position(self) if self.worker else 0
             if position and position != last_position:
                 last_position = position
-                yield Event("queued", position=position, message=f"waiting: {position - 1} job(s) ahead")
+                yield Event("queued", position=position, message=self.worker.waiting_message(self))
             try:
                 batch = [self.events.get(timeout=poll_s)]
             except queue.Empty:
@@ -176,13 +178,19 @@ def job_events(job: Job) -> Iterator[Event]:
 
 
 class Worker:
-    """Runs jobs for one device on `threads` background threads, in the order they were submitted."""
+    """Runs jobs for one device on `threads` background threads. "fifo": each thread runs one job to its end,
+    in the order they were submitted. "fair": each thread interleaves up to `max_active` jobs one step (one
+    event) at a time, round robin, so a quick job is not held up behind a slow one."""
 
-    def __init__(self, device: str, threads: int = 1, max_queue: int = 64) -> None:
+    def __init__(self, device: str, threads: int = 1, max_queue: int = 64, scheduling: str = "fifo",
+                 max_active: int = 8) -> None:
         self.device = device
         self.max_queue = max_queue
+        self.scheduling = scheduling
+        self.max_active = max_active
         self._jobs: "queue.Queue[Job]" = queue.Queue()
         self._pending: list[Job] = []
+        self._running: list[Job] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread | None] = [None] * threads
 
@@ -202,6 +210,24 @@ class Worker:
         with self._lock:
             return self._pending.index(job) + 1 if job in self._pending else 0
 
+    def ahead(self, job: Job) -> list[Job]:
+        """The jobs a waiting job waits for: those running and those queued before it."""
+        with self._lock:
+            waiting = self._pending[:self._pending.index(job)] if job in self._pending else []
+            return [*self._running, *waiting]
+
+    def waiting_message(self, job: Job) -> str:
+        """What a waiting job's page shows: the jobs ahead of it and the cost model's estimate of their time."""
+        from studio.serving.policy import estimate_cost
+
+        ahead = self.ahead(job)
+        try:
+            seconds = sum(estimate_cost(cfg).seconds for other in ahead for cfg in other.configs)
+        except ValueError:  # a config the job itself will report on
+            seconds = 0.0
+        share = " (sharing the device step by step)" if self.scheduling == "fair" else ""
+        return f"waiting: {len(ahead)} job(s) ahead, about {math.ceil(seconds)} s of work{share}"
+
     def _ensure_threads(self) -> None:
         with self._lock:
             for i, thread in enumerate(self._threads):
@@ -212,15 +238,47 @@ class Worker:
                         target=self._serve, name=f"studio-worker-{self.device}-{i}", daemon=True)
                     self._threads[i].start()
 
+    def _start(self, job: Job) -> Iterator[Event]:
+        """Move a job from waiting to running on this thread; its events, not yet started."""
+        with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+            self._running.append(job)
+        job.thread = threading.current_thread()
+        return job_events(job)
+
+    def _finish(self, job: Job) -> None:
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+
     def _serve(self) -> None:
+        if self.scheduling == "fair":
+            return self._serve_round_robin()
         while True:
             job = self._jobs.get()
-            with self._lock:
-                if job in self._pending:
-                    self._pending.remove(job)
-            job.thread = threading.current_thread()
-            for event in job_events(job):
+            for event in self._start(job):
                 job.events.put(event)
+            self._finish(job)
+
+    def _serve_round_robin(self) -> None:
+        """Advance every active job by one event in turn; take new jobs between rounds (wait when idle)."""
+        active: list[tuple[Job, Iterator[Event]]] = []
+        while True:
+            while len(active) < self.max_active:
+                try:
+                    job = self._jobs.get(block=not active)
+                except queue.Empty:
+                    break
+                active.append((job, self._start(job)))
+            for entry in list(active):
+                job, events = entry
+                event = next(events, None)
+                if event is not None:
+                    job.events.put(event)
+                if event is None or event.kind in TERMINAL:
+                    active.remove(entry)
+                    self._finish(job)
 
 
 _WORKERS: dict[str, Worker] = {}
@@ -236,8 +294,21 @@ def worker_for(device: str) -> Worker:
     with _WORKERS_LOCK:
         if key not in _WORKERS:
             lim = Limits.from_env()
-            _WORKERS[key] = Worker(key, threads=lim.concurrency_per_device, max_queue=lim.queue_length)
+            _WORKERS[key] = Worker(key, threads=lim.concurrency_per_device, max_queue=lim.queue_length,
+                                   scheduling=scheduling())
         return _WORKERS[key]
+
+
+SCHEDULING_ENV = "STUDIO_SCHEDULING"
+
+
+def scheduling() -> str:
+    """$STUDIO_SCHEDULING: "fair" (jobs interleaved step by step; the default on a Space) or "fifo" (one job
+    after another; the default of a local studio, whose single user runs one job at a time)."""
+    value = os.environ.get(SCHEDULING_ENV, "").strip().lower() or ("fair" if shared_instance() else "fifo")
+    if value not in ("fair", "fifo"):
+        raise LimitError(f"{SCHEDULING_ENV}: expected fair or fifo, got {value!r}")
+    return value
 
 
 def admit(configs: Sequence[RunConfig]) -> None:
