@@ -37,9 +37,16 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
+_SWEPT: set[Path] = set()
+
+
 def entry_path(namespace: str, key: str, suffix: str = ".safetensors") -> Path:
+    """Where a cache entry lives; the first use of a namespace in a process removes what killed writes left."""
     folder = cache_root() / namespace
     folder.mkdir(parents=True, exist_ok=True)
+    if folder not in _SWEPT:
+        _SWEPT.add(folder)
+        sweep_leftovers(folder)
     return folder / f"{key}{suffix}"
 
 

@@ -115,3 +115,16 @@ def test_train_out_file_and_resume_without_state_are_one_line(tmp_path, capsys):
     assert main(["train", "--dataset", "moons", "--out", str(tmp_path / "fresh"), "--steps", "1", "--samples", "0",
                  "--resume"]) == 2
     one_error_line(capsys, "--resume")
+
+
+def test_cache_leftovers_are_removed_when_a_process_first_uses_the_namespace(tmp_path, monkeypatch):
+    from studio import cache
+
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "_SWEPT", set())
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    killed = folder / ".abc.safetensors.studio-999999999-x1y2z3.tmp"
+    killed.write_bytes(b"half")
+    assert cache.entry_path("masks", "abc") == folder / "abc.safetensors"
+    assert not killed.exists()
