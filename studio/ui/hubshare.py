@@ -65,7 +65,8 @@ class HubPanel:
             with gr.Row():
                 self.repo = gr.Textbox(label="Dataset repo", placeholder="your-name/diffusion-runs", scale=3,
                                        elem_id=f"{owner}-hub-repo")
-                hint = "your Hugging Face sign-in" if shared_instance() else "HF_TOKEN or `hf auth login`"
+                hint = ("your Hugging Face sign-in" if space_oauth() else "anonymous: public pulls only"
+                        ) if shared_instance() else "HF_TOKEN or `hf auth login`"
                 self.token = gr.Textbox(label="Token (write access)", type="password", scale=3,
                                         placeholder=f"hf_… (empty: {hint})", elem_id=f"{owner}-hub-token")
                 if space_oauth():  # a visitor acts with their own account, never the Space's token
