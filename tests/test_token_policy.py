@@ -106,3 +106,19 @@ def test_read_only_message_and_echoed_tokens_are_scrubbed(run_folder, capsys, mo
 def test_push_checks_the_folder_before_the_hub(fake_hub, tmp_path, capsys):
     assert main(["push", str(tmp_path), "--repo", "alice/runs", "--endpoint", fake_hub.url]) == 2
     assert "run_dir" in capsys.readouterr().err and fake_hub.requests == []
+
+
+def test_a_signed_in_visitor_shares_with_their_oauth_token(run_folder, monkeypatch):
+    visitor = "hf_" + uuid.uuid4().hex + "OAuth"
+    hub = FakeHub.start(token=visitor, user="bob")
+    try:
+        monkeypatch.setenv("SPACE_ID", "alice/studio")
+        monkeypatch.setenv("SYSTEM", "spaces")
+        monkeypatch.setenv("OAUTH_CLIENT_ID", "client")
+        monkeypatch.setenv("HF_TOKEN", "hf_serverTokenOfAlice0123456789")
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        status = hubshare.share(run_folder, "bob/runs", "", False, None, oauth=visitor)
+        assert status.startswith("✅") and visitor not in status
+        assert hub.has_repo("dataset", "bob/runs") and {r.token for r in hub.requests} == {visitor}
+    finally:
+        hub.stop()
