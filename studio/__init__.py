@@ -5,8 +5,9 @@ The flow, one way only:
     config -> dataset -> denoiser.fit -> sampler loop (denoiser.denoise per step) -> Run -> analysis -> UI / export
 
 Top level: the flow and what it shares. `params` (declared parameters), `config` (RunConfig), `presets`,
-`engine` (runs a config), `runs` (a finished run and its folder), `images`, `cache`, `limits` (instance
-limits read from the environment).
+`engine` (runs a config), `runs` (a finished run and its folder, and which `--out` folders may be written),
+`images`, `cache`, `limits` (instance limits read from the environment, whether the instance is shared, and the
+capped YAML reader every config goes through).
 
 Packages, each named after its job:
 - `data/`        dataset registry (bundled, Hub-downloaded, user folders), Dataset, build cache, the Hub

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,16 +37,71 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
+_SWEPT: set[Path] = set()
+
+
 def entry_path(namespace: str, key: str, suffix: str = ".safetensors") -> Path:
+    """Where a cache entry lives; the first use of a namespace in a process removes what killed writes left."""
     folder = cache_root() / namespace
     folder.mkdir(parents=True, exist_ok=True)
+    if folder not in _SWEPT:
+        _SWEPT.add(folder)
+        sweep_leftovers(folder)
     return folder / f"{key}{suffix}"
+
+
+_LEFTOVER = re.compile(r"^\..+\.studio-(\d+)-[a-z0-9_]+\.(tmp|old)$")
+
+
+def _temp_prefix(path: Path) -> str:
+    """Prefix of a temporary sibling of `path`; the writer's pid in it tells a live save from a leftover."""
+    return f".{path.name}.studio-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def sweep_leftovers(folder: str | Path) -> list[Path]:
+    """Remove temporary siblings left in `folder` by saves whose process died (named by `_temp_prefix`)."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if not match or _pid_alive(int(match.group(1))) or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _plain_target(path: str | Path) -> Path:
+    """An absolute, normalised target (so `.` has a name and a parent); refuses a path that is not a folder."""
+    path = Path(os.path.abspath(path))
+    if path.parent == path:
+        raise ValueError(f"{path}: cannot write over a filesystem root")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ValueError(f"{path}: exists and is not a folder; refusing to replace it")
+    return path
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
@@ -56,25 +112,33 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder, then swap it into place; a crash leaves no half folder."""
-    path = Path(path)
+    """Fill a temporary sibling folder, then swap it into place; a crash leaves no half folder, and the next
+    save in that folder removes what a killed save left. Never replaces a file, FIFO or symlink."""
+    path = _plain_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    sweep_leftovers(path.parent)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
+    old: Path | None = None
     try:
         write(tmp)
         os.chmod(tmp, 0o755)
         for child in tmp.rglob("*"):
             os.chmod(child, 0o755 if child.is_dir() else 0o644)
         if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".old"))
             os.replace(path, old / "previous")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old / "previous", path)
+                raise
         else:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (path.exists() or not (old / "previous").exists()):  # never lose the only copy
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from studio.denoisers.registry import denoiser_class
 from studio.diffusion.samplers import sampler_class
 from studio.diffusion.schedules import SCHEDULES
 from studio.diffusion.spacing import SPACINGS
+from studio.limits import LimitError, Limits, safe_yaml
 from studio.params import Param, resolve
 
 MAX_SAMPLES = 100_000
@@ -146,7 +147,7 @@ class RunConfig:
             body = data.pop(section, None) or {}
             if not isinstance(body, dict):
                 raise ValueError(f"{section}: expected a mapping, got {body!r}")
-            for key, value in body.items():
+            for key, value in sorted(body.items(), key=lambda item: item[0] != "name"):  # name first
                 cfg.set(f"{section}.{key}", value)
         for key, value in data.items():
             cfg.set(key, value)
@@ -163,48 +164,57 @@ class RunConfig:
             return
         if "." in rest:
             raise ValueError(f"{path}: config paths have at most two parts (section.key)")
-        if head == "dataset":
-            self.dataset.name = str(value) if rest == "name" else self.dataset.name
-            if rest != "name":
-                self.dataset.options[rest] = value
+        if rest == "name" and head in ("dataset", "denoiser", "sampler"):
+            self._rename(head, str(value))
+        elif head == "dataset":
+            self.dataset.options[rest] = value
         elif head == "denoiser":
-            self.denoiser.name = str(value) if rest == "name" else self.denoiser.name
-            if rest != "name":
-                self.denoiser.params[rest] = value
+            self.denoiser.params[rest] = value
         elif head == "schedule":
             if rest not in vars(self.schedule):
                 raise ValueError(f"{path}: unknown key; allowed: {', '.join(vars(self.schedule))}")
             setattr(self.schedule, rest, value)
         elif head == "sampler":
-            if rest in ("name", "steps", "spacing", "clip_x0"):
+            if rest in ("steps", "spacing", "clip_x0"):
                 setattr(self.sampler, rest, value)
             else:
                 self.sampler.params[rest] = value
         else:
             raise ValueError(f"{path}: unknown section {head!r}; choose one of: dataset, denoiser, schedule, sampler")
 
+    def _rename(self, section: str, name: str) -> None:
+        """Choose another dataset, denoiser or sampler: the old one's options no longer apply, so they go."""
+        part = getattr(self, section)
+        if part.name != name:
+            part.name = name
+            (part.options if section == "dataset" else part.params).clear()
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RunConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ValueError(f"config: not valid YAML ({err})") from None
-        return cls.from_dict(data or {})
+    def from_yaml(cls, text: str, what: str = "config") -> "RunConfig":
+        """Parse (size, nesting and aliases checked first: studio.limits.safe_yaml) and validate."""
+        return cls.from_dict(safe_yaml(text, what) or {})
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"--config: no such file {path}")
-        return cls.from_yaml(path.read_text())
+        Limits.from_env().check("max_yaml_bytes", path.stat().st_size, "--config (YAML bytes)")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--config: cannot read {path} ({type(err).__name__})") from None
+        return cls.from_yaml(text, "--config")
 
 
 def parse_value(text: str) -> Any:
-    """A `--set` value: YAML scalars/lists (0.5, true, [0, 1]) or the plain string."""
+    """A `--set` value: YAML scalars/lists (0.5, true, [0, 1]) or the plain string (limits still apply)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return safe_yaml(text, "--set")
+    except LimitError:
+        raise
+    except ValueError:
         return text

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from typing import Any
+
+import yaml
 
 _ENV = {
     "max_samples": ("STUDIO_MAX_SAMPLES", 64),
@@ -18,7 +21,17 @@ _ENV = {
     "max_upload_files": ("STUDIO_MAX_UPLOAD_FILES", 20_000),
     "queue_length": ("STUDIO_QUEUE_LENGTH", 32),
     "concurrency_per_device": ("STUDIO_CONCURRENCY_PER_DEVICE", 1),
+    "max_yaml_bytes": ("STUDIO_MAX_YAML_BYTES", 65_536),
+    "max_image_pixels": ("STUDIO_MAX_IMAGE_PIXELS", 16_000_000),
+    "max_job_gib": ("STUDIO_MAX_JOB_GIB", 4),
+    "max_job_seconds": ("STUDIO_MAX_JOB_SECONDS", 600),
 }
+MAX_YAML_DEPTH = 20  # nested mappings/lists in a config, preset or patch schedule
+
+
+def shared_instance() -> bool:
+    """Whether strangers use this server: a Hugging Face Space (SPACE_ID set)."""
+    return bool(os.environ.get("SPACE_ID"))
 
 
 class LimitError(ValueError):
@@ -34,6 +47,10 @@ class Limits:
     max_upload_files: int
     queue_length: int
     concurrency_per_device: int
+    max_yaml_bytes: int
+    max_image_pixels: int
+    max_job_gib: int
+    max_job_seconds: int
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -58,3 +75,33 @@ class Limits:
         self.check("max_steps", steps, "sampler.steps")
         if dataset_size is not None:
             self.check("max_dataset", dataset_size, "dataset size")
+
+
+def safe_yaml(text: str | bytes, what: str) -> Any:
+    """Parse YAML only after checking its size, nesting and aliases (an alias bomb expands exponentially);
+    ValueError naming `what` (and the limit's variable) on refusal or a syntax error, always one line."""
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"{what}: expected YAML text, got {type(text).__name__}")
+    limits = Limits.from_env()
+    limits.check("max_yaml_bytes", len(text.encode() if isinstance(text, str) else text), f"{what} (YAML bytes)")
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise LimitError(f"{what}: YAML anchors and aliases (&, *) are not accepted; write the values out")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise LimitError(f"{what}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what}: not valid YAML ({_yaml_problem(err)})") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one short phrase with its line and column."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{getattr(err, 'problem', None) or str(err).splitlines()[0]}"

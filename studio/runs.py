@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +17,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from studio import __version__, images
-from studio.cache import atomic_dir, digest
+from studio.cache import atomic_dir
 from studio.config import RunConfig
 from studio.diffusion.loop import Trajectory
 
 TENSORS = "tensors.safetensors"
+RUN_FILES = ("config.yaml", "metrics.json", TENSORS)
+# what studio.studies.compare writes: one comparison, or a table of several
+COMPARISON_FILES = (("metrics.json", "compare.png"), ("table.json", "compare.png"))
+MAX_NAME_BYTES = 255
 
 
 @dataclass
@@ -38,9 +46,55 @@ class Run:
 
 
 def new_run_id(cfg: RunConfig) -> str:
+    """UTC second, what ran, and 64 random bits: readable, sortable, and not guessable from the config."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{cfg.dataset.name}-{cfg.denoiser.name}-{cfg.sampler.name}{cfg.sampler.steps}"
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{digest(cfg.to_dict(), stamp)[:6]}"
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{secrets.token_hex(8)}"
+
+
+def is_studio_folder(folder: Path) -> bool:
+    """Whether `folder` is a run folder or a comparison folder the studio wrote (the only kind it replaces)."""
+    kinds = (RUN_FILES, *COMPARISON_FILES)
+    return any(all((folder / name).is_file() for name in kind) for kind in kinds)
+
+
+def _writable_ancestor(path: Path, flag: str) -> None:
+    """Refuse `path` when its nearest existing ancestor is not a folder the studio can create entries in."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{flag}: {ancestor} is not a folder, so {path} cannot be created there")
+    try:
+        shutil.rmtree(tempfile.mkdtemp(dir=ancestor, prefix=".studio-probe-"))
+    except OSError as err:
+        raise ValueError(f"{flag}: cannot write in {ancestor} ({err.strerror or err})") from None
+
+
+def check_out_folder(out: str | Path, overwrite: bool = False, flag: str = "--out") -> Path:
+    """The absolute folder a command may write to; ValueError naming `flag` when writing there could lose
+    anything of the user's: an existing file, FIFO or link, a folder with other files, or a studio run or
+    comparison folder without `overwrite`."""
+    text = str(out)
+    if not text.strip():
+        raise ValueError(f"{flag}: empty path")
+    path = Path(os.path.abspath(text))
+    long = next((part for part in path.parts if len(part.encode()) > MAX_NAME_BYTES), None)
+    if long is not None:
+        raise ValueError(f"{flag}: the name {long[:40]}... is {len(long.encode())} bytes, over the filesystem's "
+                         f"{MAX_NAME_BYTES}")
+    if path.parent == path:
+        raise ValueError(f"{flag}: {path} is a filesystem root")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ValueError(f"{flag}: {path} exists and is not a folder; refusing to replace it")
+    if path.is_dir() and any(path.iterdir()):
+        if not is_studio_folder(path):
+            raise ValueError(f"{flag}: {path} holds files that are not a studio run; refusing to replace it "
+                             "(choose a new or empty folder)")
+        if not overwrite:
+            raise ValueError(f"{flag}: {path} already holds a studio run; pass --overwrite to replace it")
+    _writable_ancestor(path, flag)
+    return path
 
 
 def render(run: Run, background: torch.Tensor | None = None) -> dict[str, bytes]:

@@ -70,6 +70,7 @@ class Request:
     method: str
     path: str
     range: str | None
+    token: str | None = None  # the Bearer token sent, if any (tests check which token reached the Hub)
 
 
 class HubError(Exception):
@@ -381,7 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         hub = self.hub
-        hub.requests.append(Request(method, self.path, self.headers.get("range")))
+        bearer = self.headers.get("authorization", "")
+        hub.requests.append(Request(method, self.path, self.headers.get("range"),
+                                    bearer[7:] if bearer.lower().startswith("bearer ") else None))
         if hub.delay:
             time.sleep(hub.delay)
         retry_after = hub.next_limited()

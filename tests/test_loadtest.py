@@ -32,6 +32,24 @@ def test_short_load_test_passes_with_every_client_getting_its_own_results(app, c
     assert lines[-1].startswith("result: PASS") and any(line.startswith("latency: p50") for line in lines)
 
 
+def test_a_mix_of_quick_and_slow_jobs_reports_the_quick_ones_and_the_servers_peak(app, monkeypatch):
+    import os
+
+    from studio.serving import worker
+
+    monkeypatch.setenv("STUDIO_SCHEDULING", "fair")
+    monkeypatch.setattr(worker, "_WORKERS", {})
+    report = loadtest.run_load(app.url, clients=4, duration_s=8, steps=3, n=2, max_jobs=16, seed=700,
+                               slow_every=4, slow_steps=60, server_pid=os.getpid())
+    print("\n".join(report.lines()))
+    assert report.ok and report.errors == [] and report.wrong == []
+    assert [c.preset.endswith("(slow)") for c in report.clients] == [False, False, False, True]
+    assert report.quick_latencies and report.server_peak_mb > 100
+    lines = report.lines()
+    assert any(line.startswith("quick jobs (beside the slow ones): p50") for line in lines)
+    assert any(line.startswith("server peak RSS:") for line in lines)
+
+
 def run_zip(tmp_path, seed: int, samples: torch.Tensor):
     path = tmp_path / f"run-{seed}.zip"
     with zipfile.ZipFile(path, "w") as zf:

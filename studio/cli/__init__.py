@@ -43,13 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """An error message as one line, with anything shaped like a Hub token removed."""
+    from studio.data.hub_client import scrub
+
+    return scrub(" ".join(part.strip() for part in message.splitlines() if part.strip()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except ValueError as err:  # includes UsageError
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,17 +5,30 @@ from __future__ import annotations
 import argparse
 
 
+def parse_shape(text: str) -> list[int]:
+    """CxHxW as three positive whole numbers; ValueError naming --shape otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--shape: expected CxHxW, three positive whole numbers (e.g. 3x32x32), got {text!r}")
+    return [int(p) for p in parts]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from studio.studies.bench import main
     from studio.engine import resolve_device
 
+    shape = parse_shape(args.shape or "3x32x32")
+    for flag in ("n_data", "batch", "levels", "repeats"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')}: must be a positive whole number, got {value}")
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     opts = {
         "n_data": args.n_data or (50_000 if gpu else 5_000),
-        "shape": [int(v) for v in (args.shape or "3x32x32").split("x")],
+        "shape": shape,
         "batch": args.batch,
         "levels": args.levels,
         "repeats": args.repeats or (20 if gpu else 3),

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from studio.cli import one_line
 from studio.data.hub_client import HubError
 from studio.hub.export import export_run
 from studio.hub.share import pull_run, push_run
@@ -31,7 +32,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     except HubError as err:
         if isinstance(err, ValueError):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 1
     print(f"pushed run {result.run_id}: {result.url} (commit {result.commit_url})")
     return 0
@@ -44,7 +45,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     except HubError as err:
         if isinstance(err, ValueError):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 1
     print(folder)
     return 0

@@ -36,9 +36,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from studio.engine import execute
-    from studio.runs import save_run
+    from studio.runs import check_out_folder, save_run
 
     cfg = config_from_args(args)
+    out = check_out_folder(args.out, args.overwrite)
     bar = tqdm(total=None, desc=f"{cfg.denoiser.name}/{cfg.sampler.name}", unit="step", file=sys.stderr)
 
     def progress(step) -> None:
@@ -50,7 +51,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     background = None
     if not run.is_image:
         background = load_dataset(cfg.dataset.name, **cfg.dataset.options).x
-    folder = save_run(run, args.out, background)
+    folder = save_run(run, out, background)
     t = run.metrics["timings"]
     s = run.metrics["summary"]
     print(f"wrote {folder} | sampling {t['sampling_s']:.3f} s ({t['ms_per_step']:.2f} ms/step), fit {t['fit_s']:.2f} s"
@@ -64,5 +65,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sample", help="sample with a denoiser and write a run folder")
     add_run_flags(p)
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", required=True, help="run folder to write (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier studio run")
     p.set_defaults(func=cmd_sample)

@@ -17,6 +17,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import torch
 from PIL import Image, ImageOps
@@ -25,7 +26,7 @@ from studio.cache import atomic_dir, cache_root, digest
 from studio.data.buildcache import cached_built
 from studio.data.imageopts import apply_image_options, image_params, select_indices
 from studio.data.registry import Built, DatasetEntry, register
-from studio.limits import Limits
+from studio.limits import LimitError, Limits
 from studio.params import Param
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,19 @@ FILES_ENV, BYTES_ENV = "STUDIO_MAX_UPLOAD_FILES", "STUDIO_MAX_UPLOAD_BYTES"
 TOP_LEVEL_CLASS = "(top level)"  # class of images lying beside the class subfolders
 _BUILD_VERSION = "folder-1"
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def open_picture(source: str | Path | IO[bytes], what: str, formats: tuple[str, ...] | None = DECODERS) -> Image.Image:
+    """Open a user picture (PNG, JPEG or WebP only) reading just its header, and refuse it before a pixel is
+    decoded when it declares more than STUDIO_MAX_IMAGE_PIXELS: a small file can unpack to gigabytes."""
+    image = Image.open(source, formats=formats)
+    try:
+        width, height = image.size
+        Limits.from_env().check("max_image_pixels", width * height, f"{what} ({width}x{height} pixels)")
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def upload_limits() -> tuple[int, int]:
@@ -154,9 +168,11 @@ def _decode_all(base: Path, files: list[str], resolution: int, channels: int, la
             not_images.append(rel)
             continue
         try:
-            with Image.open(base / rel, formats=DECODERS) as image:
+            with open_picture(base / rel, f"dataset.path: {rel}") as image:
                 upright = ImageOps.exif_transpose(image)
                 x, _, _ = apply_image_options([upright], None, None, {"resolution": resolution, "channels": channels})
+        except LimitError:
+            raise
         except UNREADABLE:
             unreadable.append(rel)
             continue

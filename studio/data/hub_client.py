@@ -33,6 +33,8 @@ from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils._http import default_client_factory
 from tqdm.auto import tqdm
 
+from studio.limits import shared_instance
+
 log = logging.getLogger("studio.hub")
 
 # huggingface_hub's shared HTTP client has no timeout of its own (`timeout=None`): a silent network would hang
@@ -57,6 +59,11 @@ class RetryPolicy:
 
 RETRY = RetryPolicy()
 _RETRY_STATUS = (429, 502, 503, 504)
+
+
+# A Hub token: a string, None (huggingface_hub's own lookup: $HF_TOKEN, then the saved login) or False (anonymous,
+# no lookup: a visitor of a shared instance who gave no token of their own).
+Token = str | bool | None
 
 
 class HubError(Exception):
@@ -146,8 +153,12 @@ def check_repo_id(repo_id: str, field: str = "repo") -> str:
     return text
 
 
-def resolve_token(token: str | None = None, env: str = "HF_TOKEN") -> str | None:
-    """The token from the caller (UI field), else $env, else the saved `hf auth login` token."""
+def resolve_token(token: Token = None, env: str = "HF_TOKEN") -> Token:
+    """The token from the caller (UI field), else $env, else the saved `hf auth login` token. False (a visitor
+    of a shared instance without a token of their own) stays False: anonymous, and huggingface_hub is told not
+    to look for a token either."""
+    if token is False:
+        return False
     for candidate in (token, os.environ.get(env), get_token() if env == "HF_TOKEN" else None):
         if candidate and candidate.strip():
             return candidate.strip()
@@ -165,7 +176,7 @@ def scrub(text: str, *secrets: str | None) -> str:
     return _TOKEN_PATTERN.sub("hf_***", text)
 
 
-def translate(err: BaseException, *, what: str, repo_id: str, endpoint: str, token: str | None = None) -> HubError:
+def translate(err: BaseException, *, what: str, repo_id: str, endpoint: str, token: Token = None) -> HubError:
     """Turn a huggingface_hub/httpx failure of `what` into a HubError whose message says what to do."""
     if isinstance(err, HubError):
         return err
@@ -217,7 +228,7 @@ def _retry_after(err: HfHubHTTPError) -> float:
     return float(value) if value.strip().isdigit() else 0.0
 
 
-def with_retries(call: Callable[[], T], *, what: str, repo_id: str, endpoint: str, token: str | None = None,
+def with_retries(call: Callable[[], T], *, what: str, repo_id: str, endpoint: str, token: Token = None,
                  policy: RetryPolicy | None = None) -> T:
     """Run `call`, waiting and retrying on 429/5xx with exponential backoff; failures become HubErrors."""
     policy = policy or RETRY
@@ -281,8 +292,9 @@ def fetch_files(
     *,
     what: str,
     endpoint: str | None = None,
-    token: str | None = None,
+    token: Token = None,
     progress: Progress | None = None,
+    allow_local: bool = True,
 ) -> dict[str, Path]:
     """Download the files `select` picks from the repo listing; returns {path in repo: local file}.
 
@@ -290,12 +302,15 @@ def fetch_files(
     into huggingface_hub's cache by revision name, which records refs/<revision> there for later offline use
     (complete files are never fetched twice; a dropped transfer resumes by Range).
     Offline or unreachable: the same selection over what huggingface_hub's cache already holds for that
-    revision (e.g. after `hf download REPO --repo-type dataset`); if that is not enough, a HubNetworkError.
+    revision (e.g. after `hf download REPO --repo-type dataset`); if that is not enough, or `allow_local` is
+    False (a visitor of a shared instance must prove access online), a HubNetworkError.
     `select` raises ValueError (or a HubError) when the files it needs are not all there.
     """
     from huggingface_hub import HfApi
 
     ensure_timeouts()
+    if token is None and shared_instance():  # a visitor's request never borrows the server's token
+        token = False
     endpoint = hub_endpoint(endpoint)
     cache_dir = hf_cache_dir()
     failure: HubError | None = None
@@ -311,6 +326,8 @@ def fetch_files(
         except HubNetworkError as err:
             failure = err
     reason = str(failure) if failure else f"{what}: offline mode is on (HF_HUB_OFFLINE)"
+    if not allow_local:  # the caller must prove access to the repo: no local copy stands in for the Hub
+        raise HubNetworkError(reason)
     local = _cached_revision(cache_dir, repo_id, repo_type, revision)
     if local is None:
         raise HubNetworkError(f"{reason}; and {repo_id}@{revision} is not in the local cache ({cache_dir}).")
@@ -325,7 +342,7 @@ def fetch_files(
 
 
 def _download(repo_id: str, repo_type: str, revision: str, chosen: Iterable[RemoteFile], *, what: str,
-              endpoint: str, token: str | None, cache_dir: Path, progress: Progress | None) -> dict[str, Path]:
+              endpoint: str, token: Token, cache_dir: Path, progress: Progress | None) -> dict[str, Path]:
     chosen = list(chosen)
     total = sum(f.size for f in chosen)
     label = f"{what}: {repo_id}"

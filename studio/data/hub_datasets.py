@@ -152,7 +152,8 @@ def _image_and_label_columns(schema) -> tuple[str, str | None, list[str] | None]
 def _decode(paths: list[Path], resolution: int, channels: int, limit: int | None) -> dict[str, torch.Tensor]:
     """Decode, crop and resize every image of the parquet shards into uint8 [N, C, R, R] (+ labels, class names)."""
     import pyarrow.parquet as pq
-    from PIL import Image
+
+    from studio.data.folder import open_picture
 
     chunks, labels, class_names, has_labels = [], [], None, True
     done = 0
@@ -167,7 +168,7 @@ def _decode(paths: list[Path], resolution: int, channels: int, limit: int | None
                 break
             rows = batch.num_rows if limit is None else min(batch.num_rows, limit - done)
             encoded = batch.column(image_col).field("bytes").to_pylist()[:rows]
-            pictures = [Image.open(io.BytesIO(blob)) for blob in encoded]
+            pictures = [open_picture(io.BytesIO(blob), f"{path.name} image", formats=None) for blob in encoded]
             x, _, _ = apply_image_options(pictures, None, None, {"resolution": resolution, "channels": channels})
             chunks.append(((x + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8))
             if label_col:

@@ -20,7 +20,7 @@ from typing import Any
 
 from studio import __version__
 from studio.cache import atomic_dir, cache_root
-from studio.hub.export import describe, export_folder, export_run, is_run
+from studio.hub.export import describe, export_folder, export_run, is_run, run_parts
 from studio.data.hub_client import (
     HubAuthError,
     HubError,
@@ -31,11 +31,13 @@ from studio.data.hub_client import (
     HubRepoIdError,
     Progress,
     RemoteFile,
+    Token,
     check_repo_id,
     ensure_timeouts,
     fetch_files,
     hub_endpoint,
     resolve_token,
+    scrub,
     with_retries,
 )
 
@@ -145,7 +147,7 @@ def _open_repo(api, repo_id: str, private: bool, retry: dict[str, Any]) -> None:
         log.warning("push: %s already exists and is public; `private` only applies when creating it", repo_id)
 
 
-def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, private: bool = False,
+def push_run(run_dir: str | Path, repo_id: str, token: Token = None, private: bool = False,
              endpoint: str | None = None, progress: Progress | None = None) -> PushResult:
     """Upload a run (or comparison) folder to `runs/<run-id>/` of dataset repo `repo_id` in one commit.
 
@@ -155,7 +157,11 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
     from huggingface_hub import CommitOperationAdd, HfApi
 
     repo_id = check_repo_id(repo_id)
+    run_parts(run_dir)  # a wrong folder is reported before the Hub is contacted
     token = resolve_token(token)
+    if token is False:
+        raise HubAuthError("push: sign in with Hugging Face or paste your own token with write access; this shared "
+                           "instance never uses its own token for a visitor.")
     if token is None:
         raise HubAuthError("push: no Hugging Face token. Paste a token with write access, set HF_TOKEN, or run "
                            "`hf auth login` (create one at https://huggingface.co/settings/tokens).")
@@ -168,8 +174,8 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
     who = with_retries(api.whoami, what="checking the token", **retry)
     role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
-        raise HubPermissionError(f"push: the token of {who.get('name', 'this user')} is read-only; create one with "
-                                 "write access at https://huggingface.co/settings/tokens.")
+        raise HubPermissionError(scrub(f"push: the token of {who.get('name', 'this user')} is read-only; create one "
+                                       "with write access at https://huggingface.co/settings/tokens.", token))
 
     with tempfile.TemporaryDirectory(prefix="studio-push-") as scratch:
         scratch = Path(scratch)
@@ -203,7 +209,7 @@ def push_run(run_dir: str | Path, repo_id: str, token: str | None = None, privat
         info = with_retries(commit, what=f"pushing run {run_id}", **retry)
     url = f"{_repo_url(endpoint, repo_id)}/tree/main/{RUNS}/{run_id}"
     _report(progress, 1.0, f"pushed run {run_id} to {url}")
-    return PushResult(url=url, commit_url=info.commit_url, run_id=run_id)
+    return PushResult(url=url, commit_url=scrub(str(info.commit_url), token), run_id=run_id)
 
 
 def _pulled_root(repo_id: str) -> Path:
@@ -215,7 +221,7 @@ def _local_runs(repo_id: str) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
-def list_pushed_runs(repo_id: str, endpoint: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
+def list_pushed_runs(repo_id: str, endpoint: str | None = None, token: Token = None, allow_local: bool = True) -> list[dict[str, Any]]:
     """The entries of the repository's runs/index.json, oldest push first."""
     repo_id = check_repo_id(repo_id)
     token = resolve_token(token)
@@ -226,26 +232,29 @@ def list_pushed_runs(repo_id: str, endpoint: str | None = None, token: str | Non
             raise HubNotFoundError(f"pull: {repo_id} has no {INDEX}; it holds no runs pushed by the studio.")
         return chosen
 
-    files = fetch_files(repo_id, "dataset", "main", only_index, what="listing runs", endpoint=endpoint, token=token)
+    files = fetch_files(repo_id, "dataset", "main", only_index, what="listing runs", endpoint=endpoint, token=token,
+                        allow_local=allow_local)
     return json.loads(files[INDEX].read_text())
 
 
-def pull_run(repo_id: str, run_id: str | None = None, endpoint: str | None = None, token: str | None = None,
-             progress: Progress | None = None) -> Path:
+def pull_run(repo_id: str, run_id: str | None = None, endpoint: str | None = None, token: Token = None,
+             progress: Progress | None = None, allow_local: bool = True) -> Path:
     """Download run `run_id` (default: the last pushed) of `repo_id` into the studio cache; returns its folder.
 
-    A run already pulled is returned without network access, so it stays usable offline.
+    A run already pulled is returned without network access, so it stays usable offline; with `allow_local`
+    False (a visitor of a shared instance) the Hub is always asked first, so a visitor never gets a copy
+    another caller pulled from a repository the visitor may not read.
     """
     repo_id = check_repo_id(repo_id)
     token = resolve_token(token)
     if run_id is not None and not _RUN_ID.match(run_id):
-        raise HubNotFoundError(f"pull: {run_id!r} is not a run id (letters, digits, '_', '-', '.')")
+        raise ValueError(f"run: {run_id[:100]!r} is not a run id (letters, digits, '_', '-', '.')")
     root = _pulled_root(repo_id)
-    if run_id is not None and (root / run_id / README).is_file():
+    if allow_local and run_id is not None and (root / run_id / README).is_file():
         return root / run_id
     if run_id is None:
         try:
-            index = list_pushed_runs(repo_id, endpoint, token)
+            index = list_pushed_runs(repo_id, endpoint, token, allow_local)
         except HubNetworkError as err:
             local = _local_runs(repo_id)
             hint = f" Pulled runs available offline: {', '.join(local)} (pass --run)." if local else ""
@@ -253,7 +262,7 @@ def pull_run(repo_id: str, run_id: str | None = None, endpoint: str | None = Non
         if not index:
             raise HubNotFoundError(f"pull: {repo_id} lists no runs in {INDEX}.")
         run_id = index[-1]["run_id"]
-        if (root / run_id / README).is_file():
+        if allow_local and (root / run_id / README).is_file():
             return root / run_id
     prefix = f"{RUNS}/{run_id}/"
 
@@ -266,7 +275,7 @@ def pull_run(repo_id: str, run_id: str | None = None, endpoint: str | None = Non
         return chosen
 
     files = fetch_files(repo_id, "dataset", "main", run_files, what=f"pulling run {run_id}", endpoint=endpoint,
-                        token=token, progress=progress)
+                        token=token, progress=progress, allow_local=allow_local)
 
     def write(tmp: Path) -> None:
         for path, local in files.items():

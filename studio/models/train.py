@@ -223,11 +223,13 @@ class Trainer:
     # ---------------------------------------------------------------- training
     def run(self, resume: bool = False, progress: bool = True,
             on_log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out: {self.out} exists and is not a folder; choose a new or empty folder")
         if (self.out / RESUME).exists() and not resume:
             raise ValueError(f"--out: {self.out} already holds a training run; pass --resume to continue it "
                              "or choose another folder")
         if resume and not self.load_state():
-            print(f"--resume: {self.out} holds no saved state; starting from step 0", file=sys.stderr)
+            raise ValueError(f"--resume: {self.out} holds no saved training state; drop --resume to start from step 0")
         self.out.mkdir(parents=True, exist_ok=True)
         from tqdm import tqdm
 

@@ -2,7 +2,8 @@
 
 Each client is its own gradio_client session that runs one small preset (digits, faces or 2-D toys, a few
 steps, a few samples) with its own seed through the app's `/run_config` endpoint, again and again until the
-time is up. Every result is checked against the same config computed here: the run's zip (the page's
+time is up; with `--slow-every k` every k-th client runs a slow job (`--slow-steps`) instead, and the report
+gives the quick jobs' latency beside them (and, with `--server-pid`, the server's peak RSS). Every result is checked against the same config computed here: the run's zip (the page's
 download) must hold this client's seed in config.yaml and exactly the samples that seed gives, so a result
 that reached the wrong session, or a mixed-up one, is caught. Bounded in clients, time and jobs; loopback
 URLs only, so it can never be pointed at someone else's server.
@@ -51,8 +52,10 @@ def _bounded(name: str, value: int, high: int) -> int:
     return value
 
 
-def client_configs(clients: int, steps: int, n: int, seed: int) -> list[tuple[str, Any]]:
-    """(preset name, RunConfig) per client: the small presets in turn, shortened, on the CPU, seed + client."""
+def client_configs(clients: int, steps: int, n: int, seed: int, slow_every: int = 0,
+                   slow_steps: int = 0) -> list[tuple[str, Any]]:
+    """(preset name, RunConfig) per client: the small presets in turn, shortened, on the CPU, seed + client;
+    with `slow_every` k, every k-th client runs `slow_steps` steps instead (a slow job among quick ones)."""
     from studio.presets import load_preset, override, presets_dir
 
     found = [name for name in PRESETS if (presets_dir() / f"{name}.yaml").is_file()]
@@ -62,7 +65,9 @@ def client_configs(clients: int, steps: int, n: int, seed: int) -> list[tuple[st
     for i in range(clients):
         name = found[i % len(found)]
         base = load_preset(presets_dir() / f"{name}.yaml").config
-        out.append((name, override(base, {"sampler": {"steps": steps}, "n": n, "seed": seed + i, "device": "cpu"})))
+        slow = slow_every > 0 and i % slow_every == slow_every - 1
+        changes = {"sampler": {"steps": slow_steps if slow else steps}, "n": n, "seed": seed + i, "device": "cpu"}
+        out.append((f"{name} (slow)" if slow else name, override(base, changes)))
     return out
 
 
@@ -147,6 +152,7 @@ class LoadReport:
     wall_s: float
     steps: int
     n: int
+    server_peak_mb: float | None = None
 
     @property
     def latencies(self) -> list[float]:
@@ -159,6 +165,10 @@ class LoadReport:
     @property
     def wrong(self) -> list[str]:
         return [w for c in self.clients for w in c.wrong]
+
+    @property
+    def quick_latencies(self) -> list[float]:
+        return sorted(x for c in self.clients if not c.preset.endswith("(slow)") for x in c.latencies)
 
     @property
     def ok(self) -> bool:
@@ -175,8 +185,13 @@ class LoadReport:
             f"wall time: {self.wall_s:.1f} s  throughput: {len(lat) / max(self.wall_s, 1e-9):.2f} jobs/s",
         ]
         if lat:
-            p95 = statistics.quantiles(lat, n=20, method="inclusive")[-1] if len(lat) > 1 else lat[0]
-            out.append(f"latency: p50 {statistics.median(lat):.2f} s  p95 {p95:.2f} s  max {lat[-1]:.2f} s")
+            out.append(f"latency: p50 {statistics.median(lat):.2f} s  p95 {_p95(lat):.2f} s  max {lat[-1]:.2f} s")
+        quick = self.quick_latencies
+        if quick and len(quick) < len(lat):
+            out.append(f"quick jobs (beside the slow ones): p50 {statistics.median(quick):.2f} s  "
+                       f"p95 {_p95(quick):.2f} s  max {quick[-1]:.2f} s")
+        if self.server_peak_mb is not None:
+            out.append(f"server peak RSS: {self.server_peak_mb:.0f} MB")
         out.append(f"jobs per client: min {min(per_client)}  max {max(per_client)}")
         for label, items in (("error", self.errors), ("wrong", self.wrong)):
             for message, count in sorted(_count(items).items(), key=lambda kv: -kv[1])[:5]:
@@ -188,6 +203,20 @@ class LoadReport:
         return out
 
 
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident memory (VmHWM) of process `pid` on this machine, in MB; None when unreadable."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((l for l in status.splitlines() if l.startswith("VmHWM:")), None)
+    return None if line is None else int(line.split()[1]) / 1024
+
+
 def _count(items: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:
@@ -196,15 +225,20 @@ def _count(items: list[str]) -> dict[str, int]:
 
 
 def run_load(url: str, clients: int = 4, duration_s: float = 15, steps: int = 5, n: int = 4,
-             max_jobs: int = 1000, seed: int = 1000, job_timeout: float = 120) -> LoadReport:
-    """Drive `clients` sessions for `duration_s` seconds (jobs already started may finish, up to `job_timeout`)."""
+             max_jobs: int = 1000, seed: int = 1000, job_timeout: float = 120, slow_every: int = 0,
+             slow_steps: int = 0, server_pid: int | None = None) -> LoadReport:
+    """Drive `clients` sessions for `duration_s` seconds (jobs already started may finish, up to `job_timeout`);
+    every `slow_every`-th client runs `slow_steps` steps; `server_pid` adds the server's peak RSS."""
     from studio import engine
 
     url = check_url(url)
     _bounded("clients", clients, MAX_CLIENTS)
     _bounded("duration", int(duration_s), MAX_DURATION_S)
     _bounded("max-jobs", max_jobs, MAX_JOBS)
-    plans = client_configs(clients, steps, n, seed)
+    if slow_every:
+        _bounded("slow-every", slow_every, MAX_CLIENTS)
+        _bounded("slow-steps", slow_steps, 1000)
+    plans = client_configs(clients, steps, n, seed, slow_every, slow_steps)
     expected = [engine.execute(cfg).samples for _, cfg in plans]
     reports = [ClientReport(i, name, cfg.seed) for i, (name, cfg) in enumerate(plans)]
     downloads = Path(tempfile.mkdtemp(prefix="studio-loadtest-"))
@@ -224,4 +258,5 @@ def run_load(url: str, clients: int = 4, duration_s: float = 15, steps: int = 5,
                 report.errors.append("client still waiting when the load test ended")
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
-    return LoadReport(url, reports, duration_s, time.monotonic() - started, steps, n)
+    peak = None if server_pid is None else peak_rss_mb(server_pid)
+    return LoadReport(url, reports, duration_s, time.monotonic() - started, steps, n, peak)

@@ -11,17 +11,20 @@ died is restarted on the next submit.
 from __future__ import annotations
 
 import itertools
+import math
 import logging
+import os
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from studio.config import RunConfig
-from studio.limits import Limits
-from studio.serving.policy import check_config
+from studio.limits import LimitError, Limits, shared_instance
+from studio.serving.policy import check_config, check_loaded
 
 if TYPE_CHECKING:  # imported when a job runs: the page starts before torch loads
     from studio.data.dataset import Dataset
@@ -83,7 +86,7 @@ class Job:
             position = self.worker.position(self) if self.worker else 0
             if position and position != last_position:
                 last_position = position
-                yield Event("queued", position=position, message=f"waiting: {position - 1} job(s) ahead")
+                yield Event("queued", position=position, message=self.worker.waiting_message(self))
             try:
                 batch = [self.events.get(timeout=poll_s)]
             except queue.Empty:
@@ -124,7 +127,7 @@ def _part_events(part: int, cfg: RunConfig, stop: Callable[[], bool], save_to: S
 
     yield Event("preparing", part=part, message="loading the dataset and fitting the denoiser")
     loaded = load_dataset(cfg.dataset.name, **cfg.dataset.options)  # the size limit, before any fitting
-    Limits.from_env().check("max_dataset", loaded.n, "dataset size")
+    check_loaded(loaded.n)
     prep = engine.prepare(cfg)
     yield Event("ready", part=part, dataset=prep.dataset, message=f"fitted in {prep.fit_s:.2f} s")
     kept = []
@@ -144,7 +147,14 @@ def job_events(job: Job) -> Iterator[Event]:
     Always ends with exactly one terminal event: done, cancelled (within one step of the request) or error."""
     from studio.diffusion.loop import Cancelled
 
-    parts = [_part_events(i, cfg, lambda: job.cancelled, job.save_to) for i, cfg in enumerate(job.configs)]
+    limit = Limits.from_env().max_job_seconds
+    deadline = time.monotonic() + limit
+
+    def timed_out() -> bool:
+        return time.monotonic() > deadline
+
+    stop = lambda: job.cancelled or timed_out()  # noqa: E731 - checked after every step
+    parts = [_part_events(i, cfg, stop, job.save_to) for i, cfg in enumerate(job.configs)]
     try:
         if job.cancelled:
             raise Cancelled(0)
@@ -152,7 +162,11 @@ def job_events(job: Job) -> Iterator[Event]:
             yield from (event for event in group if event is not None)
         yield Event("done")
     except Cancelled as err:
-        yield Event("cancelled", k=err.steps_done, message=f"cancelled after {err.steps_done} step(s)")
+        if timed_out() and not job.cancelled:
+            yield Event("error", message=f"job time: stopped after {err.steps_done} step(s), over this instance's "
+                                         f"limit of {limit:,} s (set STUDIO_MAX_JOB_SECONDS to change it)")
+        else:
+            yield Event("cancelled", k=err.steps_done, message=f"cancelled after {err.steps_done} step(s)")
     except ValueError as err:  # bad input: the message names the field
         yield Event("error", message=str(err))
     except Exception as err:  # noqa: BLE001 - one clear line for the page, the traceback for the log
@@ -164,13 +178,19 @@ def job_events(job: Job) -> Iterator[Event]:
 
 
 class Worker:
-    """Runs jobs for one device on `threads` background threads, in the order they were submitted."""
+    """Runs jobs for one device on `threads` background threads. "fifo": each thread runs one job to its end,
+    in the order they were submitted. "fair": each thread interleaves up to `max_active` jobs one step (one
+    event) at a time, round robin, so a quick job is not held up behind a slow one."""
 
-    def __init__(self, device: str, threads: int = 1, max_queue: int = 64) -> None:
+    def __init__(self, device: str, threads: int = 1, max_queue: int = 64, scheduling: str = "fifo",
+                 max_active: int = 8) -> None:
         self.device = device
         self.max_queue = max_queue
+        self.scheduling = scheduling
+        self.max_active = max_active
         self._jobs: "queue.Queue[Job]" = queue.Queue()
         self._pending: list[Job] = []
+        self._running: list[Job] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread | None] = [None] * threads
 
@@ -190,6 +210,24 @@ class Worker:
         with self._lock:
             return self._pending.index(job) + 1 if job in self._pending else 0
 
+    def ahead(self, job: Job) -> list[Job]:
+        """The jobs a waiting job waits for: those running and those queued before it."""
+        with self._lock:
+            waiting = self._pending[:self._pending.index(job)] if job in self._pending else []
+            return [*self._running, *waiting]
+
+    def waiting_message(self, job: Job) -> str:
+        """What a waiting job's page shows: the jobs ahead of it and the cost model's estimate of their time."""
+        from studio.serving.policy import estimate_cost
+
+        ahead = self.ahead(job)
+        try:
+            seconds = sum(estimate_cost(cfg).seconds for other in ahead for cfg in other.configs)
+        except ValueError:  # a config the job itself will report on
+            seconds = 0.0
+        share = " (sharing the device step by step)" if self.scheduling == "fair" else ""
+        return f"waiting: {len(ahead)} job(s) ahead, about {math.ceil(seconds)} s of work{share}"
+
     def _ensure_threads(self) -> None:
         with self._lock:
             for i, thread in enumerate(self._threads):
@@ -200,15 +238,47 @@ class Worker:
                         target=self._serve, name=f"studio-worker-{self.device}-{i}", daemon=True)
                     self._threads[i].start()
 
+    def _start(self, job: Job) -> Iterator[Event]:
+        """Move a job from waiting to running on this thread; its events, not yet started."""
+        with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+            self._running.append(job)
+        job.thread = threading.current_thread()
+        return job_events(job)
+
+    def _finish(self, job: Job) -> None:
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+
     def _serve(self) -> None:
+        if self.scheduling == "fair":
+            return self._serve_round_robin()
         while True:
             job = self._jobs.get()
-            with self._lock:
-                if job in self._pending:
-                    self._pending.remove(job)
-            job.thread = threading.current_thread()
-            for event in job_events(job):
+            for event in self._start(job):
                 job.events.put(event)
+            self._finish(job)
+
+    def _serve_round_robin(self) -> None:
+        """Advance every active job by one event in turn; take new jobs between rounds (wait when idle)."""
+        active: list[tuple[Job, Iterator[Event]]] = []
+        while True:
+            while len(active) < self.max_active:
+                try:
+                    job = self._jobs.get(block=not active)
+                except queue.Empty:
+                    break
+                active.append((job, self._start(job)))
+            for entry in list(active):
+                job, events = entry
+                event = next(events, None)
+                if event is not None:
+                    job.events.put(event)
+                if event is None or event.kind in TERMINAL:
+                    active.remove(entry)
+                    self._finish(job)
 
 
 _WORKERS: dict[str, Worker] = {}
@@ -224,8 +294,21 @@ def worker_for(device: str) -> Worker:
     with _WORKERS_LOCK:
         if key not in _WORKERS:
             lim = Limits.from_env()
-            _WORKERS[key] = Worker(key, threads=lim.concurrency_per_device, max_queue=lim.queue_length)
+            _WORKERS[key] = Worker(key, threads=lim.concurrency_per_device, max_queue=lim.queue_length,
+                                   scheduling=scheduling())
         return _WORKERS[key]
+
+
+SCHEDULING_ENV = "STUDIO_SCHEDULING"
+
+
+def scheduling() -> str:
+    """$STUDIO_SCHEDULING: "fair" (jobs interleaved step by step; the default on a Space) or "fifo" (one job
+    after another; the default of a local studio, whose single user runs one job at a time)."""
+    value = os.environ.get(SCHEDULING_ENV, "").strip().lower() or ("fair" if shared_instance() else "fifo")
+    if value not in ("fair", "fifo"):
+        raise LimitError(f"{SCHEDULING_ENV}: expected fair or fifo, got {value!r}")
+    return value
 
 
 def admit(configs: Sequence[RunConfig]) -> None:

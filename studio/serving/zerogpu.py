@@ -57,20 +57,11 @@ def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
     return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(dict(cfg))
 
 
-def _values_per_item(cfg: RunConfig) -> int:
-    from studio.data.registry import get_entry
-
-    if get_entry(cfg.dataset.name).kind == "points":
-        return 2
-    opts = cfg.dataset.options
-    return int(opts.get("channels") or 3) * int(opts.get("resolution") or 32) ** 2
-
-
 def estimate_seconds(configs: Sequence[RunConfig | Mapping[str, Any]]) -> int:
     """GPU seconds to request for a job (the formula in the module docstring); bad input gets the floor,
     since the job will only report the error."""
     from studio.limits import Limits
-    from studio.serving.policy import dataset_size_hint
+    from studio.serving.policy import dataset_size_hint, values_per_item
 
     try:
         parts = [_as_config(c) for c in configs]
@@ -79,7 +70,7 @@ def estimate_seconds(configs: Sequence[RunConfig | Mapping[str, Any]]) -> int:
     total = 0.0
     for cfg in parts:
         n_items = dataset_size_hint(cfg) or Limits.from_env().max_dataset
-        total += BASE_S + cfg.sampler.steps * (STEP_S + cfg.n * n_items * _values_per_item(cfg) / RATE)
+        total += BASE_S + cfg.sampler.steps * (STEP_S + cfg.n * n_items * values_per_item(cfg) / RATE)
     return int(min(max(round(total), FLOOR_S), CEILING_S))
 
 

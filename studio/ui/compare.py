@@ -4,6 +4,7 @@ a per-step chart of the distance between the two trajectories. Default pair: DDP
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -12,7 +13,6 @@ import gradio as gr
 import torch
 
 from studio.serving import zerogpu
-from studio.cache import digest
 from studio.config import RunConfig
 from studio.data.registry import get_entry, load_dataset
 from studio.presets import compare_pair
@@ -178,7 +178,7 @@ class CompareTab:
             raise gr.Error(str(err), print_exception=False) from None
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         folder = run_folder(f"{stamp}-compare-{a.dataset.name}-{a.sampler.name}-vs-{b.sampler.name}-"
-                            f"{digest(a.to_dict(), b.to_dict(), stamp)[:6]}")
+                            f"{secrets.token_hex(8)}")
         done: dict[int, Result] = {}
         backgrounds: dict[int, Any] = {}
         progress = {0: (0, a.sampler.steps), 1: (0, b.sampler.steps)}
@@ -214,9 +214,9 @@ class CompareTab:
                 yield {self.progress: progress_html("error", 0, 0, event.message)}
                 raise gr.Error(event.message, print_exception=False)
 
-    def pull(self, session: Session, repo: str, run_id: str, token: str) -> dict:
+    def pull(self, session: Session, repo: str, run_id: str, token: str, oauth: gr.OAuthToken | None = None) -> dict:
         try:
-            folder = hubshare.pull(repo, run_id, token)
+            folder = hubshare.pull(repo, run_id, token, hubshare.oauth_value(oauth))
             parts = sorted(p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file())
             if len(parts) != 2:
                 raise ValueError(f"{Path(folder).name} is not a comparison of two runs; pull it on the Sample tab")

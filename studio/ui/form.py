@@ -16,6 +16,7 @@ from studio.denoisers.registry import denoiser_class, denoiser_names
 from studio.diffusion.samplers import SAMPLERS
 from studio.diffusion.schedules import SCHEDULES
 from studio.diffusion.spacing import SPACINGS
+from studio.serving.policy import check_dataset, check_loaded
 from studio.ui import explain, pictures
 from studio.ui.controls import ParamPanel
 
@@ -160,7 +161,9 @@ class RunForm:
         """The strip of training images and one line of facts (N, shape, source) for the chosen dataset."""
         name, options = self.dataset.read(values)
         try:
+            check_dataset(name, options)  # the policy gate: limits and allowed folders, before loading
             ds = load_dataset(name, **options)
+            check_loaded(ds.n)
         except (ValueError, OSError) as err:
             return None, f"⚠️ {err}"
         shape = "×".join(map(str, ds.shape))

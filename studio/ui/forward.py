@@ -12,13 +12,14 @@ import torch
 from PIL import Image, ImageOps
 
 from studio.serving import zerogpu
+from studio.serving.policy import check_loaded, check_sources
 from studio.config import RunConfig
-from studio.data.folder import DECODERS, UNREADABLE
+from studio.data.folder import UNREADABLE, open_picture
 from studio.data.registry import load_dataset
 from studio.diffusion.inversion import ddim_invert, reconstruct
 from studio.diffusion.schedules import Schedule
 from studio.diffusion.spacing import timesteps
-from studio.limits import Limits
+from studio.limits import LimitError, Limits
 from studio.ui import charts, explain, pictures
 from studio.ui.form import RunForm
 
@@ -31,8 +32,10 @@ def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
     WebP are decoded (the upload arrives as a file, not through PIL's every format)."""
     C, H, W = shape
     try:
-        with Image.open(path, formats=DECODERS) as opened:
+        with open_picture(path, "upload") as opened:
             picture = ImageOps.exif_transpose(opened).convert("L" if C == 1 else "RGB")
+    except LimitError:
+        raise
     except UNREADABLE:
         raise ValueError("upload: not a readable PNG, JPEG or WebP picture") from None
     picture = picture.resize((W, H), Image.Resampling.LANCZOS)
@@ -74,7 +77,9 @@ class ForwardTab:
 
     def _item(self, values: Sequence[Any], source: str, index: float, upload) -> tuple[RunConfig, Any, torch.Tensor]:
         cfg = self.form.read(values)
+        check_sources(cfg)  # the policy gate, before any loading
         dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+        check_loaded(dataset.n)
         if dataset.kind == "points":
             return cfg, dataset, dataset.x[:POINTS_SHOWN]
         if source == "upload":

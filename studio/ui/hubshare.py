@@ -8,6 +8,8 @@ from typing import Callable
 
 import gradio as gr
 
+from studio.serving.policy import shared_instance, space_oauth, visitor_token
+
 
 def hub_module():
     """studio.hub.share, or None with the reason when it cannot be imported."""
@@ -18,8 +20,9 @@ def hub_module():
     return hub, ""
 
 
-def share(folder: Path | None, repo: str, token: str, private: bool, progress=None) -> str:
-    """Push a saved run (or comparison) folder; one status line, never containing the token."""
+def share(folder: Path | None, repo: str, token: str, private: bool, progress=None, oauth: str | None = None) -> str:
+    """Push a saved run (or comparison) folder; one status line, never containing a token. On a Space only the
+    visitor's own token (typed, or `oauth` from their Hugging Face sign-in) is used (studio.serving.policy)."""
     hub, why = hub_module()
     if hub is None:
         return why
@@ -27,22 +30,29 @@ def share(folder: Path | None, repo: str, token: str, private: bool, progress=No
         return "Nothing to share yet: run (or pull) something first."
     report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
     try:
-        result = hub.push_run(Path(folder), repo.strip(), token=token.strip() or None, private=private,
+        result = hub.push_run(Path(folder), repo.strip(), token=visitor_token(token, oauth), private=private,
                               progress=report)
     except (hub.HubError, ValueError) as err:
-        return f"❌ {err}"
+        return f"❌ {hub.scrub(str(err), token, oauth)}"
     return f"✅ Shared as run `{result.run_id}`: [{result.url}]({result.url})"
 
 
-def pull(repo: str, run_id: str, token: str) -> Path:
-    """Download (or reuse) a shared run; ValueError with the Hub's message when it fails."""
+def pull(repo: str, run_id: str, token: str, oauth: str | None = None) -> Path:
+    """Download (or reuse) a shared run; ValueError with the Hub's message when it fails. On a Space the Hub is
+    always asked with the visitor's own token, so nobody gets a run another visitor could read."""
     hub, why = hub_module()
     if hub is None:
         raise ValueError(why)
     try:
-        return hub.pull_run(repo.strip(), run_id.strip() or None, token=token.strip() or None)
-    except hub.HubError as err:
-        raise ValueError(str(err)) from None
+        return hub.pull_run(repo.strip(), run_id.strip() or None, token=visitor_token(token, oauth),
+                            allow_local=not shared_instance())
+    except (hub.HubError, ValueError) as err:
+        raise ValueError(hub.scrub(str(err), token, oauth)) from None
+
+
+def oauth_value(oauth: "gr.OAuthToken | None") -> str | None:
+    """The access token of a visitor's Hugging Face sign-in, if any."""
+    return None if oauth is None else oauth.token
 
 
 class HubPanel:
@@ -55,9 +65,12 @@ class HubPanel:
             with gr.Row():
                 self.repo = gr.Textbox(label="Dataset repo", placeholder="your-name/diffusion-runs", scale=3,
                                        elem_id=f"{owner}-hub-repo")
+                hint = ("your Hugging Face sign-in" if space_oauth() else "anonymous: public pulls only"
+                        ) if shared_instance() else "HF_TOKEN or `hf auth login`"
                 self.token = gr.Textbox(label="Token (write access)", type="password", scale=3,
-                                        placeholder="hf_… (empty: HF_TOKEN or `hf auth login`)",
-                                        elem_id=f"{owner}-hub-token")
+                                        placeholder=f"hf_… (empty: {hint})", elem_id=f"{owner}-hub-token")
+                if space_oauth():  # a visitor acts with their own account, never the Space's token
+                    gr.LoginButton(scale=1)
                 self.private = gr.Checkbox(label="Private", value=False, scale=1, min_width=80)
             with gr.Row():
                 self.share = gr.Button("Share this run", elem_id=f"{owner}-share")
@@ -69,8 +82,9 @@ class HubPanel:
     def wire_share(self, folder_of: Callable, session: gr.State) -> None:
         """`folder_of(session) -> Path | None` names what Share uploads; the token box is cleared every time."""
 
-        def on_share(sess, repo: str, token: str, private: bool, progress=gr.Progress()):
-            return share(folder_of(sess), repo, token, private, progress), ""
+        def on_share(sess, repo: str, token: str, private: bool, oauth: gr.OAuthToken | None,
+                     progress=gr.Progress()):
+            return share(folder_of(sess), repo, token, private, progress, oauth_value(oauth)), ""
 
         name = "share" if self.owner == "sample" else f"share_{self.owner}"
         self.share.click(on_share, [session, self.repo, self.token, self.private], [self.status, self.token],

@@ -9,7 +9,7 @@ from PIL import Image
 
 from studio.cache import atomic_write
 from studio.ui import pictures
-from studio.ui.session import Result
+from studio.ui.session import Result, shown_folder
 
 
 def background(result: Result):
@@ -32,7 +32,7 @@ def summary(result: Result) -> str:
         f"{s.get('final_nn_rms', float('nan')):.3f} · memorised: {memo}",
     ]
     if result.folder is not None:
-        lines.append(f"saved in `{result.folder}`")
+        lines.append(f"saved in `{shown_folder(result.folder)}`")
     return "  \n".join(lines)
 
 

@@ -15,7 +15,7 @@ from studio.runs import load_run
 from studio.ui import charts, explain, hubshare, pictures, results
 from studio.ui.form import RunForm
 from studio.ui.hubshare import HubPanel
-from studio.ui.session import Result, Session, progress_html, run_folder
+from studio.ui.session import Result, Session, progress_html, run_folder, shown_folder
 
 FRAME_S = 0.12  # at most about eight live frames a second reach the page; the last step always does
 IDLE = "Pick a preset or set the controls, then press Run."
@@ -162,16 +162,16 @@ class SampleTab:
     def show_step(self, session: Session, k: float) -> Any:
         return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
 
-    def pull(self, session: Session, repo: str, run_id: str, token: str) -> dict:
+    def pull(self, session: Session, repo: str, run_id: str, token: str, oauth: gr.OAuthToken | None = None) -> dict:
         try:
-            folder = hubshare.pull(repo, run_id, token)
+            folder = hubshare.pull(repo, run_id, token, hubshare.oauth_value(oauth))
             run = load_run(folder)
             dataset = load_dataset(run.config.dataset.name, **run.config.dataset.options)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
         session.sample = Result(run, dataset, folder)
         out = self.show_result(session.sample, f"pulled run {run.run_id} from {repo.strip()}")
-        out[self.hub.status] = f"✅ Pulled `{run.run_id}` into `{folder}`"
+        out[self.hub.status] = f"✅ Pulled `{run.run_id}` into `{shown_folder(folder)}`"
         out[self.hub.token] = ""
         return out
 

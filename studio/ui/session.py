@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.serving.policy import shared_instance
 from studio.serving.worker import Job
 
 
@@ -60,6 +61,11 @@ def outputs_root() -> Path:
 
 def run_folder(name: str) -> Path:
     return outputs_root() / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def shown_folder(folder: Path) -> str:
+    """How the page names a saved folder: its full path locally, only its name on a Space (no server paths)."""
+    return folder.name if shared_instance() else str(folder)
 
 
 def progress_html(state: str, k: int = 0, K: int = 0, text: str = "") -> str:
