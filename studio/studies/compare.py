@@ -287,7 +287,8 @@ def plot_png(comps: Sequence[Comparison]) -> bytes:
     title = f"vs {ref.denoiser.name} on {ref.dataset.name}, {ref.sampler.name} {ref.sampler.steps} steps" if ref else ""
     ax_r2.set(xlabel="step k (noisy -> clean)", ylabel="r² of x̂0 (mean over samples)", title=title)
     ax_r2.set_ylim(max(-1.0, ax_r2.get_ylim()[0]), 1.02)
-    ax_mse.set(xlabel="step k (noisy -> clean)", ylabel="MSE of x̂0", yscale="log")
+    positive = any(v > 0 for comp in comps for row in comp.per_step for k, v in row.items() if k.startswith("mse"))
+    ax_mse.set(xlabel="step k (noisy -> clean)", ylabel="MSE of x̂0", yscale="log" if positive else "linear")
     for ax in (ax_r2, ax_mse):
         ax.grid(alpha=0.3)
     ax_r2.legend(fontsize=7)
