@@ -44,6 +44,7 @@ class Step:
     extras: dict[str, torch.Tensor]
     shared: dict[str, Any]
     seconds: float
+    final: torch.Tensor | None = None  # last step only: the sampler's state after its last update (ā' = 1)
 
 
 @dataclass
@@ -56,11 +57,14 @@ class Trajectory:
     x0: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     shared: list[dict[str, Any]] = field(default_factory=list)
+    final: torch.Tensor | None = None  # [N, *shape] the sampler's state after its last update
 
     @property
     def samples(self) -> torch.Tensor:
-        """The result of sampling: x̂0 of the last step."""
-        return self.x0[-1]
+        """The result of sampling: the sampler's final state after its last update (ā' = 1). For DDPM and DDIM it
+        equals x̂0 of the last step; for the generalized sampler with γ ≠ 1 (and other samplers whose last update
+        is not x̂0) it does not. Records without a final state (older run folders) fall back to the last x̂0."""
+        return self.x0[-1] if self.final is None else self.final
 
 
 def denoise_batched(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float, batch_size: int | None) -> Denoised:
@@ -109,17 +113,25 @@ def steps(
             raise NonFiniteError(f"step {k + 1}/{K} (t={t}): denoiser {denoiser.name} produced NaN or inf in x̂0; "
                                  "the run was stopped (try another temperature, schedule or denoiser)")
         x0 = out.x0.clamp(-1, 1) if clip_x0 else out.x0
+        last = k == K - 1
+        if last:  # the final update draws no noise before the caller could cancel: do it now and hand it over
+            sampler.advance(k, x0, noise.draw)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
-        yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0)
-        sampler.advance(k, x0, noise.draw)
+        yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0,
+                   final=sampler.x if last else None)
+        if not last:
+            sampler.advance(k, x0, noise.draw)
 
 
 def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | None = None) -> Trajectory:
     """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled)."""
     ts, abs_, xs, x0s, shared = [], [], [], [], []
     extras: dict[str, list[torch.Tensor]] = {}
+    final = None
     for step in records:
+        if step.final is not None:
+            final = step.final.detach().float().cpu()
         ts.append(step.t)
         abs_.append(step.alpha_bar)
         xs.append(step.x_t.detach().float().cpu())
@@ -136,4 +148,5 @@ def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | No
         x0=torch.stack(x0s),
         extras={k: torch.stack(v) for k, v in extras.items()},
         shared=shared,
+        final=final,
     )
