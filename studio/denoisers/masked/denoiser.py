@@ -37,7 +37,7 @@ class MaskedSoftmaxDenoiser(Denoiser):
 
     def _fit_bank(self, dataset: Dataset) -> None:
         D = dataset.dim
-        require(4 * D * D * 2 + 8 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
+        require(4 * D * D * 2 + 4 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
         self.bank = DataBank.from_flat(dataset.flat(), self.device)
         self.plans: OrderedDict[Any, MaskEntry] = OrderedDict()
 
