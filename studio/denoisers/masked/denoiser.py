@@ -3,6 +3,7 @@ mask kept in memory, and the choice between the torch and the Triton tiles."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -45,9 +46,13 @@ class MaskedSoftmaxDenoiser(Denoiser):
         if key in self.plans:
             self.plans.move_to_end(key)
             return self.plans[key]
+        t0 = time.perf_counter()
         mask = make_mask()
         plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])
         entry = MaskEntry(mask, plan, float(mask.float().mean()))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.setup_s += time.perf_counter() - t0
         self.plans[key] = entry
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)
