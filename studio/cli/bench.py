@@ -13,13 +13,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
+    shapes = None
+    if args.shape and (args.e2e or args.setup):
+        dims = [int(v) for v in args.shape.split("x")]
+        shapes = [(*dims, args.n_data or (50_000 if gpu else 5_000))]
+    if args.setup:
+        from studio.studies.bench import setup_main
+
+        return setup_main(device, shapes, args.json)
     if args.e2e:
         from studio.studies.bench import e2e_main
 
-        shapes = None
-        if args.shape:
-            dims = [int(v) for v in args.shape.split("x")]
-            shapes = [(*dims, args.n_data or (50_000 if gpu else 5_000))]
         steps = [int(v) for v in (args.steps or ("10,50" if gpu else "10")).split(",")]
         only = args.only.split(",") if args.only else None
         return e2e_main(device, steps, shapes, only, args.json, args.code, args.timeout)
@@ -47,6 +51,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--e2e", action="store_true",
                    help="whole runs as a user meets them: cold (fresh process, empty cache), warm cache, warm process, "
                         "split into load, fit, per-level setup, denoise, loop overhead, analysis and the rest")
+    p.add_argument("--setup", action="store_true",
+                   help="pca_locality's one-off costs: Gaussian fit, mask recomputed vs stored bit-packed, plan")
     p.add_argument("--steps", help="--e2e: comma-separated DDIM step counts (default 10,50 on GPU, 10 on CPU)")
     p.add_argument("--code", help="--e2e: a checkout whose studio package the runs use (default: this one)")
     p.add_argument("--timeout", type=float, default=300.0, help="--e2e: seconds per run before it is given up")

@@ -276,7 +276,8 @@ def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, An
     run_cfg = RunConfig.from_dict(cfg)
     work = Path(tempfile.mkdtemp(prefix="studio-e2e-"))
     (work / "config.yaml").write_text(run_cfg.to_yaml())
-    env = {**os.environ, "STUDIO_CACHE": str(work / "cache"), "PYTHONPATH": code, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "STUDIO_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
     base = {"denoiser": cfg["denoiser"]["name"], "shape": [cfg["dataset"]["channels"], cfg["dataset"]["resolution"],
             cfg["dataset"]["resolution"]], "n_data": cfg["dataset"]["size"], "steps": cfg["sampler"]["steps"],
             "batch": cfg["n"], "device": cfg["device"], "code": code}
@@ -346,4 +347,60 @@ def e2e_main(device: torch.device, steps: list[int], shapes: list[tuple[int, ...
     print(e2e_table(rows))
     if not json_path:
         print(json.dumps({"device": name, "code": code, "rows": rows}))
+    return 0
+
+
+def setup_main(device: torch.device, shapes: list[tuple[int, ...]] | None, json_path: str | None) -> int:
+    """`bench --setup`: the one-off costs of pca_locality on `device`: the Gaussian fit (covariance + float64 eigh),
+    then per noise level the mask recomputed on the device, the same mask written bit-packed and read back, and the
+    column plan (built on the CPU)."""
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from studio.data.registry import load_dataset
+    from studio.denoisers.masked import masks
+    from studio.denoisers.masked.plan import plan_for
+    from studio.denoisers.wiener import fit_gaussian
+
+    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0, out
+
+    rows = []
+    folder = Path(tempfile.mkdtemp(prefix="studio-setup-"))
+    for C, H, W, N in shapes or E2E_SHAPES[device.type]:
+        data = load_dataset("patches", resolution=H, channels=C, size=N)
+        timed(lambda: fit_gaussian(data.flat()[:512], device))  # warm-up: cuSOLVER handles, kernels
+        fit_s, fit = timed(lambda: fit_gaussian(data.flat(), device))
+        theta = masks.default_threshold(data.shape)
+        sched = Schedule.build()
+        for t in (900, 500, 100):
+            ab = sched.ab(t)
+            mask_s, mask = timed(lambda: masks.compute_mask(fit, ab, theta, "self", device))
+            cpu_s, cpu_mask = timed(lambda: mask.cpu())
+            path = folder / f"{H}-{t}.safetensors"
+            write_s, _ = timed(lambda: save_file({"bits": masks.pack_bits(mask).cpu()}, str(path)))
+            read_s, back = timed(lambda: masks.unpack_bits(load_file(str(path))["bits"], tuple(mask.shape)))
+            assert torch.equal(back, cpu_mask)
+            plan_s, _ = timed(lambda: plan_for(cpu_mask, data.shape, device))
+            rows.append({"shape": [C, H, W], "n_data": N, "t": t, "theta": theta, "density": float(cpu_mask.float().mean()),
+                         "fit_s": fit_s, "mask_s": mask_s, "to_cpu_s": cpu_s, "packed_mb": path.stat().st_size / 1e6,
+                         "write_s": write_s, "read_s": read_s, "plan_s": plan_s})
+    head = (f"{'shape':<9}{'N':>7}{'t':>5}{'density':>8}{'fit s':>7}{'mask ms':>8}{'to cpu':>7}{'packed MB':>10}"
+            f"{'write ms':>9}{'read ms':>8}{'plan ms':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{'x'.join(map(str, r['shape'])):<9}{r['n_data']:>7}{r['t']:>5}{r['density']:>8.3f}{r['fit_s']:>7.2f}"
+              f"{1e3 * r['mask_s']:>8.1f}{1e3 * r['to_cpu_s']:>7.1f}{r['packed_mb']:>10.2f}{1e3 * r['write_s']:>9.1f}"
+              f"{1e3 * r['read_s']:>8.1f}{1e3 * r['plan_s']:>8.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     return 0
