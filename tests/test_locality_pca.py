@@ -262,3 +262,29 @@ def test_gpu_fit_and_masks_equal_the_cpu_ones(rgb, ab):
     w_gpu = masks.wiener_matrix(gpu, ab, "cuda").cpu()
     assert torch.allclose(w_gpu, w_cpu, rtol=0, atol=1e-12 * w_cpu.abs().max())
     assert torch.equal(masks.locality_mask(rgb, ab, 0.05, "self", "cuda"), locality_mask_ref(rgb.x, ab, 0.05, "self"))
+
+
+@pytest.mark.parametrize("BK", [1, 16, 64])
+def test_padded_supports_match_a_per_tile_loop(rgb, BK):
+    from studio.denoisers.masked.plan import padded_supports
+
+    plan = build_plan(locality_mask_ref(rgb.x, 0.3, 0.05), rgb.shape, 16)
+    kidx, blk, ptr = padded_supports(plan, BK, torch.device("cpu"))
+    idx, rows, ref_ptr = [], [], [0]
+    for support, block in zip(plan.supports, plan.blocks):  # the per-tile reference
+        pad = -support.numel() % BK
+        idx.append(torch.cat([support, torch.full((pad,), plan.D, dtype=torch.long)]))
+        rows.append(torch.cat([block, torch.zeros(pad, block.shape[1])]))
+        ref_ptr.append(ref_ptr[-1] + support.numel() + pad)
+    assert ptr == ref_ptr and torch.equal(kidx, torch.cat(idx)) and torch.equal(blk, torch.cat(rows))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ab", [0.05, 0.5, 0.95])
+def test_plans_built_on_the_gpu_equal_the_cpu_ones(rgb, ab):
+    mask = locality_mask_ref(rgb.x, ab, 0.05)
+    cpu, gpu = build_plan(mask, rgb.shape, 16), build_plan(mask.cuda(), rgb.shape, 16)
+    assert torch.equal(cpu.dense, gpu.dense.cpu()) and torch.equal(cpu.cols, gpu.cols.cpu())
+    assert torch.equal(cpu.based, gpu.based.cpu()) and len(cpu.supports) == len(gpu.supports)
+    for a, b, c, d in zip(cpu.supports, gpu.supports, cpu.blocks, gpu.blocks):
+        assert torch.equal(a, b.cpu()) and torch.equal(c, d.cpu())

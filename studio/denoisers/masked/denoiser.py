@@ -14,6 +14,7 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.budget import require
 from studio.denoisers.masked import torch_tiles
+from studio.denoisers.masked.masks import to_host
 from studio.denoisers.masked.plan import KERNELS, ColumnPlan, plan_for, use_triton
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.params import Param
@@ -47,9 +48,9 @@ class MaskedSoftmaxDenoiser(Denoiser):
             self.plans.move_to_end(key)
             return self.plans[key]
         t0 = time.perf_counter()
-        mask = make_mask()
-        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])
-        entry = MaskEntry(mask, plan, float(mask.float().mean()))
+        mask = make_mask()  # bool [D, D], on the CPU or already on the device
+        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
+        entry = MaskEntry(to_host(mask), plan, float(mask.float().mean()))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.setup_s += time.perf_counter() - t0

@@ -91,12 +91,23 @@ def stores_masks(device: torch.device) -> bool:
     return device.type != "cuda"
 
 
+def to_host(mask: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a mask: from a GPU through a pinned staging buffer (several times faster than a pageable
+    copy: 151 MB at 3x64x64), then into ordinary memory so that kept masks do not hold pinned memory."""
+    if mask.device.type != "cuda":
+        return mask
+    staging = torch.empty(mask.shape, dtype=mask.dtype, pin_memory=True)
+    staging.copy_(mask)
+    return staging.clone()
+
+
 def locality_mask(
     dataset: Dataset, ab: float, theta: float, normalization: str = "self", device: torch.device | str = "cpu",
-    store: bool | None = None,
+    store: bool | None = None, on_device: bool = False,
 ) -> torch.Tensor:
-    """The bool mask M [D, D] (column m = the inputs of output m) on the CPU, computed in float64 on `device` with
-    the Gaussian fit of `device`; stored on disk bit-packed when `store` (default: `stores_masks(device)`)."""
+    """The bool mask M [D, D] (column m = the inputs of output m), computed in float64 on `device` with the
+    Gaussian fit of `device`; stored on disk bit-packed when `store` (default: `stores_masks(device)`). Returned on
+    the CPU, or where it was computed when `on_device` (a stored mask is read on the CPU)."""
     device = torch.device(device)
     D = dataset.dim
     require(4 * 8 * D * D, device, "denoiser.pca_locality: the float64 Wiener filter and its mask")
@@ -107,7 +118,7 @@ def locality_mask(
         return compute_mask(gaussian_fit(dataset, device), ab, theta, normalization, device)
 
     if not (stores_masks(device) if store is None else store):
-        return build().cpu()
+        return build() if on_device else to_host(build())
 
     def packed() -> dict[str, torch.Tensor]:
         return {"bits": pack_bits(build())}
