@@ -105,6 +105,8 @@ def padded_supports(plan: ColumnPlan, BK: int, device: torch.device) -> tuple[to
     at a multiple of BK, the gaps filled with the padding index D and zero rows; and the R-offsets of the tiles
     (n_tiles + 1 host ints). Whole-tensor scatters on `device`: no copy per tile."""
     G = plan.cols.shape[1]
+    if not plan.supports:  # an all-ones mask: no tiles
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, G, device=device), [0]
     counts = [r.numel() for r in plan.supports]  # host ints: no synchronisation
     ptr = [0]
     for c in counts:
