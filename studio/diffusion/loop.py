@@ -191,6 +191,9 @@ def _non_finite(denoiser: Denoiser, k: int, K: int, t: int) -> NonFiniteError:
                           "the run was stopped (try another temperature, schedule or denoiser)")
 
 
+PINNED_MAX_BYTES = 512 * 2**20  # a trajectory buffer larger than this is not pinned (page-locked host memory)
+
+
 class HostStack:
     """A [K, *shape] host tensor filled one step at a time. From a GPU the copies go through pinned memory and
     do not block the host (stream order keeps them correct); `ready()` waits for all of them once."""
@@ -198,6 +201,7 @@ class HostStack:
     def __init__(self, dtype: torch.dtype | None = None) -> None:
         self.dtype = dtype
         self.buf: torch.Tensor | None = None
+        self.pinned = False
         self.pending = False
 
     def put(self, k: int, K: int, value: torch.Tensor) -> None:
@@ -205,13 +209,17 @@ class HostStack:
         if self.dtype is not None and value.dtype != self.dtype:
             value = value.to(self.dtype)  # on the value's device
         if self.buf is None:
-            self.buf = torch.empty((K, *value.shape), dtype=value.dtype, pin_memory=value.is_cuda)
-        self.buf[k].copy_(value, non_blocking=value.is_cuda)
-        self.pending |= value.is_cuda
+            size = K * value.numel() * value.element_size()
+            self.pinned = value.is_cuda and size <= PINNED_MAX_BYTES  # larger runs copy as before (blocking)
+            self.buf = torch.empty((K, *value.shape), dtype=value.dtype, pin_memory=self.pinned)
+        self.buf[k].copy_(value, non_blocking=self.pinned)
+        self.pending |= self.pinned
 
     def ready(self, n: int) -> torch.Tensor:
         if self.pending:
             torch.cuda.synchronize()
+        if self.pinned:  # into ordinary memory: a kept run holds no page-locked memory; the pinned block goes
+            return self.buf[:n].clone()  # back to torch's host allocator for the next run
         return self.buf[:n]
 
 
