@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -57,18 +57,23 @@ def build_sampler(cfg: RunConfig) -> Sampler:
 
 @dataclass
 class Prepared:
-    """Everything a run needs, ready to step; `fit_s` is the time spent loading and fitting."""
+    """Everything a run needs, ready to step; `load_s` is the time spent loading the dataset, `fit_s` fitting the
+    denoiser (0 when this process had it fitted already). `clock` is filled when the steps end (loop.StepClock)."""
 
     config: RunConfig
     dataset: Dataset
     denoiser: Denoiser
     device: torch.device
     fit_s: float
+    load_s: float = 0.0
+    clock: dict[str, float] = field(default_factory=dict)
 
     def steps(self, x_T: torch.Tensor | None = None) -> Iterator[loop.Step]:
         cfg = self.config
         noise = NoiseSource(cfg.seed, cfg.n, self.dataset.shape, self.device)
-        return loop.steps(self.denoiser, build_sampler(cfg), noise, cfg.sampler.clip_x0, cfg.batch_size, x_T)
+        self.clock = {}
+        return loop.steps(self.denoiser, build_sampler(cfg), noise, cfg.sampler.clip_x0, cfg.batch_size, x_T,
+                          clock=self.clock)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -76,8 +81,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+    t1 = time.perf_counter()
     denoiser = fitted_denoiser(cfg, dataset, device)
-    return Prepared(cfg, dataset, denoiser, device, time.perf_counter() - t0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Prepared(cfg, dataset, denoiser, device, time.perf_counter() - t1, t1 - t0)
 
 
 def finish(prep: Prepared, traj: loop.Trajectory, sampling_s: float) -> Run:
@@ -85,13 +93,16 @@ def finish(prep: Prepared, traj: loop.Trajectory, sampling_s: float) -> Run:
     t0 = time.perf_counter()
     per_step = stats.per_step(traj, prep.dataset)
     summary = stats.summary(traj.samples, prep.dataset)
+    timings = {
+        "load_s": prep.load_s,
+        "fit_s": prep.fit_s,
+        "sampling_s": sampling_s,
+        "ms_per_step": 1000 * sampling_s / max(len(traj.timesteps), 1),
+        **{k: prep.clock[k] for k in ("setup_s", "denoise_s", "overhead_s") if k in prep.clock},
+        "analysis_s": time.perf_counter() - t0,
+    }
     metrics = {
-        "timings": {
-            "fit_s": prep.fit_s,
-            "sampling_s": sampling_s,
-            "ms_per_step": 1000 * sampling_s / max(len(traj.timesteps), 1),
-            "analysis_s": time.perf_counter() - t0,
-        },
+        "timings": timings,
         "per_step": per_step,
         "summary": summary,
     }

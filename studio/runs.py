@@ -173,6 +173,7 @@ def load_run(folder: str | Path) -> Run:
     traj = Trajectory(
         timesteps=t["timesteps"], alpha_bar=t["alpha_bar"], x_t=t["x_t"], x0=t["x0"],
         extras={k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("extras.")},
+        final=t.get("samples"),
     )
     metrics = {k: doc[k] for k in ("timings", "per_step", "summary") if k in doc}
     return Run(doc["run_id"], cfg, traj, doc["dataset"], metrics)

@@ -120,3 +120,25 @@ def test_unknown_denoiser_and_param():
 def test_denoise_before_fit_is_an_error():
     with pytest.raises(RuntimeError, match="fit"):
         make_denoiser("optimal").denoise(torch.zeros(1, 2), 0, 0.5)
+
+
+def test_data_norms_in_blocks_match_float64(monkeypatch):
+    from studio.denoisers import softmax
+
+    x = torch.randn(1003, 48, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(softmax, "_NORM_BLOCK_BYTES", 8 * 48 * 10)  # 10 rows per block
+    bank = softmax.DataBank.from_flat(x, torch.device("cpu"))
+    ref = (x.double() ** 2).sum(1)
+    assert torch.allclose(bank.sq_norms.double(), ref, rtol=1e-7, atol=0)
+    per_channel = (x.double().reshape(1003, 3, 16) ** 2).sum(2).T
+    assert torch.allclose(bank.channel_sq_norms(3).double(), per_channel, rtol=1e-7, atol=0)
+
+
+def test_data_too_large_for_the_device_is_refused_with_its_size(monkeypatch):
+    from studio.denoisers import budget, softmax
+
+    monkeypatch.setattr(budget, "memory_budget", lambda device: 2**30)  # 1 GiB free on the "GPU"
+    x = torch.zeros(1, 12288).expand(30_000, 12288)  # 30,000 x 3x64x64 (no memory behind it)
+    with pytest.raises(ValueError, match=r"30,000 points x 12,288 coordinates as float32 = 1\.37 GiB.*"
+                                         r"needs about 1\.44 GiB of cuda memory but the budget is 1\.00 GiB"):
+        softmax.DataBank.from_flat(x, torch.device("cuda"))

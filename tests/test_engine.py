@@ -97,3 +97,40 @@ def test_cpu_and_cuda_give_the_same_samples(denoiser):
     gpu = execute(cfg(denoiser__name=denoiser, sampler__name="ddpm", sampler__steps=20, n=8, device="cuda"))
     assert torch.allclose(cpu.trajectory.x_t[0], gpu.trajectory.x_t[0])  # identical x_T
     assert torch.allclose(cpu.samples, gpu.samples, atol=1e-4)
+
+
+def test_run_timings_split_where_the_time_went():
+    run = execute(cfg(denoiser__name="pca_locality", dataset__size=300, sampler__steps=6, n=4))
+    t = run.metrics["timings"]
+    for key in ("load_s", "fit_s", "setup_s", "denoise_s", "overhead_s", "analysis_s", "sampling_s"):
+        assert t[key] >= 0, key
+    assert t["setup_s"] > 0  # six new noise levels: six masks and plans
+    assert t["setup_s"] + t["denoise_s"] + t["overhead_s"] <= t["sampling_s"] * 1.05 + 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler", ["ddim", "generalized"])
+def test_the_loop_does_not_synchronise_the_host_per_step(sampler):
+    """Only the end of a run waits for the GPU: every step before the last runs under sync-debug 'error'."""
+    from studio.denoisers import make_denoiser
+    from studio.diffusion import loop
+    from studio.diffusion.noise import NoiseSource
+    from studio.diffusion.samplers import make_sampler
+    from studio.diffusion.schedules import Schedule
+
+    ds = load_dataset("digits")
+    den = make_denoiser("optimal", device="cuda").fit(ds)
+    records = loop.steps(den, make_sampler(sampler, Schedule.build(), 10), NoiseSource(0, 8, ds.shape, "cuda"),
+                         clock={})
+    stack = loop.HostStack(torch.float32)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for k in range(9):
+            stack.put(k, 10, next(records).x0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    rest = list(records)
+    assert len(rest) == 1 and rest[0].final is not None
+    cpu = execute(cfg(sampler__name=sampler, sampler__steps=10, n=8))
+    assert torch.allclose(stack.ready(9), cpu.trajectory.x0[:9], atol=1e-4)

@@ -212,3 +212,79 @@ def test_triton_kernel_matches_float64_on_gpu(rgb, cache_squares, monkeypatch):
             x = noisy(rgb.x, ab, b=b).cuda()
             out = make_denoiser("pca_locality", device="cuda", kernel="triton").fit(rgb).denoise(x, 0, ab)
             assert rel(out.x0.cpu(), pca_locality_ref(x.cpu(), rgb.x, ab, 0.02)) < 1e-4
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (37, 37), (2, 3, 7)])
+def test_packed_masks_round_trip_exactly(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    for density in (0.0, 0.03, 0.5, 0.97, 1.0):
+        mask = torch.rand(shape, generator=g) < density
+        bits = masks.pack_bits(mask)
+        assert bits.dtype == torch.uint8 and bits.numel() == -(-mask.numel() // 8)
+        assert torch.equal(masks.unpack_bits(bits, shape), mask)
+
+
+def test_gaussian_fit_matches_the_float64_covariance(rgb):
+    from studio.denoisers.wiener import centred_covariance
+
+    d = rgb.flat().double()
+    ref = (d - d.mean(0)).T @ (d - d.mean(0)) / d.shape[0]
+    for rows in (7, 64, None):  # blocks of rows are summed exactly in float64: any block size, one result
+        mu, cov = centred_covariance(rgb.flat(), torch.device("cpu"), rows)
+        assert torch.allclose(mu, d.mean(0), rtol=0, atol=1e-14)
+        assert torch.allclose(cov, ref, rtol=0, atol=1e-14 * ref.abs().max())
+    fit = gaussian_fit(rgb)
+    rebuilt = (fit["u"] * fit["lam"]) @ fit["u"].T
+    assert torch.allclose(rebuilt, ref, rtol=0, atol=1e-12 * ref.abs().max())
+    assert gaussian_fit(rgb) is fit  # kept in memory for the process
+
+
+@pytest.mark.parametrize("ab", [0.01, 0.3, 0.95])
+def test_recomputed_and_stored_masks_agree_with_the_reference(rgb, ab):
+    ref = locality_mask_ref(rgb.x, ab, 0.05, "self")
+    fresh = masks.locality_mask(rgb, ab, 0.05, "self", store=False)
+    assert not is_cached("locality-masks", masks.mask_key(rgb, ab, 0.05, "self"))  # recomputing writes nothing
+    stored = masks.locality_mask(rgb, ab, 0.05, "self", store=True)
+    again = masks.locality_mask(rgb, ab, 0.05, "self", store=True)  # read back from the packed file
+    assert is_cached("locality-masks", masks.mask_key(rgb, ab, 0.05, "self"))
+    for m in (fresh, stored, again):
+        assert m.device.type == "cpu" and torch.equal(m, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ab", [0.01, 0.3, 0.95])
+def test_gpu_fit_and_masks_equal_the_cpu_ones(rgb, ab):
+    from studio.denoisers.wiener import fit_gaussian
+
+    cpu, gpu = fit_gaussian(rgb.flat(), torch.device("cpu")), fit_gaussian(rgb.flat(), torch.device("cuda"))
+    assert gpu["u"].is_cuda and gpu["u"].dtype == torch.float64
+    w_cpu = masks.wiener_matrix(cpu, ab)
+    w_gpu = masks.wiener_matrix(gpu, ab, "cuda").cpu()
+    assert torch.allclose(w_gpu, w_cpu, rtol=0, atol=1e-12 * w_cpu.abs().max())
+    assert torch.equal(masks.locality_mask(rgb, ab, 0.05, "self", "cuda"), locality_mask_ref(rgb.x, ab, 0.05, "self"))
+
+
+@pytest.mark.parametrize("BK", [1, 16, 64])
+def test_padded_supports_match_a_per_tile_loop(rgb, BK):
+    from studio.denoisers.masked.plan import padded_supports
+
+    plan = build_plan(locality_mask_ref(rgb.x, 0.3, 0.05), rgb.shape, 16)
+    kidx, blk, ptr = padded_supports(plan, BK, torch.device("cpu"))
+    idx, rows, ref_ptr = [], [], [0]
+    for support, block in zip(plan.supports, plan.blocks):  # the per-tile reference
+        pad = -support.numel() % BK
+        idx.append(torch.cat([support, torch.full((pad,), plan.D, dtype=torch.long)]))
+        rows.append(torch.cat([block, torch.zeros(pad, block.shape[1])]))
+        ref_ptr.append(ref_ptr[-1] + support.numel() + pad)
+    assert ptr == ref_ptr and torch.equal(kidx, torch.cat(idx)) and torch.equal(blk, torch.cat(rows))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ab", [0.05, 0.5, 0.95])
+def test_plans_built_on_the_gpu_equal_the_cpu_ones(rgb, ab):
+    mask = locality_mask_ref(rgb.x, ab, 0.05)
+    cpu, gpu = build_plan(mask, rgb.shape, 16), build_plan(mask.cuda(), rgb.shape, 16)
+    assert torch.equal(cpu.dense, gpu.dense.cpu()) and torch.equal(cpu.cols, gpu.cols.cpu())
+    assert torch.equal(cpu.based, gpu.based.cpu()) and len(cpu.supports) == len(gpu.supports)
+    for a, b, c, d in zip(cpu.supports, gpu.supports, cpu.blocks, gpu.blocks):
+        assert torch.equal(a, b.cpu()) and torch.equal(c, d.cpu())

@@ -128,3 +128,53 @@ def test_unknown_sampler_and_scheduler():
         make_sampler("leapfrog", Schedule.build(), 10)
     with pytest.raises(ValueError, match="sampler.scheduler"):
         make_sampler("diffusers", Schedule.build(), 10, scheduler="NotAScheduler")
+
+
+def driven(name, K, spacing="trailing", seed=3, **params):
+    """The sampler driven by hand (no loop): its state after the last update, and the last x̂0."""
+    sampler = make_sampler(name, Schedule.build("linear"), K, spacing, **params)
+    noise = NoiseSource(seed, N, SHAPE)
+    sampler.start(noise.draw(), noise.generators)
+    for k in range(len(sampler)):
+        t, ab, x = sampler.point(k)
+        x0 = toy_x0(x, ab)
+        sampler.advance(k, x0, noise.draw)
+    return sampler.x, x0
+
+
+@pytest.mark.parametrize("name,params", [("generalized", {"gamma": 2.0, "mu": 0.0}),
+                                         ("generalized", {"gamma": 2.0, "mu": 0.5}),
+                                         ("dpmpp_2m", {}), ("euler_ancestral", {}), ("unipc", {})])
+def test_samples_is_the_samplers_final_state(name, params):
+    """The run's result is the state after the sampler's last update (ā' = 1), not the last x̂0."""
+    traj = ours(name, 8, "trailing", **params)
+    final, last_x0 = driven(name, 8, **params)
+    assert torch.equal(traj.samples, final.float())
+    assert torch.equal(traj.x0[-1], last_x0)  # the last x̂0 stays in the trajectory
+    if name == "generalized":
+        # γ = 2 extrapolates ε̂ on the last step too: x_final = x0 + (σ_last)(ε_last - ε_prev) ≠ x̂0
+        assert (traj.samples - traj.x0[-1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name,params", [("ddim", {}), ("ddim", {"eta": 1.0}), ("ddpm", {}),
+                                         ("generalized", {"gamma": 1.0, "mu": 0.0})])
+def test_ddim_ddpm_samples_equal_last_x0(name, params):
+    traj = ours(name, 8, "trailing", **params)
+    final, _ = driven(name, 8, **params)
+    assert torch.equal(traj.samples, final)
+    assert torch.allclose(traj.samples, traj.x0[-1], atol=1e-6, rtol=0)
+
+
+def test_final_state_survives_save_and_load(tmp_path):
+    from studio.config import RunConfig
+    from studio.runs import Run, load_run, save_run
+
+    traj = ours("generalized", 6, "trailing", gamma=2.0, mu=0.0)
+    cfg = RunConfig.from_dict({"dataset": {"name": "moons"}})
+    info = {"name": "moons", "fingerprint": "f", "kind": "image", "shape": list(SHAPE), "n": 1,
+            "source": "", "license": "", "options": {}}
+    run = Run("r", cfg, traj, info, {})
+    back = load_run(save_run(run, tmp_path / "run"))
+    assert torch.equal(back.samples, traj.samples)
+    assert torch.equal(back.trajectory.x0, traj.x0)
+    assert not torch.equal(back.samples, back.trajectory.x0[-1])

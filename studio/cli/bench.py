@@ -26,6 +26,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')}: must be a positive whole number, got {value}")
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
+    shapes = None
+    if args.shape and (args.e2e or args.setup):
+        dims = [int(v) for v in args.shape.split("x")]
+        shapes = [(*dims, args.n_data or (50_000 if gpu else 5_000))]
+    if args.setup:
+        from studio.studies.bench import setup_main
+
+        return setup_main(device, shapes, args.json)
+    if args.e2e:
+        from studio.studies.bench import e2e_main
+
+        steps = [int(v) for v in (args.steps or ("10,50" if gpu else "10")).split(",")]
+        only = args.only.split(",") if args.only else None
+        return e2e_main(device, steps, shapes, only, args.json, args.code, args.timeout)
     opts = {
         "n_data": args.n_data or (50_000 if gpu else 5_000),
         "shape": shape,
@@ -46,5 +60,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--levels", type=int, default=10, help="noise levels of a trailing schedule")
     p.add_argument("--repeats", type=int)
-    p.add_argument("--only", help="comma-separated case labels")
+    p.add_argument("--only", help="comma-separated case labels (with --e2e: denoiser names)")
+    p.add_argument("--e2e", action="store_true",
+                   help="whole runs as a user meets them: cold (fresh process, empty cache), warm cache, warm process, "
+                        "split into load, fit, per-level setup, denoise, loop overhead, analysis and the rest")
+    p.add_argument("--setup", action="store_true",
+                   help="pca_locality's one-off costs: Gaussian fit, mask recomputed vs stored bit-packed, plan")
+    p.add_argument("--steps", help="--e2e: comma-separated DDIM step counts (default 10,50 on GPU, 10 on CPU)")
+    p.add_argument("--code", help="--e2e: a checkout whose studio package the runs use (default: this one)")
+    p.add_argument("--timeout", type=float, default=300.0, help="--e2e: seconds per run before it is given up")
     p.set_defaults(func=cmd_bench)

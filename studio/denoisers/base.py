@@ -28,6 +28,7 @@ class Denoiser:
     summary: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     kinds: ClassVar[tuple[str, ...]] = ("image", "points")
+    setup_s: float = 0.0  # seconds spent preparing noise levels met for the first time (masks, plans); grows
 
     def __init__(self, device: str | torch.device = "cpu", **params: Any) -> None:
         self.device = torch.device(device)

@@ -36,7 +36,7 @@ class PCALocality(MaskedSoftmaxDenoiser):
         """The bool mask [D, D] at ā (cached on disk) with its plan (kept in memory)."""
         dataset = self._check_fitted()
         norm = self.p["mask_normalization"]
-        return self._plan(float(ab), lambda: locality_mask(dataset, ab, self.theta, norm, self.device))
+        return self._plan(float(ab), lambda: locality_mask(dataset, ab, self.theta, norm, self.device, on_device=True))
 
     def denoise(self, x_t: torch.Tensor, t: int, alpha_bar: float) -> Denoised:
         self._check_fitted()

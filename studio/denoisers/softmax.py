@@ -12,9 +12,11 @@ from typing import Any, Callable
 
 import torch
 
+from studio.denoisers.budget import gib, require
 from studio.denoisers.online_softmax import OnlineSoftmax, RunningTopK
 
 _CHUNK_BYTES = 256 * 2**20
+_NORM_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -27,8 +29,16 @@ class DataBank:
 
     @classmethod
     def from_flat(cls, x: torch.Tensor, device: torch.device) -> "DataBank":
+        """The data [N, D] as fp32 on `device` with their squared norms; refused up front (a ValueError naming the
+        size) when they do not fit the device's memory budget."""
+        device = torch.device(device)
+        N, D = x.shape
+        if device.type != "cpu":  # on the CPU the float32 data are already in memory: no copy is made
+            require(4 * N * D + 4 * N + _NORM_BLOCK_BYTES, device,
+                    f"the training data resident on {device.type} ({N:,} points x {D:,} coordinates as float32 = "
+                    f"{gib(4 * N * D)})")
         x = x.to(device=device, dtype=torch.float32).contiguous()
-        return cls(x, (x.double() ** 2).sum(1).float())
+        return cls(x, block_sq_norms(x, 1)[0])
 
     @property
     def n(self) -> int:
@@ -42,8 +52,19 @@ class DataBank:
 
     def channel_sq_norms(self, channels: int) -> torch.Tensor:
         """[K, N]: ||x_i,k||² over each of K equal contiguous blocks of coordinates."""
-        return self.derive(("channel_sq", channels), lambda: (
-            self.x.reshape(self.n, channels, -1).double() ** 2).sum(2).T.float().contiguous())
+        return self.derive(("channel_sq", channels), lambda: block_sq_norms(self.x, channels))
+
+
+def block_sq_norms(x: torch.Tensor, blocks: int) -> torch.Tensor:
+    """[K, N] fp32: Σ x² over each of K equal contiguous blocks of the coordinates of x [N, D], summed in float64
+    a few thousand rows at a time (never a float64 copy of all the data)."""
+    N, D = x.shape
+    rows = max(1, _NORM_BLOCK_BYTES // (8 * D))
+    out = torch.empty(blocks, N, dtype=torch.float32, device=x.device)
+    for lo in range(0, N, rows):
+        part = x[lo:lo + rows].reshape(-1, blocks, D // blocks).double()  # [rows, K, D/K] float64
+        out[:, lo:lo + rows] = (part**2).sum(2).T.float()
+    return out
 
 
 @dataclass

@@ -2,25 +2,71 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import torch
 
-from studio.cache import cached_tensors, digest
+from studio.cache import cached_tensors, digest, entry_path
 from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
+from studio.denoisers.budget import memory_budget, require
 from studio.denoisers.registry import register
 
 
+_FITS: OrderedDict[tuple[str, str], dict[str, torch.Tensor]] = OrderedDict()  # fits in memory: (cache file, device)
+_FITS_KEPT = 2
+_FITS_LOCK = threading.Lock()
+
+
+def centred_covariance(x: torch.Tensor, device: torch.device, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ [D] and the population covariance Σ = (x - μ)ᵀ(x - μ) / N [D, D], float64 on `device`, from x [N, D] fp32.
+
+    The data travel to `device` once in their own dtype; each block of `rows` rows is widened to float64 there and
+    added into Σ with one matrix product (a single block when the budget allows): no float64 copy of all the data."""
+    N, D = x.shape
+    if rows is None:  # Σ, eigh's workspace and (on another device) the data, then float64 blocks in what is left
+        fixed = 8 * D * D * 3 + (x.element_size() * N * D if x.device != device else 0)
+        if device.type == "cuda":
+            require(fixed + 16 * D * min(N, 256), device, "the Gaussian fit (float64 covariance and eigh)")
+        rows = int(min(N, max(256, (memory_budget(device) - fixed) // (16 * D))))
+    xd = x.to(device)  # [N, D] in the data's own dtype
+    mu = torch.zeros(D, dtype=torch.float64, device=device)
+    for lo in range(0, N, rows):
+        mu += xd[lo:lo + rows].double().sum(0)
+    mu /= N
+    cov = torch.zeros(D, D, dtype=torch.float64, device=device)
+    for lo in range(0, N, rows):
+        xc = xd[lo:lo + rows].double() - mu  # [rows, D] float64
+        cov.addmm_(xc.T, xc)
+    return mu, cov.div_(N)
+
+
+def fit_gaussian(x: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """μ [D], λ [D] (ascending, clamped at 0) and U [D, D] with Σ = U diag(λ) Uᵀ, all float64 on `device`."""
+    mu, cov = centred_covariance(x, device)
+    lam, u = torch.linalg.eigh(cov)  # float64 on `device` (cuSOLVER on a GPU)
+    return {"mu": mu, "lam": lam.clamp_min(0), "u": u}
+
+
 def gaussian_fit(dataset: Dataset, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """μ, and Σ = U diag(λ) Uᵀ (population covariance, float64 eigh on `device`), cached by fingerprint."""
+    """μ, and Σ = U diag(λ) Uᵀ (population covariance, float64 eigh on `device`: the GPU in a GPU run), cached on
+    disk by fingerprint and kept in memory on `device` for the process (the two most recent fits)."""
+    device = torch.device(device)
+    name = digest("v1", dataset.fingerprint)
+    key = (str(entry_path("gaussian-fit", name)), str(device))
+    with _FITS_LOCK:
+        if key in _FITS:
+            _FITS.move_to_end(key)
+            return _FITS[key]
 
-    def build() -> dict[str, torch.Tensor]:
-        x = dataset.flat().to(device).double()
-        mu = x.mean(0)
-        xc = x - mu
-        lam, u = torch.linalg.eigh(xc.T @ xc / x.shape[0])
-        return {"mu": mu, "lam": lam.clamp_min(0), "u": u}
-
-    return cached_tensors("gaussian-fit", digest("v1", dataset.fingerprint), build)
+    build = lambda: fit_gaussian(dataset.flat(), device)  # noqa: E731
+    fit = {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build).items()}
+    with _FITS_LOCK:
+        _FITS[key] = fit
+        while len(_FITS) > _FITS_KEPT:
+            _FITS.popitem(last=False)
+    return fit
 
 
 def wiener_gains(lam: torch.Tensor, ab: float) -> torch.Tensor:

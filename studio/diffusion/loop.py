@@ -44,6 +44,7 @@ class Step:
     extras: dict[str, torch.Tensor]
     shared: dict[str, Any]
     seconds: float
+    final: torch.Tensor | None = None  # last step only: the sampler's state after its last update (ā' = 1)
 
 
 @dataclass
@@ -56,11 +57,14 @@ class Trajectory:
     x0: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     shared: list[dict[str, Any]] = field(default_factory=list)
+    final: torch.Tensor | None = None  # [N, *shape] the sampler's state after its last update
 
     @property
     def samples(self) -> torch.Tensor:
-        """The result of sampling: x̂0 of the last step."""
-        return self.x0[-1]
+        """The result of sampling: the sampler's final state after its last update (ā' = 1). For DDPM and DDIM it
+        equals x̂0 of the last step; for the generalized sampler with γ ≠ 1 (and other samplers whose last update
+        is not x̂0) it does not. Records without a final state (older run folders) fall back to the last x̂0."""
+        return self.x0[-1] if self.final is None else self.final
 
 
 def denoise_batched(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float, batch_size: int | None) -> Denoised:
@@ -76,6 +80,53 @@ def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else (torch.cuda.OutOfMemoryError,)
 
 
+class StepClock:
+    """Where a run's sampling time goes, without a host synchronisation per step: on a GPU, CUDA events around
+    each denoiser call are read once at the end; on the CPU, the host clock (the work is synchronous there).
+    `totals()` gives denoise_s (the denoiser's calls less their per-level setup), setup_s (what the denoiser
+    reports in its `setup_s` counter: masks and plans of new noise levels), overhead_s (the rest of the loop:
+    sampler updates, checks, launches) and loop_s (all of it)."""
+
+    def __init__(self, device: torch.device, denoiser: Denoiser) -> None:
+        self.cuda = device.type == "cuda"
+        self.denoiser = denoiser
+        self.setup0 = getattr(denoiser, "setup_s", 0.0)
+        self.marks: list[tuple[Any, Any]] = []
+        self.begin = self._mark()
+        self.end: Any = None
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def around(self) -> tuple[Any, Callable[[], None]]:
+        start = self._mark()
+
+        def done() -> None:
+            self.marks.append((start, self._mark()))
+        return start, done
+
+    def stop(self) -> None:
+        self.end = self._mark()
+
+    def _seconds(self, a: Any, b: Any) -> float:
+        return a.elapsed_time(b) / 1000 if self.cuda else b - a
+
+    def totals(self) -> dict[str, float]:
+        if self.end is None:
+            self.stop()
+        if self.cuda:
+            self.end.synchronize()
+        setup = getattr(self.denoiser, "setup_s", 0.0) - self.setup0
+        calls = sum(self._seconds(a, b) for a, b in self.marks)
+        total = self._seconds(self.begin, self.end)
+        return {"loop_s": total, "setup_s": setup, "denoise_s": max(calls - setup, 0.0),
+                "overhead_s": max(total - calls, 0.0)}
+
+
 def steps(
     denoiser: Denoiser,
     sampler: Sampler,
@@ -83,15 +134,22 @@ def steps(
     clip_x0: bool = False,
     batch_size: int | None = None,
     x_T: torch.Tensor | None = None,
+    clock: dict[str, float] | None = None,
 ) -> Iterator[Step]:
     """Yield one Step per denoiser call. x_T defaults to the first draw of each sample's noise stream.
     Out of memory: retried once with quarter-size batches (kept for the rest of the run), then RunError.
-    NaN/inf in x̂0 stops the run with a RunError naming the step and the denoiser."""
+    NaN/inf in x̂0 stops the run with a RunError naming the step and the denoiser: at once on the CPU; on a GPU
+    the check stays on the device (no host synchronisation per step) and is read after the last step.
+    The loop copies nothing to the host: the consumer copies what it shows or keeps. A `clock` dict is filled,
+    when the run ends, with where the time went (StepClock.totals)."""
     sampler.start(noise.draw() if x_T is None else x_T.to(noise.device), noise.generators)
     K = len(sampler)
+    timer = StepClock(noise.device, denoiser) if clock is not None else None
+    finite: list[tuple[torch.Tensor, int]] = []  # GPU runs: (device bool: x̂0 of step k was finite, t) per step
     for k in range(K):
         t0 = time.perf_counter()
         t, ab, x = sampler.point(k)
+        done = timer.around()[1] if timer is not None else None
         try:
             out = denoise_batched(denoiser, x, t, ab, batch_size)
         except _oom_types():
@@ -105,35 +163,94 @@ def steps(
                     f"step {k + 1}/{K}: {denoiser.name} ran out of GPU memory even with batches of {batch_size}"
                     " samples; use fewer samples, a smaller dataset or the CPU"
                 ) from None
-        if not torch.isfinite(out.x0).all():
-            raise NonFiniteError(f"step {k + 1}/{K} (t={t}): denoiser {denoiser.name} produced NaN or inf in x̂0; "
-                                 "the run was stopped (try another temperature, schedule or denoiser)")
+        if done is not None:
+            done()
+        if out.x0.is_cuda:
+            finite.append((torch.isfinite(out.x0).all(), t))
+        elif not torch.isfinite(out.x0).all():
+            raise _non_finite(denoiser, k, K, t)
         x0 = out.x0.clamp(-1, 1) if clip_x0 else out.x0
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0)
-        sampler.advance(k, x0, noise.draw)
+        last = k == K - 1
+        if last:  # the final update draws no noise before the caller could cancel: do it now and hand it over
+            sampler.advance(k, x0, noise.draw)
+            if finite:
+                bad = (~torch.stack([f for f, _ in finite])).nonzero()  # one host synchronisation, at the end
+                if bad.numel():
+                    k_bad = int(bad[0, 0])
+                    raise _non_finite(denoiser, k_bad, K, finite[k_bad][1])
+        yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0,
+                   final=sampler.x if last else None)
+        if not last:
+            sampler.advance(k, x0, noise.draw)
+    if timer is not None:
+        clock.update(timer.totals())
+
+
+def _non_finite(denoiser: Denoiser, k: int, K: int, t: int) -> NonFiniteError:
+    return NonFiniteError(f"step {k + 1}/{K} (t={t}): denoiser {denoiser.name} produced NaN or inf in x̂0; "
+                          "the run was stopped (try another temperature, schedule or denoiser)")
+
+
+PINNED_MAX_BYTES = 512 * 2**20  # a trajectory buffer larger than this is not pinned (page-locked host memory)
+
+
+class HostStack:
+    """A [K, *shape] host tensor filled one step at a time. From a GPU the copies go through pinned memory and
+    do not block the host (stream order keeps them correct); `ready()` waits for all of them once."""
+
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        self.dtype = dtype
+        self.buf: torch.Tensor | None = None
+        self.pinned = False
+        self.pending = False
+
+    def put(self, k: int, K: int, value: torch.Tensor) -> None:
+        value = value.detach()
+        if self.dtype is not None and value.dtype != self.dtype:
+            value = value.to(self.dtype)  # on the value's device
+        if self.buf is None:
+            size = K * value.numel() * value.element_size()
+            self.pinned = value.is_cuda and size <= PINNED_MAX_BYTES  # larger runs copy as before (blocking)
+            self.buf = torch.empty((K, *value.shape), dtype=value.dtype, pin_memory=self.pinned)
+        self.buf[k].copy_(value, non_blocking=self.pinned)
+        self.pending |= self.pinned
+
+    def ready(self, n: int) -> torch.Tensor:
+        if self.pending:
+            torch.cuda.synchronize()
+        if self.pinned:  # into ordinary memory: a kept run holds no page-locked memory; the pinned block goes
+            return self.buf[:n].clone()  # back to torch's host allocator for the next run
+        return self.buf[:n]
 
 
 def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | None = None) -> Trajectory:
-    """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled)."""
-    ts, abs_, xs, x0s, shared = [], [], [], [], []
-    extras: dict[str, list[torch.Tensor]] = {}
+    """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled). Copies from a GPU are
+    queued without waiting; the host waits once, at the end."""
+    ts, abs_, shared = [], [], []
+    xs, x0s, last = HostStack(torch.float32), HostStack(torch.float32), HostStack(torch.float32)
+    extras: dict[str, HostStack] = {}
     for step in records:
+        i = len(ts)
         ts.append(step.t)
         abs_.append(step.alpha_bar)
-        xs.append(step.x_t.detach().float().cpu())
-        x0s.append(step.x0.detach().float().cpu())
+        xs.put(i, step.K, step.x_t)
+        x0s.put(i, step.K, step.x0)
+        if step.final is not None:
+            last.put(0, 1, step.final)
         shared.append(step.shared)
         for key, value in step.extras.items():
-            extras.setdefault(key, []).append(value.detach().cpu())
+            extras.setdefault(key, HostStack()).put(i, step.K, value)
         if on_step is not None and on_step(step) is False:
             raise Cancelled(len(ts))
+    n = len(ts)
+    if not n:
+        raise RunError("the sampler made no steps")
     return Trajectory(
         timesteps=torch.tensor(ts, dtype=torch.int64),
         alpha_bar=torch.tensor(abs_, dtype=torch.float64),
-        x_t=torch.stack(xs),
-        x0=torch.stack(x0s),
-        extras={k: torch.stack(v) for k, v in extras.items()},
+        x_t=xs.ready(n),
+        x0=x0s.ready(n),
+        extras={k: v.ready(n) for k, v in extras.items()},
         shared=shared,
+        final=None if last.buf is None else last.ready(1)[0],
     )

@@ -14,5 +14,9 @@ class NoiseSource:
 
     def draw(self) -> torch.Tensor:
         """One standard normal tensor [n, *shape], each row from its own sample's stream."""
-        rows = [torch.randn(self.shape, generator=g) for g in self.generators]
-        return torch.stack(rows).to(self.device)
+        rows = torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])  # [n, *shape] CPU
+        if self.device.type != "cuda":
+            return rows.to(self.device)
+        # From pinned memory the copy is queued without waiting for the GPU (the host allocator keeps the block
+        # until the copy has run): no host synchronisation per draw.
+        return rows.pin_memory().to(self.device, non_blocking=True)

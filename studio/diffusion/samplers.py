@@ -170,6 +170,11 @@ class DiffusersAdapter(Sampler):
 
     def advance(self, k, x0, noise):
         t, ab, x_in = self.point(k)
+        alphas = getattr(self.sched, "alphas_cumprod", None)
+        if self.sigmas is None and alphas is not None:
+            # ε̂ in the scheduler's own ā (float32): its x̂0 = (x - sqrt(1-ā) ε̂)/sqrt(ā) is then ours. With our float64 ā,
+            # 1-ā near t=0 differs by ~1e-3 relative and the final state would drift by ~1e-4.
+            ab = float(alphas[int(self.sched.timesteps[k])])
         eps = eps_from_x0(x_in, x0, ab)
         takes_generator = "generator" in inspect.signature(self.sched.step).parameters
         kwargs = {"generator": self.generators} if self.generators and takes_generator else {}

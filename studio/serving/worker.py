@@ -110,7 +110,8 @@ class Job:
 
 def _to_cpu(step: Step) -> Step:
     return replace(step, x_t=step.x_t.detach().float().cpu(), x0=step.x0.detach().float().cpu(),
-                   extras={k: v.detach().cpu() for k, v in step.extras.items()})
+                   extras={k: v.detach().cpu() for k, v in step.extras.items()},
+                   final=None if step.final is None else step.final.detach().float().cpu())
 
 
 def save_result(run: Run, dataset: Dataset, folder: Path) -> Path:

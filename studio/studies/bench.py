@@ -204,3 +204,203 @@ def main(device: torch.device, opts: dict[str, Any], only: list[str] | None, jso
     else:
         print(json.dumps(doc))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `bench --e2e`: whole runs as a user meets them.
+
+E2E_DENOISERS = ("optimal", "pca_locality", "ls", "els")
+# (C, H, W, N) of the published settings on a GPU; a small shape on the CPU. els is costly at scale: at most
+# E2E_ELS_N points (the issue's 3x32x32 target uses 10,000), and not at 3x64x64 by default.
+E2E_SHAPES = {"cuda": [(3, 32, 32, 50_000), (3, 64, 64, 30_000)], "cpu": [(3, 16, 16, 5_000)]}
+E2E_ELS_N = 10_000
+E2E_PHASES = ("load_s", "fit_s", "setup_s", "denoise_s", "overhead_s", "analysis_s", "other_s")
+MODES = ("cold", "warm cache", "warm process")
+
+_SECOND_RUN = """
+import json, sys, tempfile, time
+from studio.config import RunConfig
+from studio.engine import execute
+from studio.runs import save_run
+cfg = RunConfig.from_yaml(open(sys.argv[1]).read())
+execute(cfg)
+t0 = time.perf_counter(); run = execute(cfg); t1 = time.perf_counter()
+save_run(run, tempfile.mkdtemp() + "/run"); t2 = time.perf_counter()
+print("E2E " + json.dumps({"run_s": t1 - t0, "save_s": t2 - t1, "timings": run.metrics["timings"]}))
+"""
+
+
+def e2e_configs(device: torch.device, steps: list[int], shapes: list[tuple[int, ...]] | None,
+                only: list[str] | None) -> list[dict[str, Any]]:
+    """One config dict per row: each denoiser at each shape and step count, DDIM(η=0), batch 8, `patches` data."""
+    out = []
+    for C, H, W, N in shapes or E2E_SHAPES[device.type]:
+        for name in E2E_DENOISERS:
+            if only and name not in only:
+                continue
+            n = N
+            if name == "els":
+                if H > 32 and not only:
+                    continue
+                n = min(N, E2E_ELS_N)
+            for k in steps:
+                out.append({
+                    "dataset": {"name": "patches", "resolution": H, "channels": C, "size": n},
+                    "denoiser": {"name": name}, "sampler": {"name": "ddim", "steps": k},
+                    "n": 8, "seed": 0, "device": device.type,
+                })
+    return out
+
+
+def _run_child(args: list[str], env: dict[str, str], cwd: str, timeout: float) -> tuple[float, str]:
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:] or ''}")
+    return wall, proc.stdout
+
+
+def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, Any]]:
+    """Cold (fresh process, empty STUDIO_CACHE), warm cache (fresh process, same cache) and warm process (a second
+    run in one process) of one config. The first two run `python -m studio sample` and read its metrics.json."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from studio.config import RunConfig
+
+    run_cfg = RunConfig.from_dict(cfg)
+    work = Path(tempfile.mkdtemp(prefix="studio-e2e-"))
+    (work / "config.yaml").write_text(run_cfg.to_yaml())
+    env = {**os.environ, "STUDIO_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+    base = {"denoiser": cfg["denoiser"]["name"], "shape": [cfg["dataset"]["channels"], cfg["dataset"]["resolution"],
+            cfg["dataset"]["resolution"]], "n_data": cfg["dataset"]["size"], "steps": cfg["sampler"]["steps"],
+            "batch": cfg["n"], "device": cfg["device"], "code": code}
+    rows = []
+    for i, mode in enumerate(MODES):
+        row = {**base, "mode": mode}
+        try:
+            if mode == "warm process":
+                wall, out = _run_child(["-c", _SECOND_RUN, str(work / "config.yaml")], env, code, timeout)
+                doc = json.loads(next(line[4:] for line in out.splitlines() if line.startswith("E2E ")))
+                timings, wall, save = doc["timings"], doc["run_s"] + doc["save_s"], doc["save_s"]
+            else:
+                folder = work / f"run{i}"
+                wall, _ = _run_child(["-m", "studio", "sample", "--config", str(work / "config.yaml"),
+                                      "--out", str(folder)], env, code, timeout)
+                timings = json.loads((folder / "metrics.json").read_text())["timings"]
+                save = None
+        except Exception as err:  # noqa: BLE001 - a row that failed or ran out of time says so and the rest go on
+            rows.append({**row, "error": f"{type(err).__name__}: {err}"[:160]})
+            continue
+        row.update({k: timings.get(k) for k in E2E_PHASES if k in timings})
+        row.update(wall_s=wall, sampling_s=timings.get("sampling_s"), ms_per_step=timings.get("ms_per_step"))
+        known = sum(timings.get(k) or 0 for k in ("load_s", "fit_s", "sampling_s", "analysis_s"))
+        row["other_s"] = save if save is not None else max(wall - known, 0.0)  # start, imports, saving
+        rows.append(row)
+    return rows
+
+
+def e2e_table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'denoiser':<13}{'shape':<9}{'N':>7}{'steps':>6} {'mode':<13}{'total s':>8}{'load':>7}{'fit':>7}"
+            f"{'setup':>7}{'denoise':>8}{'loop':>7}{'analysis':>9}{'other':>7}{'ms/step':>9}")
+    lines = [head, "-" * len(head)]
+
+    def f(v: Any, w: int, p: int = 2) -> str:
+        return f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        left = f"{r['denoiser']:<13}{shape:<9}{r['n_data']:>7}{r['steps']:>6} {r['mode']:<13}"
+        if "error" in r:
+            lines.append(left + "  " + r["error"])
+            continue
+        lines.append(left + f(r["wall_s"], 8) + f(r.get("load_s"), 7) + f(r.get("fit_s"), 7) + f(r.get("setup_s"), 7)
+                     + f(r.get("denoise_s"), 8) + f(r.get("overhead_s"), 7, 3) + f(r.get("analysis_s"), 9)
+                     + f(r.get("other_s"), 7) + f(r.get("ms_per_step"), 9, 1))
+    return "\n".join(lines)
+
+
+def e2e_main(device: torch.device, steps: list[int], shapes: list[tuple[int, ...]] | None, only: list[str] | None,
+             json_path: str | None, code: str | None = None, timeout: float = 300.0) -> int:
+    """Time whole runs (table + JSON). `code`: the folder whose `studio` package the runs import (default: this
+    one), so an older checkout can be timed the same way. Rows go to `json_path` as they finish."""
+    from pathlib import Path
+
+    code = str(Path(code or Path(__file__).resolve().parents[2]).resolve())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"end-to-end runs on {name}; code: {code}; DDIM(eta=0), batch 8, data: bundled `patches` (photo patches);"
+          " loop = per-step overhead outside the denoiser; other = process start, imports and saving", flush=True)
+    rows: list[dict[str, Any]] = []
+    for cfg in e2e_configs(device, steps, shapes, only):
+        new = e2e_row(cfg, code, timeout)
+        rows.extend(new)
+        print("\n".join(e2e_table(new).splitlines()[2:]), flush=True)
+        if json_path:
+            Path(json_path).write_text(json.dumps({"device": name, "code": code, "rows": rows}, indent=2))
+    print()
+    print(e2e_table(rows))
+    if not json_path:
+        print(json.dumps({"device": name, "code": code, "rows": rows}))
+    return 0
+
+
+def setup_main(device: torch.device, shapes: list[tuple[int, ...]] | None, json_path: str | None) -> int:
+    """`bench --setup`: the one-off costs of pca_locality on `device`: the Gaussian fit (covariance + float64 eigh),
+    then per noise level the mask recomputed on the device, the same mask written bit-packed and read back, and the
+    column plan built and packed on the device."""
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from studio.data.registry import load_dataset
+    from studio.denoisers.masked import masks
+    from studio.denoisers.masked.plan import padded_supports, plan_for
+    from studio.denoisers.wiener import fit_gaussian
+
+    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0, out
+
+    rows = []
+    folder = Path(tempfile.mkdtemp(prefix="studio-setup-"))
+    for C, H, W, N in shapes or E2E_SHAPES[device.type]:
+        data = load_dataset("patches", resolution=H, channels=C, size=N)
+        timed(lambda: fit_gaussian(data.flat()[:512], device))  # warm-up: cuSOLVER handles, kernels
+        fit_s, fit = timed(lambda: fit_gaussian(data.flat(), device))
+        theta = masks.default_threshold(data.shape)
+        sched = Schedule.build()
+        for t in (900, 500, 100):
+            ab = sched.ab(t)
+            mask_s, mask = timed(lambda: masks.compute_mask(fit, ab, theta, "self", device))
+            cpu_s, cpu_mask = timed(lambda: masks.to_host(mask))
+            path = folder / f"{H}-{t}.safetensors"
+            write_s, _ = timed(lambda: save_file({"bits": masks.pack_bits(mask).cpu()}, str(path)))
+            read_s, back = timed(lambda: masks.unpack_bits(load_file(str(path))["bits"], tuple(mask.shape)))
+            assert torch.equal(back, cpu_mask)
+            plan_s, _ = timed(lambda: padded_supports(plan_for(mask, data.shape, device), 64, device))
+            rows.append({"shape": [C, H, W], "n_data": N, "t": t, "theta": theta, "density": float(cpu_mask.float().mean()),
+                         "fit_s": fit_s, "mask_s": mask_s, "to_cpu_s": cpu_s, "packed_mb": path.stat().st_size / 1e6,
+                         "write_s": write_s, "read_s": read_s, "plan_s": plan_s})
+    head = (f"{'shape':<9}{'N':>7}{'t':>5}{'density':>8}{'fit s':>7}{'mask ms':>8}{'to cpu':>7}{'packed MB':>10}"
+            f"{'write ms':>9}{'read ms':>8}{'plan ms':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{'x'.join(map(str, r['shape'])):<9}{r['n_data']:>7}{r['t']:>5}{r['density']:>8.3f}{r['fit_s']:>7.2f}"
+              f"{1e3 * r['mask_s']:>8.1f}{1e3 * r['to_cpu_s']:>7.1f}{r['packed_mb']:>10.2f}{1e3 * r['write_s']:>9.1f}"
+              f"{1e3 * r['read_s']:>8.1f}{1e3 * r['plan_s']:>8.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
+    return 0

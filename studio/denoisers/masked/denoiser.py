@@ -3,6 +3,7 @@ mask kept in memory, and the choice between the torch and the Triton tiles."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -13,6 +14,7 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.budget import require
 from studio.denoisers.masked import torch_tiles
+from studio.denoisers.masked.masks import to_host
 from studio.denoisers.masked.plan import KERNELS, ColumnPlan, plan_for, use_triton
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.params import Param
@@ -37,7 +39,7 @@ class MaskedSoftmaxDenoiser(Denoiser):
 
     def _fit_bank(self, dataset: Dataset) -> None:
         D = dataset.dim
-        require(4 * D * D * 2 + 8 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
+        require(4 * D * D * 2 + 4 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
         self.bank = DataBank.from_flat(dataset.flat(), self.device)
         self.plans: OrderedDict[Any, MaskEntry] = OrderedDict()
 
@@ -45,9 +47,13 @@ class MaskedSoftmaxDenoiser(Denoiser):
         if key in self.plans:
             self.plans.move_to_end(key)
             return self.plans[key]
-        mask = make_mask()
-        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])
-        entry = MaskEntry(mask, plan, float(mask.float().mean()))
+        t0 = time.perf_counter()
+        mask = make_mask()  # bool [D, D], on the CPU or already on the device
+        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
+        entry = MaskEntry(to_host(mask), plan, float(mask.float().mean()))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.setup_s += time.perf_counter() - t0
         self.plans[key] = entry
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)

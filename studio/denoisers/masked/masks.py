@@ -54,22 +54,77 @@ def threshold(p: torch.Tensor, theta: float) -> torch.Tensor:
 
 
 def mask_key(dataset: Dataset, ab: float, theta: float, normalization: str) -> str:
-    return digest("locality-mask-v1", dataset.fingerprint, float(ab), float(theta), normalization)
+    return digest("locality-mask-v2", dataset.fingerprint, float(ab), float(theta), normalization)
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """uint8 [ceil(numel/8)]: the bool mask's entries in row-major order, 8 per byte, first entry in the top bit."""
+    flat = mask.reshape(-1)
+    pad = -flat.numel() % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.reshape(-1, 8).to(torch.uint8) * _BIT_WEIGHTS.to(flat.device)).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(bits: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The bool mask of `shape` back from `pack_bits` (exact)."""
+    n = 1
+    for d in shape:
+        n *= d
+    flat = (bits[:, None] & _BIT_WEIGHTS.to(bits.device)).ne(0).reshape(-1)  # [8 * bytes]
+    return flat[:n].reshape(shape)
+
+
+def compute_mask(fit: dict[str, torch.Tensor], ab: float, theta: float, normalization: str,
+                 device: torch.device | str) -> torch.Tensor:
+    """The bool mask [D, D] on `device`: W (float64), P and the threshold all computed there."""
+    return threshold(projection(wiener_matrix(fit, ab, device), normalization), theta)
+
+
+def stores_masks(device: torch.device) -> bool:
+    """Whether masks are kept on disk (bit-packed, D²/8 bytes) rather than recomputed: on the CPU the float64
+    D³ product costs seconds; on a GPU it costs milliseconds, less than reading D²/8 bytes back (measured by
+    `python -m studio bench --masks`)."""
+    return device.type != "cuda"
+
+
+def to_host(mask: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a mask: from a GPU through a pinned staging buffer (several times faster than a pageable
+    copy: 151 MB at 3x64x64), then into ordinary memory so that kept masks do not hold pinned memory."""
+    if mask.device.type != "cuda":
+        return mask
+    staging = torch.empty(mask.shape, dtype=mask.dtype, pin_memory=True)
+    staging.copy_(mask)
+    return staging.clone()
 
 
 def locality_mask(
-    dataset: Dataset, ab: float, theta: float, normalization: str = "self", device: torch.device | str = "cpu"
+    dataset: Dataset, ab: float, theta: float, normalization: str = "self", device: torch.device | str = "cpu",
+    store: bool | None = None, on_device: bool = False,
 ) -> torch.Tensor:
-    """The bool mask M [D, D] (column m = the inputs of output m), from the cache or computed on `device`."""
+    """The bool mask M [D, D] (column m = the inputs of output m), computed in float64 on `device` with the
+    Gaussian fit of `device`; stored on disk bit-packed when `store` (default: `stores_masks(device)`). Returned on
+    the CPU, or where it was computed when `on_device` (a stored mask is read on the CPU)."""
     device = torch.device(device)
     D = dataset.dim
     require(4 * 8 * D * D, device, "denoiser.pca_locality: the float64 Wiener filter and its mask")
+    if normalization not in NORMALIZATIONS:
+        projection(torch.ones(1, 1, dtype=torch.float64), normalization)  # the field's error
 
-    def build() -> dict[str, torch.Tensor]:
-        w = wiener_matrix(gaussian_fit(dataset), ab, device)
-        return {"mask": threshold(projection(w, normalization), theta).cpu()}
+    def build() -> torch.Tensor:
+        return compute_mask(gaussian_fit(dataset, device), ab, theta, normalization, device)
 
-    return cached_tensors("locality-masks", mask_key(dataset, ab, theta, normalization), build)["mask"]
+    if not (stores_masks(device) if store is None else store):
+        return build() if on_device else to_host(build())
+
+    def packed() -> dict[str, torch.Tensor]:
+        return {"bits": pack_bits(build())}
+
+    bits = cached_tensors("locality-masks", mask_key(dataset, ab, theta, normalization), packed)["bits"]
+    return unpack_bits(bits, (D, D))  # bits were loaded on the CPU
 
 
 def patch_mask(shape: tuple[int, ...], k: int) -> torch.Tensor:

@@ -78,13 +78,13 @@ def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> 
     C = plan_channels(shape)
     span = D // C
     full = mask.all(0)
-    order = tile_order(shape, tile)
+    order = tile_order(shape, tile).to(mask.device)
     sparse = order[~full[order]]
     n_tiles = -(-sparse.numel() // tile)
-    cols = torch.full((n_tiles * tile,), D, dtype=torch.long)
+    cols = torch.full((n_tiles * tile,), D, dtype=torch.long, device=mask.device)
     cols[:sparse.numel()] = sparse
     cols = cols.reshape(n_tiles, tile)
-    padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool)], 1)
+    padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool, device=mask.device)], 1)
     real = cols < D
     sub = padded[:, cols]  # [input, tile, column]
     reads = sub.reshape(C, span, n_tiles, tile)
@@ -98,6 +98,31 @@ def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> 
     counts = used.sum(1).tolist()
     return ColumnPlan(D, C, full.nonzero().squeeze(1), cols, list(rows.split(counts)),
                       list(block_rows.split(counts)), based.T.contiguous())
+
+
+def padded_supports(plan: ColumnPlan, BK: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Every tile's support rows (long [R]) and signed mask rows (float32 [R, G]) laid end to end, each tile starting
+    at a multiple of BK, the gaps filled with the padding index D and zero rows; and the R-offsets of the tiles
+    (n_tiles + 1 host ints). Whole-tensor scatters on `device`: no copy per tile."""
+    G = plan.cols.shape[1]
+    if not plan.supports:  # an all-ones mask: no tiles
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, G, device=device), [0]
+    counts = [r.numel() for r in plan.supports]  # host ints: no synchronisation
+    ptr = [0]
+    for c in counts:
+        ptr.append(ptr[-1] + c + (-c % BK))
+    rows = torch.cat(plan.supports).to(device)                      # long [Σ counts]
+    block = torch.cat(plan.blocks).to(device, torch.float32)        # [Σ counts, G]
+    tile = torch.repeat_interleave(torch.arange(len(counts), device=device),
+                                   torch.tensor(counts, device=device), output_size=rows.numel())
+    starts = torch.tensor(ptr[:-1], device=device)                  # [n_tiles] padded start of each tile
+    firsts = torch.tensor([0] + counts, device=device).cumsum(0)[:-1]  # [n_tiles] unpadded start
+    dest = starts[tile] + torch.arange(rows.numel(), device=device) - firsts[tile]  # [Σ counts]
+    kidx = torch.full((ptr[-1],), plan.D, dtype=torch.long, device=device)
+    kidx[dest] = rows
+    blk = torch.zeros(ptr[-1], G, dtype=torch.float32, device=device)
+    blk[dest] = block
+    return kidx, blk, ptr
 
 
 def use_triton(device: torch.device, kernel: str) -> bool:
@@ -119,6 +144,7 @@ def use_triton(device: torch.device, kernel: str) -> bool:
 
 
 def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
-    """The plan in the tile width of the kernel that will run, on `device`."""
+    """The plan in the tile width of the kernel that will run, built on `device` (the same plan wherever it is
+    built: the steps are exact integer and boolean work)."""
     tile = TRITON_CONFIG["tile"] if use_triton(device, kernel) else TILE
-    return build_plan(mask, shape, tile).to(device)
+    return build_plan(mask.to(device), shape, tile)

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from studio.denoisers.budget import memory_budget, require
-from studio.denoisers.masked.plan import TRITON_CONFIG, ColumnPlan
+from studio.denoisers.masked.plan import TRITON_CONFIG, ColumnPlan, padded_supports
 from studio.denoisers.online_softmax import merge_partials
 from studio.denoisers.softmax import DataBank
 
@@ -146,24 +146,17 @@ class PackedPlan:
 
 
 def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> PackedPlan:
-    """The plan packed for the kernels, built on first use and kept with the plan."""
+    """The plan packed for the kernels, built on first use and kept with the plan (plan.padded_supports)."""
     if ("triton", BK) not in plan.packed:
-        G = plan.cols.shape[1]
-        idx, blk, ptr = [], [], [0]
-        for rows, block in zip(plan.supports, plan.blocks):
-            pad = -rows.numel() % BK
-            idx.append(torch.cat([rows.cpu(), torch.full((pad,), plan.D, dtype=torch.long)]))
-            blk.append(torch.cat([block.cpu(), torch.zeros(pad, G)]))
-            ptr.append(ptr[-1] + rows.numel() + pad)
-        subsets, sid = plan.based.cpu().unique(dim=0, return_inverse=True)
-        kidx = torch.cat(idx)
+        kidx, blk, ptr = padded_supports(plan, BK, device)
+        subsets, sid = plan.based.to(device).unique(dim=0, return_inverse=True)
         plan.packed[("triton", BK)] = PackedPlan(
             cols=plan.cols.to(device, torch.int32).contiguous(),
-            kidx=kidx.to(device, torch.int32),
-            gather=kidx.clamp(max=plan.D - 1).to(device),
-            real=(kidx < plan.D).to(device, torch.float32),
-            blk=torch.cat(blk).to(device, torch.float32).contiguous(),
-            mask16=torch.cat(blk).to(device, torch.float16).contiguous(),
+            kidx=kidx.to(torch.int32),
+            gather=kidx.clamp(max=plan.D - 1),
+            real=(kidx < plan.D).to(torch.float32),
+            blk=blk,
+            mask16=blk.to(torch.float16),
             kptr=torch.tensor(ptr, dtype=torch.int32, device=device),
             sid=sid.to(device, torch.int32),
             subsets=subsets.to(device, torch.float32),
@@ -241,7 +234,7 @@ def tiles_posterior_mean(
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     BB = min(triton.next_power_of_2(B), max(1, cfg["cols"] // G))
     groups = triton.cdiv(B, BB)
-    top_x = bank.derive("abs-max", lambda: bank.x.abs().max()).item()
+    top_x = bank.derive("abs-max-host", lambda: bank.x.abs().max().cpu()).item()  # read on the host once
     rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale(x.abs().max().item())
     # W[k, b, g] = x_b[support k] * signed mask[k, g] for whole groups of queries, as fp16 halves
     rows = pk.kidx.numel()
