@@ -35,12 +35,18 @@ def case_args(tmp_path):
         "pull bad run": (["pull", "alice/runs", "--run", "../../etc", "--endpoint", "http://127.0.0.1:9"], "run"),
         "push not a run": (["push", str(empty_run), "--repo", "alice/runs", "--endpoint", "http://127.0.0.1:9"],
                            "run_dir"),
+        "scheduler without set_timesteps": (["sample", *QUICK, "--sampler", "diffusers", "--set",
+                                             "sampler.scheduler=KarrasVeScheduler", "--out", str(tmp_path / "k")],
+                                            "sampler.scheduler"),
+        "flow-matching scheduler": (["sample", *QUICK, "--sampler", "diffusers", "--set",
+                                     "sampler.scheduler=FlowMatchEulerDiscreteScheduler", "--out",
+                                     str(tmp_path / "f")], "sampler.scheduler"),
     }
 
 
 CASES = ["out under a file", "out in /proc", "out in /sys", "out empty", "out 300 chars", "deep yaml", "bench shape",
          "bench n-data", "bench batch", "compare no denoisers", "train out file", "train resume nothing",
-         "pull bad run", "push not a run"]
+         "pull bad run", "push not a run", "scheduler without set_timesteps", "flow-matching scheduler"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -40,14 +40,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = check_out_folder(args.out, args.overwrite)
-    bar = tqdm(total=None, desc=f"{cfg.denoiser.name}/{cfg.sampler.name}", unit="step", file=sys.stderr)
+    bars: list[tqdm] = []  # made at the first step, so an error before sampling prints one line only
 
     def progress(step) -> None:
-        bar.total = step.K
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=step.K, desc=f"{cfg.denoiser.name}/{cfg.sampler.name}", unit="step",
+                             file=sys.stderr))
+        bars[0].update(1)
 
-    run = execute(cfg, progress)
-    bar.close()
+    try:
+        run = execute(cfg, progress)
+    finally:
+        for bar in bars:
+            bar.close()
     background = None
     if not run.is_image:
         background = load_dataset(cfg.dataset.name, **cfg.dataset.options).x

@@ -144,7 +144,15 @@ class DiffusersAdapter(Sampler):
             thresholding=False, **extra,
         )
         accepted = inspect.signature(cls.__init__).parameters
+        if not {"trained_betas", "prediction_type"} <= set(accepted):
+            raise ValueError(f"sampler.scheduler: {cls_name} cannot run on this schedule (it takes no trained_betas "
+                             "or no ε prediction; flow-matching and variance-exploding schedulers do not fit); "
+                             "choose e.g. DPMSolverMultistepScheduler, EulerDiscreteScheduler or UniPCMultistepScheduler")
         self.sched = cls(**{k: v for k, v in config.items() if k in accepted})
+        missing = [a for a in ("set_timesteps", "scale_model_input", "init_noise_sigma") if not hasattr(self.sched, a)]
+        if missing:
+            raise ValueError(f"sampler.scheduler: {cls_name} lacks {', '.join(missing)}, which the adapter needs; "
+                             "choose e.g. DPMSolverMultistepScheduler, EulerDiscreteScheduler or UniPCMultistepScheduler")
         if "timesteps" in inspect.signature(self.sched.set_timesteps).parameters:
             self.sched.set_timesteps(timesteps=self.timesteps.tolist())
         else:
