@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from studio.limits import Limits
+
 
 def cache_root() -> Path:
     root = Path(os.environ.get("STUDIO_CACHE", Path.home() / ".cache" / "analytic-diffusion-studio"))
@@ -142,16 +144,43 @@ def atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Load the tensors stored under (namespace, key), building and storing them on a miss."""
+    """Load the tensors stored under (namespace, key), building and storing them on a miss; a hit marks the
+    entry as recently used, a store trims the cache to STUDIO_MAX_CACHE_BYTES."""
     path = entry_path(namespace, key)
     if path.exists():
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
+            os.utime(path)
+            return tensors
         except Exception:
             path.unlink(missing_ok=True)
     tensors = build()
     atomic_write(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
+    trim_cache(keep=path)
     return tensors
+
+
+def trim_cache(keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used tensor entries (dataset builds, fits, masks) until the cache holds at most
+    STUDIO_MAX_CACHE_BYTES; never `keep`, and never pulled runs or extracted uploads (they are not entries)."""
+    budget = Limits.from_env().max_cache_bytes
+    entries = []
+    for path in cache_root().glob("*/*.safetensors"):
+        try:
+            entries.append((path.stat().st_mtime, path.stat().st_size, path))
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= budget:
+            break
+        if path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def is_cached(namespace: str, key: str) -> bool:

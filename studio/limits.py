@@ -25,6 +25,8 @@ _ENV = {
     "max_image_pixels": ("STUDIO_MAX_IMAGE_PIXELS", 16_000_000),
     "max_job_gib": ("STUDIO_MAX_JOB_GIB", 4),
     "max_job_seconds": ("STUDIO_MAX_JOB_SECONDS", 600),
+    "max_memo_bytes": ("STUDIO_MAX_MEMO_BYTES", 2_000_000_000),
+    "max_cache_bytes": ("STUDIO_MAX_CACHE_BYTES", 20_000_000_000),
 }
 MAX_YAML_DEPTH = 20  # nested mappings/lists in a config, preset or patch schedule
 
@@ -51,6 +53,8 @@ class Limits:
     max_image_pixels: int
     max_job_gib: int
     max_job_seconds: int
+    max_memo_bytes: int
+    max_cache_bytes: int
 
     @classmethod
     def from_env(cls) -> "Limits":

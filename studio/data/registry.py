@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -10,6 +11,7 @@ import torch
 from studio.cache import digest
 from studio.data.dataset import Dataset
 from studio.data.pixels import decode
+from studio.limits import Limits
 from studio.params import Param, resolve
 
 
@@ -75,7 +77,16 @@ def resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return resolve(get_entry(name).params, options, "dataset")
 
 
-_MEMO: dict[str, Dataset] = {}
+_MEMO: OrderedDict[str, Dataset] = OrderedDict()
+
+
+def _remember(key: str, ds: Dataset) -> None:
+    """Keep `ds` in the memo, dropping the least recently used datasets beyond STUDIO_MAX_MEMO_BYTES of data
+    (the newest always stays)."""
+    _MEMO[key] = ds
+    budget = Limits.from_env().max_memo_bytes
+    while len(_MEMO) > 1 and sum(d.x.nbytes for d in _MEMO.values()) > budget:
+        _MEMO.popitem(last=False)
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:
@@ -84,6 +95,7 @@ def load_dataset(name: str, **options: Any) -> Dataset:
     opts = resolve(entry.params, options, "dataset")
     memo_key = digest(name, opts)
     if entry.memoise and memo_key in _MEMO:
+        _MEMO.move_to_end(memo_key)
         return _MEMO[memo_key]
     built = entry.build(**opts)
     x = built.x.float().contiguous()
@@ -102,5 +114,5 @@ def load_dataset(name: str, **options: Any) -> Dataset:
         notes=list(built.notes),
     )
     if entry.memoise:
-        _MEMO[memo_key] = ds
+        _remember(memo_key, ds)
     return ds

@@ -1,0 +1,47 @@
+"""The in-memory dataset memo and the disk cache stay within their byte limits, least recently used dropped."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from studio import cache
+from studio.data import registry
+from studio.data.registry import load_dataset
+
+
+def test_dataset_memo_keeps_within_its_byte_limit_and_drops_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(registry, "_MEMO", type(registry._MEMO)())
+    one = load_dataset("digits", size=100)  # 100 x 64 float32 = 25,600 bytes
+    monkeypatch.setenv("STUDIO_MAX_MEMO_BYTES", str(2 * one.x.nbytes + 10))
+    two = load_dataset("digits", size=100, subset="random", subset_seed=1)
+    assert load_dataset("digits", size=100) is one  # a hit: now the most recent
+    three = load_dataset("digits", size=100, subset="random", subset_seed=2)
+    assert list(registry._MEMO.values()) == [one, three]  # `two` was the least recently used
+    assert sum(d.x.nbytes for d in registry._MEMO.values()) <= 2 * one.x.nbytes + 10
+    assert load_dataset("digits", size=100, subset="random", subset_seed=1) is not two  # rebuilt, equal
+    assert torch.equal(load_dataset("digits", size=100, subset="random", subset_seed=1).x, two.x)
+
+
+def test_disk_cache_trims_to_its_byte_limit_oldest_use_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
+    block = {"x": torch.zeros(1000)}  # 4,000 bytes of data per entry
+    paths = []
+    for i in range(3):
+        cache.cached_tensors("unit", f"k{i}", lambda: block)
+        paths.append(cache.entry_path("unit", f"k{i}"))
+        os.utime(paths[-1], (time.time() - 100 + i, time.time() - 100 + i))
+    size = paths[0].stat().st_size
+    cache.cached_tensors("unit", "k0", lambda: block)  # a hit marks k0 as recently used
+    monkeypatch.setenv("STUDIO_MAX_CACHE_BYTES", str(3 * size))
+    cache.cached_tensors("unit", "k3", lambda: block)  # a fourth entry: one must go
+    assert [p.exists() for p in paths] == [True, False, True]  # k1 was the least recently used
+    assert cache.entry_path("unit", "k3").exists()
+    pulled = tmp_path / "hub-runs" / "alice" / "run" / "tensors.safetensors"
+    pulled.parent.mkdir(parents=True)
+    pulled.write_bytes(b"x" * 10 * size)  # a pulled run is not a cache entry: never trimmed
+    monkeypatch.setenv("STUDIO_MAX_CACHE_BYTES", "1")
+    removed = cache.trim_cache(keep=cache.entry_path("unit", "k3"))
+    assert pulled.exists() and cache.entry_path("unit", "k3").exists() and len(removed) == 2
