@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 import torch
@@ -51,3 +52,20 @@ def fake_hub():
     hub = FakeHub.start()
     yield hub
     hub.stop()
+
+
+@pytest.fixture
+def slow_wiener(monkeypatch):
+    """slow_wiener(seconds): every wiener denoise call sleeps that long first (a slow job, little work)."""
+    from studio.denoisers.wiener import Wiener
+
+    def apply(seconds: float) -> None:
+        original = Wiener.denoise
+
+        def slow(self, x_t, t, ab):
+            time.sleep(seconds)
+            return original(self, x_t, t, ab)
+
+        monkeypatch.setattr(Wiener, "denoise", slow)
+
+    return apply

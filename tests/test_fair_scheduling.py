@@ -7,7 +7,6 @@ import pytest
 
 import studio.serving.worker as worker
 from studio.config import RunConfig
-from studio.denoisers.wiener import Wiener
 from studio.limits import LimitError
 
 
@@ -17,14 +16,8 @@ def config(steps: int, seed: int) -> RunConfig:
 
 
 @pytest.fixture
-def slow_steps(monkeypatch):
-    original = Wiener.denoise
-
-    def slow(self, x_t, t, ab):
-        time.sleep(0.2)
-        return original(self, x_t, t, ab)
-
-    monkeypatch.setattr(Wiener, "denoise", slow)
+def slow_steps(monkeypatch, slow_wiener):
+    slow_wiener(0.2)
     monkeypatch.setattr(worker, "_WORKERS", {})
 
 

@@ -7,7 +7,6 @@ import pytest
 
 import studio.serving.worker as worker
 from studio.config import RunConfig
-from studio.denoisers.wiener import Wiener
 from studio.limits import LimitError, Limits
 from studio.serving.policy import check_config, estimate_cost
 
@@ -32,14 +31,8 @@ def test_the_time_estimate_grows_with_the_denoisers_work(monkeypatch):
         check_config(Limits.from_env(), RunConfig.from_dict({"denoiser": {"name": "els"}}))
 
 
-def test_a_job_past_the_time_limit_is_stopped(monkeypatch):
-    original = Wiener.denoise
-
-    def slow(self, x_t, t, ab):
-        time.sleep(0.4)
-        return original(self, x_t, t, ab)
-
-    monkeypatch.setattr(Wiener, "denoise", slow)
+def test_a_job_past_the_time_limit_is_stopped(monkeypatch, slow_wiener):
+    slow_wiener(0.4)
     monkeypatch.setenv("STUDIO_MAX_JOB_SECONDS", "3")  # the estimate (about 2 s) lets it in
     cfg = RunConfig.from_dict({"dataset": {"name": "moons", "size": 50}, "denoiser": {"name": "wiener"}, "n": 2,
                                "sampler": {"name": "ddim", "steps": 40}, "device": "cpu"})
