@@ -26,6 +26,7 @@ from studio.ui.session import Session, outputs_root
 log = logging.getLogger("studio.ui")
 
 CSS_FILE = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
+PLAYER_JS = CSS_FILE.with_name("player.js")  # the run player and classroom mode
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
 
@@ -92,6 +93,7 @@ def launch_options() -> dict[str, Any]:
     from studio.serving.launch import launch_limits
 
     return dict(theme=theme, css_paths=[CSS_FILE] if CSS_FILE.is_file() else None, allowed_paths=[str(root)],
+                js=PLAYER_JS.read_text() if PLAYER_JS.is_file() else None,
                 footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
 
 
