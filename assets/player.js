@@ -30,7 +30,7 @@
     }));
     if (P.idx >= P.frames.length) P.idx = Math.max(0, P.frames.length - 1);
     show();
-    schedule();
+    if (!P.timer) schedule();  // new frames never postpone the next tick: the pace stays the chosen one
   }
 
   function show() {
@@ -45,7 +45,10 @@
     if (label) {
       label.dataset.k = String(f.k);
       label.dataset.total = String(f.K);
-      const more = P.frames.length < f.K ? ` · ${P.frames.length} of ${f.K} steps computed so far` : "";
+      const state = runState();
+      const more = P.frames.length >= f.K ? "" : state === "cancelled"
+        ? ` · the run was cancelled at step ${P.frames[P.frames.length - 1].k} of ${f.K}`
+        : ` · ${P.frames.length} of ${f.K} steps computed so far`;
       label.textContent = `step ${f.k}/${f.K} · t = ${f.t} · ā = ${f.ab}${more}${P.label ? " · " + P.label : ""}`;
     }
     const big = document.body.classList.contains("studio-classroom") ? 1.5 : 1;
@@ -68,11 +71,13 @@
 
   function schedule() {
     clearTimeout(P.timer);
+    P.timer = null;
     if (!P.playing) return;
     P.timer = setTimeout(tick, 1000 / speed());
   }
 
   function tick() {
+    P.timer = null;
     if (!P.playing) return;
     if (P.idx < P.frames.length - 1) {
       P.idx += 1;

@@ -1,0 +1,151 @@
+"""Watching a run in a real headless Chromium: the player plays every step at a chosen pace (play/pause, speed,
+scrubber), earlier results are marked as previous while a new run streams, Cancel says where it stopped, one
+message area per tab, classroom mode and the phone layout. Screenshots go to the test's tmp dir."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from space_app import served
+
+from studio.denoisers.optimal import Optimal
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with served(tmp_path_factory.mktemp("outputs")) as app:
+        yield app.url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url: str, width: int = 1440, height: int = 900):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#run")
+    return page
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = open_page(browser, app_url)
+    yield page
+    page.close()
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def wait_state(page, state: str, selector: str = "#progress") -> None:
+    page.wait_for_selector(f'{selector} .studio-progress[data-state="{state}"]')
+
+
+def shown_step(page) -> int:
+    return int(page.get_attribute("#player-label", "data-k") or 0)
+
+
+def run_and_wait(page, steps: int, n: int = 4) -> None:
+    set_number(page, "sample-steps", steps)
+    set_number(page, "n", n)
+    page.click("#run")
+    wait_state(page, "done")
+    page.wait_for_function(f"document.querySelectorAll('#player-feed .studio-frame').length === {steps}")
+
+
+def test_the_player_plays_pauses_changes_speed_and_reaches_every_step(page, tmp_path):
+    run_and_wait(page, 40)  # about 0.1 s of computing: the player still shows it step by step
+    page.wait_for_function("document.querySelector('#player-label').dataset.k !== undefined")
+    first = shown_step(page)
+    time.sleep(1.0)
+    later = shown_step(page)
+    assert page.get_attribute("#player-root", "data-playing") == "1"
+    assert first < later < 40, (first, later)  # it plays at 8 steps/s, not at the speed it computed
+    label = page.inner_text("#player-label")
+    assert re.search(r"step \d+/40 · t = \d+ · ā = [\d.e-]+", label), label
+    page.screenshot(path=str(tmp_path / "00-playing.png"))
+
+    page.click("#player-play")  # pause
+    paused = shown_step(page)
+    time.sleep(0.8)
+    assert shown_step(page) == paused and page.inner_text("#player-play").endswith("Play")
+
+    page.select_option("#player-speed", "1")
+    page.click("#player-play")
+    time.sleep(1.6)
+    slow = shown_step(page) - paused
+    page.select_option("#player-speed", "20")
+    start = shown_step(page)
+    time.sleep(1.0)
+    fast = shown_step(page) - start
+    assert 0 <= slow <= 3 and fast >= 6 and fast > slow, (slow, fast)  # 1 vs 20 steps/s (loose on a busy CPU)
+
+    # every step reached the page: the scrubber shows each one, with its own picture and label
+    sources = set()
+    for k in range(1, 41):
+        page.eval_on_selector("#player-step", "(el, v) => { el.value = v; "
+                              "el.dispatchEvent(new Event('input', {bubbles: true})); }", k)
+        assert shown_step(page) == k
+        sources.add((page.get_attribute("#live-xt img", "src"), page.get_attribute("#live-x0 img", "src")))
+    assert len(sources) == 40
+    assert page.get_attribute("#player-root", "data-playing") == "0"  # scrubbing pauses
+    # 2x2 samples of 8 px: at least 160 screen pixels per sample, nearest-neighbour
+    width = page.eval_on_selector("#live-x0 img", "img => img.getBoundingClientRect().width")
+    assert width >= 2 * 160
+    assert page.eval_on_selector("#live-x0 img", "img => getComputedStyle(img).imageRendering") in ("pixelated", "crisp-edges")
+    page.screenshot(path=str(tmp_path / "01-scrubbed.png"))
+    print("screenshots:", tmp_path)
+
+
+def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_path, monkeypatch):
+    run_and_wait(page, 5)
+    page.wait_for_selector("#final-grid img")
+    assert "studio-stale" not in (page.get_attribute("#results", "class") or "")
+    slow_denoise = Optimal.denoise
+
+    def slow(self, x_t, t, ab):
+        time.sleep(0.05)
+        return slow_denoise(self, x_t, t, ab)
+
+    monkeypatch.setattr(Optimal, "denoise", slow)
+    set_number(page, "sample-steps", 300)
+    page.click("#run")
+    wait_state(page, "running")
+    page.wait_for_selector("#results.studio-stale")
+    assert "Previous run" in page.inner_text("#run-summary")
+    page.wait_for_function("Number(document.querySelector('#progress .studio-progress').dataset.k) >= 5")
+    page.wait_for_function("Number(document.querySelector('#player-label').dataset.k) >= 3")  # plays while it computes
+    assert page.get_attribute("#player-label", "data-total") == "300"
+    page.screenshot(path=str(tmp_path / "00-streaming-over-previous.png"))
+    page.click("#cancel")
+    wait_state(page, "cancelled")
+    label = page.inner_text("#progress")
+    k = int(re.search(r"cancelled at step (\d+) of 300", label).group(1))
+    assert 5 <= k < 300
+    summary = page.inner_text("#run-summary")
+    assert f"cancelled at step {k} of 300" in summary and "Previous run" in summary
+    page.wait_for_function("document.querySelector('#player-root').dataset.playing === '0'", timeout=20_000)
+    assert page.get_attribute("#player-label", "data-total") == "300"  # the cancelled run, not the old one
+    assert shown_step(page) <= k
+    page.wait_for_function("document.querySelector('#player-label').innerText.includes('cancelled at step')")
+    page.screenshot(path=str(tmp_path / "01-cancelled.png"))
+    print("screenshots:", tmp_path)
