@@ -27,6 +27,14 @@ def show(text: str, details: str = "") -> str:
     return f'<div class="studio-msg" role="alert">⚠️ {html.escape(readable(text))}{more}</div>'
 
 
+def markdown(err: Exception | str, limit: int = 90) -> str:
+    """A problem for a Markdown line: its first sentence, the rest behind a disclosure."""
+    headline, details = short(err, limit)
+    more = (f"\n\n<details class='studio-source'><summary>details</summary>{html.escape(details)}</details>"
+            if details else "")
+    return f"⚠️ {headline}{more}"
+
+
 def short(err: Exception | str, limit: int = 160) -> tuple[str, str]:
     """(first sentence, the rest) of a long message, so the area stays one line with details behind it."""
     text = readable(err)

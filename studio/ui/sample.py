@@ -167,17 +167,27 @@ class SampleTab:
     def cancel(session: Session) -> Any:
         return gr.skip() if session.cancel() else progress_html("idle", text="Nothing is running.")
 
-    def export(self, *values: Any) -> dict:
+    def export(self, *values: Any) -> str:
         try:
-            return {self.yaml: self.form.read(values).to_yaml(), self.message: ""}
+            return self.form.read(values).to_yaml()
         except ValueError as err:
-            return {self.yaml: gr.skip(), self.message: messages.show(str(err))}
+            raise messages.refuse(str(err)) from None
 
     def import_yaml(self, text: str) -> list:
         try:
-            return [*self.form.fill(RunConfig.from_yaml(text)), ""]
+            return self.form.fill(RunConfig.from_yaml(text))
         except ValueError as err:
-            return [gr.skip()] * len(self.form.outputs) + [messages.show(str(err))]
+            raise messages.refuse(str(err)) from None
+
+    def to_page(self, handler, outputs: list):
+        """`handler` for the page: its results and a cleared message, or its refusal in the message area."""
+        def wrapped(*args: Any) -> list:
+            try:
+                out = handler(*args)
+            except gr.Error as err:
+                return [gr.skip()] * len(outputs) + [messages.show(err.message)]
+            return [*(out if isinstance(out, list) else [out]), ""]
+        return wrapped
 
     def show_step(self, session: Session, k: float) -> Any:
         return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
@@ -207,9 +217,11 @@ class SampleTab:
                                          show_progress="hidden")
         self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
                               show_progress="hidden")
-        self.export_btn.click(self.export, self.form.inputs, [self.yaml, self.message], api_name="export_config",
+        self.export_btn.click(self.to_page(self.export, [self.yaml]), self.form.inputs, [self.yaml, self.message],
+                              api_name="export_config",
                               api_visibility="undocumented", show_progress="hidden")
-        self.import_btn.click(self.import_yaml, self.yaml, [*self.form.outputs, self.message], api_visibility="private",
+        self.import_btn.click(self.to_page(self.import_yaml, self.form.outputs), self.yaml,
+                              [*self.form.outputs, self.message], api_visibility="private",
                               show_progress="hidden")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
                         show_progress="hidden", api_visibility="private")
