@@ -24,8 +24,13 @@ from studio.config import RunConfig
 SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
 DEFAULT_PAIR = {"a": {"sampler": {"name": "ddpm"}}, "b": {"sampler": {"name": "ddim", "eta": 0.0}}}
 TABS = ("sample", "neighbours", "locality", "compare", "forward")
-CLAIMS = ("memorised_at_least", "memorised_at_most", "variance_ratio_at_least", "nn_rms_at_least",
-          "sides_differ_at_least", "sides_agree_within", "b_memorised_at_most", "a_memorised_at_least")
+# what a run shows: share of samples flagged memorised, per-image variance of the samples over that of the data,
+# RMS distance of the samples to their nearest training item; a_/b_ for one side of a comparison, and how far
+# the two sides' final samples are apart (RMS)
+RUN_CLAIMS = ("memorised_at_least", "memorised_at_most", "variance_ratio_at_least", "nn_rms_at_least",
+              "nn_rms_at_most")
+CLAIMS = (*RUN_CLAIMS, *(f"{side}_{c}" for side in "ab" for c in RUN_CLAIMS), "sides_differ_at_least",
+          "sides_agree_within")
 
 
 @dataclass(frozen=True)
