@@ -149,3 +149,58 @@ def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_
     page.wait_for_function("document.querySelector('#player-label').innerText.includes('cancelled at step')")
     page.screenshot(path=str(tmp_path / "01-cancelled.png"))
     print("screenshots:", tmp_path)
+
+
+def font_px(page, selector: str) -> float:
+    return float(page.eval_on_selector(selector, "el => parseFloat(getComputedStyle(el).fontSize)"))
+
+
+def test_classroom_mode_from_the_address_and_the_toggle(browser, app_url, tmp_path):
+    page = open_page(browser, app_url)
+    body = "#preset-description"  # filled by a preset; before that, the dataset facts line
+    page.wait_for_selector("#intro .studio-explain p")
+    assert font_px(page, "#intro .studio-explain p") < 18
+    page.click("#classroom input")
+    page.wait_for_function("document.body.classList.contains('studio-classroom')")
+    assert font_px(page, "#intro .studio-explain p") >= 18
+    page.close()
+
+    page = open_page(browser, app_url + "?classroom=1")
+    page.wait_for_function("document.body.classList.contains('studio-classroom')")
+    page.wait_for_selector("#dataset-info p")
+    for selector in ("#dataset-info p", "#intro .studio-explain p", "#progress .studio-progress-label", "#player-label", "#choice-dataset input",
+                     "#preset input"):
+        assert font_px(page, selector) >= 18, selector
+    assert page.is_checked("#classroom input")
+    assert not page.is_visible("#config-accordion")  # fewer controls
+    run_and_wait(page, 6)
+    assert font_px(page, body) >= 18 if page.locator(body).inner_text().strip() else True
+    width = page.eval_on_selector("#live-x0 img", "img => img.getBoundingClientRect().width")
+    assert width >= 2 * 160 * 1.2  # bigger pictures than the normal page's 160 px per sample
+    page.screenshot(path=str(tmp_path / "00-classroom.png"))
+    page.close()
+    print("screenshots:", tmp_path)
+
+
+def test_on_a_phone_run_and_the_live_pictures_are_on_the_first_screen(browser, app_url, tmp_path):
+    page = open_page(browser, app_url, 390, 844)
+    page.screenshot(path=str(tmp_path / "00-phone-first-screen.png"))
+    run = page.locator("#run").bounding_box()
+    assert run["y"] >= 0 and run["y"] + run["height"] <= 844, run
+    page.click("#run")
+    wait_state(page, "done")
+    page.wait_for_function("document.querySelector('#live-x0 img').naturalWidth > 0")
+    picture = page.locator("#live-x0 img").bounding_box()
+    assert picture["y"] < 844 - 60 and picture["width"] > 100, picture  # on the first screen, not a thumbnail
+    page.screenshot(path=str(tmp_path / "01-phone-running.png"))
+    page.locator("#step-charts").scroll_into_view_if_needed()
+    page.wait_for_selector("#step-charts .js-plotly-plot")
+    titles = page.eval_on_selector_all("#step-charts .annotation-text, #step-charts .gtitle",
+                                       "els => els.map(e => { const r = e.getBoundingClientRect(); "
+                                       "return [r.left, r.right, r.top, r.bottom]; })")
+    for i, a in enumerate(titles):  # chart titles do not overlap each other
+        for b in titles[i + 1:]:
+            assert a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2], (a, b)
+    page.screenshot(path=str(tmp_path / "02-phone-charts.png"), full_page=True)
+    page.close()
+    print("screenshots:", tmp_path)

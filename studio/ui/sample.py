@@ -29,7 +29,7 @@ def _image(label: str, elem_id: str, **kw) -> gr.Image:
 class SampleTab:
     def __init__(self, session: gr.State, cfg: RunConfig) -> None:
         self.session = session
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_classes=["studio-main"]):
             with gr.Column(scale=4, min_width=340, elem_classes=["studio-controls"]):
                 self.form = RunForm(cfg)
                 with gr.Accordion("Export / import config (YAML)", open=False, elem_id="config-accordion"):
