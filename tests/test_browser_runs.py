@@ -204,3 +204,23 @@ def test_on_a_phone_run_and_the_live_pictures_are_on_the_first_screen(browser, a
     page.screenshot(path=str(tmp_path / "02-phone-charts.png"), full_page=True)
     page.close()
     print("screenshots:", tmp_path)
+
+
+def test_forward_slider_follows_the_keyboard_and_inversion_is_explained(page, tmp_path):
+    page.get_by_role("tab", name="Forward process").click()
+    page.wait_for_function("document.querySelector('#fw-info')?.innerText.includes('t = 500')")
+    slider = page.locator("#fw-t input[type=range]")
+    slider.focus()
+    for _ in range(3):
+        slider.press("ArrowRight")
+    page.wait_for_function("document.querySelector('#fw-info').innerText.includes('t = 503')", timeout=20_000)
+    assert page.input_value("#fw-denoiser input") == "wiener"  # the textbook picture by default
+    page.locator("#fw-steps input").fill("20")
+    page.click("#fw-invert")
+    page.wait_for_function("document.querySelector('#fw-inv-info').innerText.includes('reconstruction error')")
+    info = page.inner_text("#fw-inv-info")
+    std = float(re.search(r"x_T std ([\d.]+)", info).group(1))
+    assert info.startswith("wiener") and 0.5 < std < 1.5, info  # optimal's faded copy has std ≈ 0.3
+    assert "faded copy of itself" in info
+    page.screenshot(path=str(tmp_path / "00-forward.png"), full_page=True)
+    print("screenshots:", tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -48,3 +49,15 @@ def short(err: Exception | str, limit: int = 160) -> tuple[str, str]:
 def refuse(text: str) -> gr.Error:
     """The error for API clients; the page shows `text` in its message area instead of a pop-up."""
     return gr.Error(readable(text), visible=False, print_exception=False)
+
+
+def to_page(handler: Callable[..., Any], outputs: int) -> Callable[..., list]:
+    """`handler` (which raises gr.Error on bad input) for the page: its `outputs` values and a cleared message
+    area, or, when it refuses, unchanged outputs and the refusal in the message area (the last output)."""
+    def wrapped(*args: Any) -> list:
+        try:
+            out = handler(*args)
+        except gr.Error as err:
+            return [gr.skip()] * outputs + [show(err.message)]
+        return [*(out if isinstance(out, (list, tuple)) else [out]), ""]
+    return wrapped

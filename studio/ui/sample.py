@@ -179,16 +179,6 @@ class SampleTab:
         except ValueError as err:
             raise messages.refuse(str(err)) from None
 
-    def to_page(self, handler, outputs: list):
-        """`handler` for the page: its results and a cleared message, or its refusal in the message area."""
-        def wrapped(*args: Any) -> list:
-            try:
-                out = handler(*args)
-            except gr.Error as err:
-                return [gr.skip()] * len(outputs) + [messages.show(err.message)]
-            return [*(out if isinstance(out, list) else [out]), ""]
-        return wrapped
-
     def show_step(self, session: Session, k: float) -> Any:
         return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
 
@@ -217,10 +207,10 @@ class SampleTab:
                                          show_progress="hidden")
         self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
                               show_progress="hidden")
-        self.export_btn.click(self.to_page(self.export, [self.yaml]), self.form.inputs, [self.yaml, self.message],
+        self.export_btn.click(messages.to_page(self.export, 1), self.form.inputs, [self.yaml, self.message],
                               api_name="export_config",
                               api_visibility="undocumented", show_progress="hidden")
-        self.import_btn.click(self.to_page(self.import_yaml, self.form.outputs), self.yaml,
+        self.import_btn.click(messages.to_page(self.import_yaml, len(self.form.outputs)), self.yaml,
                               [*self.form.outputs, self.message], api_visibility="private",
                               show_progress="hidden")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
