@@ -119,7 +119,7 @@ def test_the_player_plays_pauses_changes_speed_and_reaches_every_step(page, tmp_
 def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_path, monkeypatch):
     run_and_wait(page, 5)
     page.wait_for_selector("#final-grid img")
-    assert "studio-stale" not in (page.get_attribute("#results", "class") or "")
+    assert page.locator("#results .studio-stale-banner").count() == 0
     slow_denoise = Optimal.denoise
 
     def slow(self, x_t, t, ab):
@@ -130,8 +130,9 @@ def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_
     set_number(page, "sample-steps", 300)
     page.click("#run")
     wait_state(page, "running")
-    page.wait_for_selector("#results.studio-stale")
-    assert "Previous run" in page.inner_text("#run-summary")
+    page.wait_for_selector("#results .studio-stale-banner")
+    assert "Previous run" in page.inner_text("#stale-banner")
+    assert float(page.eval_on_selector("#run-summary", "el => getComputedStyle(el).opacity")) < 0.6  # greyed
     page.wait_for_function("Number(document.querySelector('#progress .studio-progress').dataset.k) >= 5")
     page.wait_for_function("Number(document.querySelector('#player-label').dataset.k) >= 3")  # plays while it computes
     assert page.get_attribute("#player-label", "data-total") == "300"
@@ -141,8 +142,8 @@ def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_
     label = page.inner_text("#progress")
     k = int(re.search(r"cancelled at step (\d+) of 300", label).group(1))
     assert 5 <= k < 300
-    summary = page.inner_text("#run-summary")
-    assert f"cancelled at step {k} of 300" in summary and "Previous run" in summary
+    banner = page.inner_text("#stale-banner")
+    assert f"cancelled at step {k} of 300" in banner and "Previous run" in banner
     page.wait_for_function("document.querySelector('#player-root').dataset.playing === '0'", timeout=20_000)
     assert page.get_attribute("#player-label", "data-total") == "300"  # the cancelled run, not the old one
     assert shown_step(page) <= k
@@ -223,4 +224,51 @@ def test_forward_slider_follows_the_keyboard_and_inversion_is_explained(page, tm
     assert info.startswith("wiener") and 0.5 < std < 1.5, info  # optimal's faded copy has std ≈ 0.3
     assert "faded copy of itself" in info
     page.screenshot(path=str(tmp_path / "00-forward.png"), full_page=True)
+    print("screenshots:", tmp_path)
+
+
+def test_one_message_area_that_replaces_and_clears(page, tmp_path):
+    set_number(page, "sample-steps", 4)
+    set_number(page, "n", 0)
+    page.click("#run")
+    page.wait_for_selector("#sample-message .studio-msg")
+    first = page.inner_text("#sample-message")
+    assert "n (number of samples): 0 is outside 1 … 64 on this instance" in first, first
+    set_number(page, "seed", -1)
+    set_number(page, "n", 4)
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#sample-message').innerText.includes('seed')")
+    second = page.inner_text("#sample-message")
+    assert page.locator("#sample-message .studio-msg").count() == 1 and "n (number" not in second  # replaced
+    assert "4,611,686,018,427,387,904" in second and "e+" not in second  # readable numbers
+    assert page.locator(".toast-body").count() == 0  # no pop-ups piling up over the controls
+    page.screenshot(path=str(tmp_path / "00-message.png"))
+    # a broken YAML: one complete line
+    page.click("#config-accordion")
+    page.locator("#config-yaml .cm-content").fill("sampler: {steps: 3\nn: [")
+    page.click("#import-config")
+    page.wait_for_function("document.querySelector('#sample-message').innerText.includes('YAML')")
+    text = page.inner_text("#sample-message").strip()
+    assert "\n" not in text and text.endswith((".", ")")), text
+    set_number(page, "seed", 0)
+    page.click("#run")
+    wait_state(page, "done")
+    page.wait_for_function("!document.querySelector('#sample-message .studio-msg')")  # cleared on success
+    # datasets that need a download say so in the dropdown
+    page.click("#choice-dataset input")
+    options = page.get_by_role("option").all_inner_texts()
+    assert any("mnist" in o and "downloads on first use" in o for o in options), options
+    assert any("digits —" in o and "download" not in o for o in options), options
+    page.keyboard.press("Escape")
+    print("screenshots:", tmp_path)
+
+
+def test_a_comparison_preset_runs_both_sides_on_the_compare_tab(page, tmp_path):
+    page.click("#preset input")
+    page.get_by_role("option", name="DDPM vs DDIM on digits").click()
+    page.wait_for_function("document.querySelector('#cmp-progress')?.innerText.includes('done')")
+    assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
+    table = page.inner_text("#cmp-table")
+    assert "ddpm" in table and "ddim" in table and "final samples differ by RMS" in table
+    page.screenshot(path=str(tmp_path / "00-compare-preset.png"), full_page=True)
     print("screenshots:", tmp_path)

@@ -105,6 +105,7 @@ class CompareTab:
                         self.live.append((self._image(f"{name.upper()}: x_t", f"cmp-{name}-xt"),
                                           self._image(f"{name.upper()}: x̂0", f"cmp-{name}-x0")))
         with gr.Column(visible=False, elem_id="cmp-results") as self.results:
+            self.stale = gr.HTML("", elem_id="cmp-stale-banner", js_on_load=None)
             self.step = gr.Slider(1, 2, value=2, step=1, label="step (both sides)", elem_id="cmp-step")
             with gr.Row(equal_height=False):
                 for name in SIDES:
@@ -129,8 +130,8 @@ class CompareTab:
 
     @property
     def result_outputs(self) -> list:
-        return [self.progress, self.message, self.results, self.step, *self.pairs, self.chart, self.table, self.download,
-                *(img for pair in self.live for img in pair)]
+        return [self.progress, self.results, self.step, *self.pairs, self.chart, self.table, self.download,
+                *(img for pair in self.live for img in pair), self.message, self.stale]
 
     def fill(self, a: RunConfig, b: RunConfig) -> list:
         return [*self.sides[0].fill(a), *self.sides[1].fill(b)]
@@ -149,7 +150,8 @@ class CompareTab:
         out = {
             self.progress: progress_html("done", total, total, text),
             self.message: "",
-            self.results: gr.update(visible=True, elem_classes=[]),
+            self.stale: "",
+            self.results: gr.update(visible=True),
             self.step: gr.update(maximum=max(total, 2), value=total, interactive=total > 1),
             self.chart: charts.distances(trajectory_distances(pair[0].run, pair[1].run), range(1, total + 1),
                                          "RMS distance between A and B at every step"),
@@ -183,7 +185,8 @@ class CompareTab:
         backgrounds: dict[int, Any] = {}
         progress = {0: (0, a.sampler.steps), 1: (0, b.sampler.steps)}
         last = 0.0
-        stale = {self.results: gr.update(elem_classes=["studio-stale"])} if session.compare else {}
+        stale = {self.stale: '<div class="studio-stale-banner" role="status"><b>⏸ Previous comparison</b> — '
+                             'shown until the new one finishes.</div>'} if session.compare else {}
         yield {self.progress: progress_html("preparing", 0, 1, "starting…"), self.message: "", **stale}
         for event in zerogpu.stream([a, b], save_to=lambda part, run: folder / SIDES[part], on_job=session.start):
             if event.kind in ("queued", "preparing"):

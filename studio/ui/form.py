@@ -25,7 +25,7 @@ MAX_SEED = 2**31 - 1  # what "New seed" draws (any seed the config accepts can b
 
 def dataset_title(name: str, entry) -> str:
     """The dropdown's text for a dataset; those not bundled say that the first use downloads them."""
-    mark = "" if entry.bundled else " · ⬇ downloads on first use"
+    mark = "" if entry.bundled or not entry.memoise else " · ⬇ downloads on first use"  # not: a user's folder
     return f"{name} — {entry.summary}{mark}"
 
 

@@ -169,6 +169,6 @@ class ForwardTab:
         tab.select(noise, noise_inputs, outputs, api_visibility="private", show_progress="minimal")
         self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
                            show_progress="hidden", api_visibility="private")
-        self.invert_btn.click(zerogpu.gpu(messages.to_page(self.invert_with, 2)),
+        self.invert_btn.click(messages.to_page(zerogpu.gpu(self.invert_with), 2),
                               [self.inv_denoiser, *inputs, self.steps], [self.inv_picture, self.inv_info, self.message],
                               api_name="invert", api_visibility="undocumented", concurrency_limit=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -51,13 +51,15 @@ def refuse(text: str) -> gr.Error:
     return gr.Error(readable(text), visible=False, print_exception=False)
 
 
-def to_page(handler: Callable[..., Any], outputs: int) -> Callable[..., list]:
+def to_page(handler: Callable[..., Any], outputs: int) -> Callable[..., Iterator[list]]:
     """`handler` (which raises gr.Error on bad input) for the page: its `outputs` values and a cleared message
-    area, or, when it refuses, unchanged outputs and the refusal in the message area (the last output)."""
-    def wrapped(*args: Any) -> list:
+    area (the last output); when it refuses, the refusal goes to the message area first and the event still
+    fails for API clients."""
+    def wrapped(*args: Any) -> Iterator[list]:
         try:
             out = handler(*args)
         except gr.Error as err:
-            return [gr.skip()] * outputs + [show(err.message)]
-        return [*(out if isinstance(out, (list, tuple)) else [out]), ""]
+            yield [gr.skip()] * outputs + [show(err.message)]
+            raise refuse(err.message) from None
+        yield [*(out if isinstance(out, (list, tuple)) else [out]), ""]
     return wrapped

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any, Iterator
 
@@ -50,6 +51,7 @@ class SampleTab:
                 with gr.Accordion("What am I looking at?", open=True, elem_id="intro") as self.intro:
                     gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
                 with gr.Column(visible=False, elem_id="results") as self.results:
+                    self.stale = gr.HTML("", elem_id="stale-banner", js_on_load=None)
                     self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])
                     with gr.Row(equal_height=False):
                         self.final = _image("Final samples", "final-grid")
@@ -66,8 +68,8 @@ class SampleTab:
     # ---- outputs -------------------------------------------------------------------------------------------
     @property
     def result_outputs(self) -> list:
-        return [self.progress, self.message, self.results, self.summary, self.final, self.anim, self.step,
-                self.pairs, self.charts, self.paths, self.download, self.feed, self.intro]
+        return [self.progress, self.results, self.summary, self.final, self.anim, self.step, self.pairs,
+                self.charts, self.paths, self.download, self.feed, self.message, self.stale, self.intro]
 
     def show_result(self, result: Result, text: str, feed: str | None = None) -> dict:
         run = result.run
@@ -77,7 +79,8 @@ class SampleTab:
         return {
             self.progress: progress_html("done", K, K, text),
             self.message: "",
-            self.results: gr.update(visible=True, elem_classes=[]),
+            self.stale: "",
+            self.results: gr.update(visible=True),
             self.summary: results.summary(result),
             self.final: results.final_picture(result),
             self.anim: results.animation(result),
@@ -93,12 +96,12 @@ class SampleTab:
 
     # ---- handlers ----------------------------------------------------------------------------------------------
     def previous(self, session: Session, note: str) -> dict:
-        """The previous run's results, marked as previous while a new run streams (or after it stopped)."""
+        """A banner over the previous run's results (which it greys out) while a new run streams or after it
+        stopped; the results themselves stay as they were."""
         if session.sample is None:
             return {}
-        return {self.results: gr.update(elem_classes=["studio-stale"]),
-                self.summary: f"<span class='studio-stale-note'>⏸ Previous run</span> — {note}  \n"
-                              + results.summary(session.sample)}
+        return {self.stale: f'<div class="studio-stale-banner" role="status"><b>⏸ Previous run</b> '
+                            f'({html.escape(session.sample.run.run_id)}) — {html.escape(note)}</div>'}
 
     def stream(self, session: Session, cfg: RunConfig) -> Iterator[dict]:
         """Run `cfg` as this session's job and stream it to the page: every step goes to the player's feed."""
@@ -133,17 +136,19 @@ class SampleTab:
                                        feed.html())
             elif event.kind == "cancelled":
                 text = f"cancelled at step {event.k} of {K}"
-                yield {self.progress: progress_html("cancelled", event.k, K, f"{text} · the player shows the "
-                                                    f"{len(feed.frames)} step(s) that reached the page"),
+                yield {self.progress: progress_html("cancelled", event.k, K, f"{text} (the run was cancelled after "
+                                                    f"{event.k} step(s)); the player shows the "
+                                                    f"{len(feed.frames)} that reached the page"),
                        self.feed: feed.html(),
                        **self.previous(session, f"the new run was {text}.")}
             elif event.kind == "error":
-                yield from self.refuse(event.message)
+                yield from self.refuse(event.message, self.previous(session, "the new run failed (see above)."))
 
-    def refuse(self, text: str) -> Iterator[dict]:
+    def refuse(self, text: str, also: dict | None = None) -> Iterator[dict]:
         """Show a problem in this tab's message area (and the bar), then end the event as failed for API clients."""
         headline, details = messages.short(text)
-        yield {self.progress: progress_html("error", 0, 0, headline), self.message: messages.show(headline, details)}
+        yield {self.progress: progress_html("error", 0, 0, text), self.message: messages.show(headline, details),
+               **(also or {})}
         raise messages.refuse(text)
 
     def run(self, session: Session, *values: Any) -> Iterator[dict]:
