@@ -55,7 +55,8 @@ class ForwardTab:
     def __init__(self, form: RunForm) -> None:
         self.form = form
         gr.Markdown(explain.FORWARD, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
-        gr.Markdown("Uses the **Sample** tab's dataset, schedule, denoiser and spacing.", elem_classes=["studio-small"])
+        gr.Markdown("Uses the **Sample** tab's dataset, schedule and spacing (and its denoiser, if chosen below).",
+                    elem_classes=["studio-small"])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 self.source = gr.Radio(list(SOURCES), value=SOURCES[0], label="image", elem_id="fw-source")

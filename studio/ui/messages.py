@@ -51,15 +51,17 @@ def refuse(text: str) -> gr.Error:
     return gr.Error(readable(text), visible=False, print_exception=False)
 
 
-def to_page(handler: Callable[..., Any], outputs: int) -> Callable[..., Iterator[list]]:
+def to_page(handler: Callable[..., Any], outputs: int, fail: bool = True) -> Callable[..., Iterator[list]]:
     """`handler` (which raises gr.Error on bad input) for the page: its `outputs` values and a cleared message
-    area (the last output); when it refuses, the refusal goes to the message area first and the event still
-    fails for API clients."""
+    area (the last output); when it refuses, the refusal goes to the message area first and, with `fail`, the
+    event still fails for API clients."""
     def wrapped(*args: Any) -> Iterator[list]:
         try:
             out = handler(*args)
         except gr.Error as err:
             yield [gr.skip()] * outputs + [show(err.message)]
-            raise refuse(err.message) from None
+            if fail:
+                raise refuse(err.message) from None
+            return
         yield [*(out if isinstance(out, (list, tuple)) else [out]), ""]
     return wrapped

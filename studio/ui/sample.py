@@ -212,10 +212,10 @@ class SampleTab:
                                          show_progress="hidden")
         self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
                               show_progress="hidden")
-        self.export_btn.click(messages.to_page(self.export, 1), self.form.inputs, [self.yaml, self.message],
+        self.export_btn.click(messages.to_page(self.export, 1, fail=False), self.form.inputs, [self.yaml, self.message],
                               api_name="export_config",
                               api_visibility="undocumented", show_progress="hidden")
-        self.import_btn.click(messages.to_page(self.import_yaml, len(self.form.outputs)), self.yaml,
+        self.import_btn.click(messages.to_page(self.import_yaml, len(self.form.outputs), fail=False), self.yaml,
                               [*self.form.outputs, self.message], api_visibility="private",
                               show_progress="hidden")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
