@@ -28,7 +28,7 @@ def show(text: str, details: str = "") -> str:
     return f'<div class="studio-msg" role="alert">⚠️ {html.escape(readable(text))}{more}</div>'
 
 
-def markdown(err: Exception | str, limit: int = 90) -> str:
+def markdown(err: Exception | str, limit: int = 120) -> str:
     """A problem for a Markdown line: its first sentence, the rest behind a disclosure."""
     headline, details = short(err, limit)
     more = (f"\n\n<details class='studio-source'><summary>details</summary>{html.escape(details)}</details>"
@@ -41,9 +41,14 @@ def short(err: Exception | str, limit: int = 160) -> tuple[str, str]:
     text = readable(err)
     if len(text) <= limit:
         return text, ""
-    cut = text.find(". ", 40, limit)
-    cut = cut + 1 if cut > 0 else limit
-    return text[:cut].rstrip(), text[cut:].strip()
+    cut = text.find(". ", 40, limit) + 1  # the first sentence, else the last clause or word that fits
+    if cut <= 0:
+        cut = max(text.rfind(sep, 40, limit) for sep in (": ", "; ", ", "))
+    if cut <= 0:
+        cut = text.rfind(" ", 0, limit)
+    if cut <= 0:
+        cut = limit
+    return text[:cut].rstrip(" :;,") + " …", text[cut:].strip(" :;,")
 
 
 def refuse(text: str) -> gr.Error:
