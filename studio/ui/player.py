@@ -20,6 +20,7 @@ import torch
 from studio import images
 
 SAMPLE_PX = 160  # every 8x8 sample is shown at least this wide
+FEED_BYTES = 24_000_000  # a run's feed stays under this; beyond it the player gets every n-th step (and the last)
 POINTS_PX = 320
 EMPTY_FEED = '<div class="studio-feed" data-run="" data-total="0"></div>'
 
@@ -79,11 +80,17 @@ class Feed:
         self.token = uuid.uuid4().hex[:12]
         self.K = K
         self.label = label
+        self.stride = 0  # set by the first frame: 1 = every step
         self.frames: dict[int, str] = {}
 
     def add(self, k: int, t: int, alpha_bar: float, x_t, x0, background=None) -> None:
-        if k not in self.frames:
-            self.frames[k] = frame(k, self.K, t, alpha_bar, x_t, x0, background)
+        if k in self.frames or (self.stride > 1 and (k - 1) % self.stride and k != self.K):
+            return
+        self.frames[k] = frame(k, self.K, t, alpha_bar, x_t, x0, background)
+        if not self.stride:  # every step, unless the whole run would be a very large page update
+            self.stride = max(1, math.ceil(len(self.frames[k]) * self.K / FEED_BYTES))
+            if self.stride > 1:
+                self.label = f"one step in {self.stride} of this large run" + (f" · {self.label}" if self.label else "")
 
     def complete(self, trajectory, background=None) -> None:
         """Every step of a finished run's trajectory (steps already sent are kept as they were)."""
