@@ -126,6 +126,9 @@ def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_
         time.sleep(0.05)
         return slow_denoise(self, x_t, t, ab)
 
+    page.get_by_role("tab", name="Neighbours").click()  # the other tabs show the finished run
+    page.wait_for_function("document.querySelector('#nb-summary')?.innerText.includes('of 4')")
+    page.get_by_role("tab", name="Sample").click()
     monkeypatch.setattr(Optimal, "denoise", slow)
     set_number(page, "sample-steps", 300)
     page.click("#run")
@@ -135,6 +138,14 @@ def test_previous_results_are_marked_and_cancel_says_where_it_stopped(page, tmp_
     assert float(page.eval_on_selector("#run-summary", "el => getComputedStyle(el).opacity")) < 0.6  # greyed
     page.wait_for_function("Number(document.querySelector('#progress .studio-progress').dataset.k) >= 5")
     page.wait_for_function("Number(document.querySelector('#player-label').dataset.k) >= 3")  # plays while it computes
+    page.get_by_role("tab", name="Neighbours").click()
+    state = page.get_attribute("#progress .studio-progress", "data-state")
+    opacity = page.eval_on_selector("#tab-neighbours > .column", "el => getComputedStyle(el).opacity")
+    assert float(opacity) < 0.6, (state, opacity)
+    assert "Previous run" in page.evaluate("getComputedStyle(document.querySelector('#tab-neighbours'), '::before')"
+                                           ".content")
+    page.screenshot(path=str(tmp_path / "00b-neighbours-while-streaming.png"))
+    page.get_by_role("tab", name="Sample").click()
     assert page.get_attribute("#player-label", "data-total") == "300"
     page.screenshot(path=str(tmp_path / "00-streaming-over-previous.png"))
     page.click("#cancel")

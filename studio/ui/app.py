@@ -57,9 +57,9 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Sample", id="sample"):
                 sample = SampleTab(session, cfg)
-            with gr.Tab("Neighbours", id="neighbours"):
+            with gr.Tab("Neighbours", id="neighbours", elem_id="tab-neighbours"):
                 neighbours = NeighboursTab(session)
-            with gr.Tab("Locality", id="locality"):
+            with gr.Tab("Locality", id="locality", elem_id="tab-locality"):
                 locality = LocalityTab(session)
             with gr.Tab("Compare", id="compare"):
                 compare = CompareTab(session, sample.form, cfg)

@@ -185,7 +185,7 @@ class CompareTab:
         backgrounds: dict[int, Any] = {}
         progress = {0: (0, a.sampler.steps), 1: (0, b.sampler.steps)}
         last = 0.0
-        stale = {self.stale: '<div class="studio-stale-banner" role="status"><b>⏸ Previous comparison</b> — '
+        stale = {self.stale: '<div class="studio-stale-banner" role="status"><b>Previous comparison</b> — '
                              'shown until the new one finishes.</div>'} if session.compare else {}
         yield {self.progress: progress_html("preparing", 0, 1, "starting…"), self.message: "", **stale}
         for event in zerogpu.stream([a, b], save_to=lambda part, run: folder / SIDES[part], on_job=session.start):

@@ -100,7 +100,7 @@ class SampleTab:
         stopped; the results themselves stay as they were."""
         if session.sample is None:
             return {}
-        return {self.stale: f'<div class="studio-stale-banner" role="status"><b>⏸ Previous run</b> '
+        return {self.stale: f'<div class="studio-stale-banner" role="status"><b>Previous run</b> '
                             f'({html.escape(session.sample.run.run_id)}) — {html.escape(note)}</div>'}
 
     def stream(self, session: Session, cfg: RunConfig) -> Iterator[dict]:
