@@ -46,9 +46,9 @@
       label.dataset.k = String(f.k);
       label.dataset.total = String(f.K);
       const state = runState();
-      const more = P.frames.length >= f.K ? "" : state === "cancelled"
-        ? ` · the run was cancelled at step ${P.frames[P.frames.length - 1].k} of ${f.K}`
-        : ` · ${P.frames.length} of ${f.K} steps computed so far`;
+      const more = lastK() >= f.K ? "" : state === "cancelled"
+        ? ` · the run was cancelled at step ${lastK()} of ${f.K}`
+        : ` · ${lastK()} of ${f.K} steps computed so far`;
       label.textContent = `step ${f.k}/${f.K} · t = ${f.t} · ā = ${f.ab}${more}${P.label ? " · " + P.label : ""}`;
     }
     const big = document.body.classList.contains("studio-classroom") ? 1.5 : 1;
@@ -62,6 +62,10 @@
         img.style.width = `${Math.round(img.naturalWidth * f.scale * big)}px`;
       }
     }
+  }
+
+  function lastK() {
+    return P.frames.length ? P.frames[P.frames.length - 1].k : 0;
   }
 
   function speed() {
@@ -82,8 +86,8 @@
     if (P.idx < P.frames.length - 1) {
       P.idx += 1;
       show();
-    } else if (P.frames.length >= P.total || !["running", "preparing", "queued"].includes(runState())) {
-      P.playing = false;  // the end of the run (or of what a cancelled run computed)
+    } else if (lastK() >= P.total || ["cancelled", "error", "idle"].includes(runState())) {
+      P.playing = false;  // the end of the run (or of what a stopped run computed); "done" waits for its last frames
       show();
       return;
     }
@@ -92,7 +96,7 @@
 
   document.addEventListener("click", (e) => {
     if (!e.target.closest || !e.target.closest("#player-play")) return;
-    if (!P.playing && P.idx >= P.frames.length - 1) P.idx = 0;  // play again from the start
+    if (!P.playing && P.idx >= P.frames.length - 1 && lastK() >= P.total) P.idx = 0;  // play again from the start
     P.playing = !P.playing && P.frames.length > 0;
     show();
     schedule();
