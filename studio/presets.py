@@ -4,13 +4,16 @@ A preset file is a plain RunConfig (so `python -m studio sample --config presets
     title: "DDPM vs DDIM on digits"            shown in the dropdown
     description: "..."                          shown under it
     compare: {a: {...}, b: {...}}               overrides of the run for the two sides of the Compare tab
+    claim: {memorised_at_least: 0.9, ...}       what the run shows, checked by tests/test_preset_claims.py
+    opens: neighbours                           the tab where the point is seen (sample, neighbours, locality,
+                                                compare); choosing the preset runs it and opens that tab
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,14 @@ from studio.config import RunConfig
 
 SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
 DEFAULT_PAIR = {"a": {"sampler": {"name": "ddpm"}}, "b": {"sampler": {"name": "ddim", "eta": 0.0}}}
+TABS = ("sample", "neighbours", "locality", "compare", "forward")
+# what a run shows: share of samples flagged memorised, per-image variance of the samples over that of the data,
+# RMS distance of the samples to their nearest training item; a_/b_ for one side of a comparison, and how far
+# the two sides' final samples are apart (RMS)
+RUN_CLAIMS = ("memorised_at_least", "memorised_at_most", "variance_ratio_at_least", "nn_rms_at_least",
+              "nn_rms_at_most")
+CLAIMS = (*RUN_CLAIMS, *(f"{side}_{c}" for side in "ab" for c in RUN_CLAIMS), "sides_differ_at_least",
+          "sides_agree_within")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,8 @@ class Preset:
     description: str
     config: RunConfig
     compare: dict[str, dict[str, Any]]
+    claim: dict[str, float] = field(default_factory=dict)
+    opens: str = "sample"
 
 
 def presets_dir() -> Path:
@@ -67,7 +80,14 @@ def parse_preset(text: str, name: str) -> Preset:
         raise ValueError(f"preset {name}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"preset {name}: expected a mapping at the top level")
-    meta = {k: data.get(k) for k in ("title", "description", "compare")}
+    meta = {k: data.get(k) for k in ("title", "description", "compare", "claim", "opens")}
+    claim = meta["claim"] or {}
+    if not isinstance(claim, dict) or set(claim) - set(CLAIMS) or not all(
+            isinstance(v, (int, float)) for v in claim.values()):
+        raise ValueError(f"preset {name}: claim: expected numbers under {', '.join(CLAIMS)}")
+    opens = str(meta["opens"] or ("compare" if meta["compare"] else "sample"))
+    if opens not in TABS:
+        raise ValueError(f"preset {name}: opens: expected one of {', '.join(TABS)}, got {opens!r}")
     compare = meta["compare"] or {}
     if not isinstance(compare, dict) or set(compare) - {"a", "b"} or not all(
             isinstance(v, dict) for v in compare.values()):
@@ -78,7 +98,8 @@ def parse_preset(text: str, name: str) -> Preset:
     except ValueError as err:
         raise ValueError(f"preset {name}: {err}") from None
     title = str(meta["title"] or name.replace("_", " "))
-    return Preset(name, title, str(meta["description"] or "").strip(), cfg, copy.deepcopy(compare))
+    return Preset(name, title, str(meta["description"] or "").strip(), cfg, copy.deepcopy(compare),
+                  {k: float(v) for k, v in claim.items()}, opens)
 
 
 def load_preset(path: str | Path) -> Preset:

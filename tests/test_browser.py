@@ -66,12 +66,18 @@ def test_preset_run_and_every_tab(page, tmp_path):
     page.get_by_role("option", name="The optimal denoiser memorises").click()
     page.wait_for_function("document.querySelector('#preset-description').innerText.includes('softmax')")
     assert page.input_value("#choice-sample-denoiser input") == "optimal"
+    # one click per lesson: the preset runs and the page lands on Neighbours, where its point is seen
+    page.wait_for_function("document.querySelector('#nb-summary')?.innerText.includes('16 of 16')")
+    assert page.get_by_role("tab", name="Neighbours").get_attribute("aria-selected") == "true"
+    shot("preset-lands-on-neighbours")
+    page.get_by_role("tab", name="Sample").click()
     set_number(page, "sample-steps", 12)
     set_number(page, "n", 4)
     shot("preset")
 
     page.click("#run")
     page.wait_for_selector("#live-x0 img")
+    page.wait_for_function("document.querySelector('#progress').innerText.includes('done · 12/12')")
     wait_state(page, "#progress", "done")
     page.wait_for_selector("#final-grid img")
     label = page.inner_text("#progress")

@@ -19,7 +19,7 @@ from studio.runs import load_run
 
 # what /run and /run_config return, in order (layout blocks are not outputs of the API)
 OUT = {name: i for i, name in enumerate(["progress", "summary", "final", "animation", "step", "pairs", "charts",
-                                         "paths", "download", "live_xt", "live_x0"])}
+                                         "paths", "download", "feed", "message", "stale"])}
 PROGRESS = re.compile(r'data-state="(\w+)" data-k="(\d+)" data-total="(\d+)"')
 
 

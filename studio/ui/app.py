@@ -27,6 +27,7 @@ from studio.ui.session import Session, outputs_root
 log = logging.getLogger("studio.ui")
 
 CSS_FILE = resource_dir("assets") / "studio.css"
+PLAYER_JS = CSS_FILE.with_name("player.js")  # the run player and classroom mode
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
 
@@ -46,17 +47,20 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
             gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
                         "images it copies and why local denoisers generalise.", elem_id="studio-title")
             with gr.Column(scale=1, min_width=320):
-                preset = gr.Dropdown([NO_PRESET, *by_title], value=NO_PRESET, label="Preset",
-                                     elem_id="preset", info="fills every control, then press Run")
+                preset = gr.Dropdown([NO_PRESET, *by_title], value=NO_PRESET, label="Preset (one click per lesson)",
+                                     elem_id="preset", info="fills every control, runs it and opens the tab "
+                                                            "where its point is seen")
+                gr.Checkbox(False, label="Classroom mode (large text and pictures; also ?classroom=1)",
+                            elem_id="classroom", container=False)
         preset_text = gr.Markdown(elem_id="preset-description", elem_classes=["studio-preset"])
         if problems:
             gr.Markdown("⚠️ Presets not loaded: " + "; ".join(problems), elem_classes=["studio-small"])
-        with gr.Tabs(elem_id="studio-tabs"):
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Sample", id="sample"):
                 sample = SampleTab(session, cfg)
-            with gr.Tab("Neighbours", id="neighbours"):
+            with gr.Tab("Neighbours", id="neighbours", elem_id="tab-neighbours"):
                 neighbours = NeighboursTab(session)
-            with gr.Tab("Locality", id="locality"):
+            with gr.Tab("Locality", id="locality", elem_id="tab-locality"):
                 locality = LocalityTab(session)
             with gr.Tab("Compare", id="compare"):
                 compare = CompareTab(session, sample.form, cfg)
@@ -64,6 +68,8 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
                 forward = ForwardTab(sample.form)
 
         result_events = sample.wire()
+        filled, preset_runs = wire_presets(by_title, preset, preset_text, tabs, session, sample, compare)
+        result_events.append(preset_runs)
         neighbours.wire(result_events)
         locality.wire(result_events)
         compare.wire()
@@ -72,17 +78,45 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
         form = sample.form
         demo.load(form.preview, form.dataset.inputs, [form.dataset_view, form.dataset_info],
                   api_visibility="private", show_progress="hidden")
-
-        def apply_preset(title: str) -> list:
-            chosen: Preset | None = by_title.get(title)
-            if chosen is None:
-                return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs)) + [""]
-            a, b = compare_pair(chosen.config, chosen.compare or None)
-            return [*form.fill(chosen.config), *compare.fill(a, b), chosen.description]
-
-        preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, preset_text],
-                      api_name="preset", show_progress="hidden")
     return demo
+
+
+def wire_presets(by_title: dict[str, Preset], preset: gr.Dropdown, preset_text: gr.Markdown, tabs: gr.Tabs,
+                 session: gr.State, sample: SampleTab, compare: CompareTab) -> tuple[Any, Any]:
+    """One click per lesson: choosing a preset fills every control, runs it (both sides for a comparison) and
+    opens the tab where its point is seen. Returns (the fill event, the Sample run it starts)."""
+    form = sample.form
+
+    def apply_preset(title: str) -> list:
+        chosen = by_title.get(title)
+        if chosen is None:
+            return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs) + 1) + [""]
+        a, b = compare_pair(chosen.config, chosen.compare or None)
+        first = "compare" if chosen.opens == "compare" else "sample"  # the run streams there
+        return [*form.fill(chosen.config), *compare.fill(a, b), gr.Tabs(selected=first), chosen.description]
+
+    def run_sample(title: str, state: Session, *values: Any):
+        chosen = by_title.get(title)
+        if chosen is not None and chosen.opens != "compare":
+            yield from sample.run(state, *values)
+
+    def run_compare(title: str, state: Session, *values: Any):
+        chosen = by_title.get(title)
+        if chosen is not None and chosen.opens == "compare":
+            yield from compare.run(state, *values)
+
+    def open_tab(title: str) -> Any:
+        chosen = by_title.get(title)
+        return gr.skip() if chosen is None or chosen.opens == "compare" else gr.Tabs(selected=chosen.opens)
+
+    filled = preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, tabs, preset_text],
+                           api_name="preset", show_progress="hidden")
+    runs = filled.then(run_sample, [preset, session, *form.inputs], sample.result_outputs,
+                       api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    runs.success(open_tab, preset, tabs, api_visibility="private", show_progress="hidden", queue=False)
+    filled.then(run_compare, [preset, *compare.inputs], compare.result_outputs, api_visibility="private",
+                show_progress="hidden", concurrency_limit=None)
+    return filled, runs
 
 
 def launch_options() -> dict[str, Any]:
@@ -93,6 +127,7 @@ def launch_options() -> dict[str, Any]:
     from studio.serving.launch import launch_limits
 
     return dict(theme=theme, css_paths=[CSS_FILE] if CSS_FILE.is_file() else None, allowed_paths=[str(root)],
+                js=PLAYER_JS.read_text() if PLAYER_JS.is_file() else None,
                 footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
 
 

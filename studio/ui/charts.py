@@ -23,9 +23,10 @@ def per_step(rows: Sequence[dict[str, Any]]) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    panels = [("x0_nn_dist", "x̂0 → nearest training item (RMS)"), ("x0_change", "change of x̂0 per step (RMS)")]
+    # short two-line titles: three panels side by side stay readable on a phone
+    panels = [("x0_nn_dist", "x̂0 → nearest<br>training item"), ("x0_change", "x̂0 change<br>per step")]
     if any(r.get("ess") is not None for r in rows):
-        panels.append(("ess", "effective # of training points"))
+        panels.append(("ess", "effective #<br>of training pts"))
     fig = make_subplots(1, len(panels), subplot_titles=[t for _, t in panels], horizontal_spacing=0.08)
     k = [r["k"] + 1 for r in rows]
     hover = [f"step {r['k'] + 1}, t = {r['t']}, ā = {r['alpha_bar']:.4g}" for r in rows]
@@ -38,7 +39,9 @@ def per_step(rows: Sequence[dict[str, Any]]) -> Any:
         fig.update_yaxes(type="log", dtick=1, row=1, col=3)
     for annotation in fig.layout.annotations:
         annotation.font.size = 12
-    return _layout(fig, 300, showlegend=False)
+    fig = _layout(fig, 320, showlegend=False)
+    fig.update_layout(margin=dict(t=64))
+    return fig
 
 
 def paths(x_t: torch.Tensor, x0: torch.Tensor, background: torch.Tensor, max_samples: int = 200) -> Any:

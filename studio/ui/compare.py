@@ -17,7 +17,7 @@ from studio.config import RunConfig
 from studio.data.registry import get_entry, load_dataset
 from studio.presets import compare_pair
 from studio.runs import load_run
-from studio.ui import charts, explain, hubshare, pictures, results
+from studio.ui import charts, explain, hubshare, messages, pictures, results
 from studio.ui.form import MethodPanels, RunForm
 from studio.ui.hubshare import HubPanel
 from studio.ui.session import Result, Session, progress_html, run_folder
@@ -96,6 +96,7 @@ class CompareTab:
             self.run_btn = gr.Button("▶  Run both", variant="primary", elem_id="cmp-run", scale=2)
             self.cancel_btn = gr.Button("■  Cancel", variant="stop", elem_id="cmp-cancel", scale=1)
         self.progress = gr.HTML(progress_html("idle", text=EMPTY), elem_id="cmp-progress")
+        self.message = messages.area("cmp-message")
         self.live: list[tuple[gr.Image, gr.Image]] = []
         self.pairs: list[gr.Image] = []
         with gr.Row(equal_height=False):
@@ -105,6 +106,7 @@ class CompareTab:
                         self.live.append((self._image(f"{name.upper()}: x_t", f"cmp-{name}-xt"),
                                           self._image(f"{name.upper()}: x̂0", f"cmp-{name}-x0")))
         with gr.Column(visible=False, elem_id="cmp-results") as self.results:
+            self.stale = gr.HTML("", elem_id="cmp-stale-banner", js_on_load=None)
             self.step = gr.Slider(1, 2, value=2, step=1, label="step (both sides)", elem_id="cmp-step")
             with gr.Row(equal_height=False):
                 for name in SIDES:
@@ -131,7 +133,7 @@ class CompareTab:
     @property
     def result_outputs(self) -> list:
         return [self.progress, self.results, self.step, *self.pairs, self.chart, self.table, self.download,
-                *(img for pair in self.live for img in pair)]
+                *(img for pair in self.live for img in pair), self.message, self.stale]
 
     def fill(self, a: RunConfig, b: RunConfig) -> list:
         return [*self.sides[0].fill(a), *self.sides[1].fill(b)]
@@ -149,6 +151,8 @@ class CompareTab:
         total = max(ks)
         out = {
             self.progress: progress_html("done", total, total, text),
+            self.message: "",
+            self.stale: "",
             self.results: gr.update(visible=True),
             self.step: gr.update(maximum=max(total, 2), value=total, interactive=total > 1),
             self.chart: charts.distances(trajectory_distances(pair[0].run, pair[1].run), range(1, total + 1),
@@ -174,8 +178,8 @@ class CompareTab:
         try:
             a, b = self.configs(values)
         except ValueError as err:
-            yield {self.progress: progress_html("error", 0, 0, str(err))}
-            raise gr.Error(str(err), print_exception=False) from None
+            yield from self.refuse(str(err))
+            return
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         folder = run_folder(f"{stamp}-compare-{a.dataset.name}-{a.sampler.name}-vs-{b.sampler.name}-"
                             f"{secrets.token_hex(8)}")
@@ -183,7 +187,9 @@ class CompareTab:
         backgrounds: dict[int, Any] = {}
         progress = {0: (0, a.sampler.steps), 1: (0, b.sampler.steps)}
         last = 0.0
-        yield {self.progress: progress_html("preparing", 0, 1, "starting…")}
+        stale = {self.stale: '<div class="studio-stale-banner" role="status"><b>Previous comparison</b> — '
+                             'shown until the new one finishes.</div>'} if session.compare else {}
+        yield {self.progress: progress_html("preparing", 0, 1, "starting…"), self.message: "", **stale}
         for event in zerogpu.stream([a, b], save_to=lambda part, run: folder / SIDES[part], on_job=session.start):
             if event.kind in ("queued", "preparing"):
                 yield {self.progress: progress_html(event.kind, 0, 1, event.message)}
@@ -208,11 +214,16 @@ class CompareTab:
                 session.compare_folder = folder
                 yield self.show(session, f"done · both runs saved in {folder.name}")
             elif event.kind == "cancelled":
-                yield {self.progress: progress_html("cancelled", event.k, max(a.sampler.steps, 1),
-                                                    f"cancelled after {event.k} step(s)")}
+                K = max(a.sampler.steps, b.sampler.steps, 1)
+                yield {self.progress: progress_html("cancelled", event.k, K, f"cancelled at step {event.k} of {K}"
+                                                    + (" · below: the previous comparison" if session.compare else ""))}
             elif event.kind == "error":
-                yield {self.progress: progress_html("error", 0, 0, event.message)}
-                raise gr.Error(event.message, print_exception=False)
+                yield from self.refuse(event.message)
+
+    def refuse(self, text: str) -> Iterator[dict]:
+        headline, details = messages.short(text)
+        yield {self.progress: progress_html("error", 0, 0, headline), self.message: messages.show(headline, details)}
+        raise messages.refuse(text)
 
     def pull(self, session: Session, repo: str, run_id: str, token: str, oauth: gr.OAuthToken | None = None) -> dict:
         try:

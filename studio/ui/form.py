@@ -16,11 +16,26 @@ from studio.denoisers.registry import denoiser_class, denoiser_names
 from studio.diffusion.samplers import SAMPLERS
 from studio.diffusion.schedules import SCHEDULES
 from studio.diffusion.spacing import SPACINGS
+from studio.limits import Limits
 from studio.serving.policy import check_dataset, check_loaded
-from studio.ui import explain, pictures
+from studio.ui import explain, messages, pictures
 from studio.ui.controls import ParamPanel
 
-MAX_SEED = 2**31 - 1
+MAX_SEED = 2**31 - 1  # what "New seed" draws (any seed the config accepts can be typed)
+
+
+def dataset_title(name: str, entry) -> str:
+    """The dropdown's text for a dataset; those not bundled say that the first use downloads them."""
+    mark = "" if entry.bundled or not entry.memoise else " · ⬇ downloads on first use"  # not: a user's folder
+    return f"{name} — {entry.summary}{mark}"
+
+
+def check_run_numbers(n: Any, seed: Any, limits: Limits) -> None:
+    """n and seed against this instance's limits, with readable numbers (before the config's own checks)."""
+    for what, value, low, high in (("n (number of samples)", n, 1, limits.max_samples),
+                                   ("seed", seed, 0, 2**62)):
+        if isinstance(value, (int, float)) and not low <= value <= high:
+            raise ValueError(f"{what}: {value:,.0f} is outside {low:,} … {high:,} on this instance")
 
 
 def denoisers_for(kind: str) -> list[str]:
@@ -95,11 +110,12 @@ class RunForm:
     """All controls of a RunConfig, laid out in numbered sections."""
 
     def __init__(self, cfg: RunConfig) -> None:
+        self.limits = Limits.from_env()
         entries = {n: get_entry(n) for n in dataset_names()}
         gr.Markdown("#### 1 · Training data", elem_classes=["studio-section"])
         self.dataset = ParamPanel(
             "Dataset", {n: e.params for n, e in entries.items()}, cfg.dataset.name, "dataset",
-            titles={n: f"{n} — {e.summary}" for n, e in entries.items()})
+            titles={n: dataset_title(n, e) for n, e in entries.items()})
         self.dataset_view = gr.Image(label="Training images", show_label=False, format="png", type="pil",
                                      interactive=False, height=72, container=False, buttons=[],
                                      elem_classes=["studio-strip", "studio-pixels"], elem_id="dataset-strip")
@@ -121,7 +137,8 @@ class RunForm:
             self.clip = gr.Checkbox(value=cfg.sampler.clip_x0, label="Clip x̂0 to [-1, 1] at every step")
         gr.Markdown("#### 3 · Run", elem_classes=["studio-section"])
         with gr.Row(equal_height=True):
-            self.n = gr.Number(value=cfg.n, precision=0, label="Samples", elem_id="n", min_width=80)
+            self.n = gr.Number(value=cfg.n, precision=0, label=f"Samples (1–{self.limits.max_samples})", elem_id="n",
+                               min_width=80)
             self.seed = gr.Number(value=cfg.seed, precision=0, label="Seed", elem_id="seed", min_width=100)
             self.dice = gr.Button("New seed", size="sm", scale=0, min_width=70, elem_id="dice")
             self.device = gr.Dropdown(list(DEVICES), value=cfg.device, label="Device", elem_id="device",
@@ -145,6 +162,7 @@ class RunForm:
         sections = self.method.read(values[nd:nd + nm])
         schedule, T, b0, b1, spacing, clip, n, seed, device, batch = values[nd + nm:]
         sections["sampler"].update(spacing=spacing, clip_x0=clip)
+        check_run_numbers(n, seed, self.limits)
         return RunConfig.from_dict({
             "dataset": {"name": name, **options}, **sections,
             "schedule": {"name": schedule, "T": T, "beta_start": b0, "beta_end": b1},
@@ -165,7 +183,7 @@ class RunForm:
             ds = load_dataset(name, **options)
             check_loaded(ds.n)
         except (ValueError, OSError) as err:
-            return None, f"⚠️ {err}"
+            return None, messages.markdown(err)
         shape = "×".join(map(str, ds.shape))
         classes = f" · {len(ds.class_names)} classes" if ds.class_names else ""
         return pictures.strip(ds.x), (

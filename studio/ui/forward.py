@@ -20,11 +20,17 @@ from studio.diffusion.inversion import ddim_invert, reconstruct
 from studio.diffusion.schedules import Schedule
 from studio.diffusion.spacing import timesteps
 from studio.limits import LimitError, Limits
-from studio.ui import charts, explain, pictures
+from studio.presets import override
+from studio.ui import charts, explain, messages, pictures
 from studio.ui.form import RunForm
 
 SOURCES = ("training image", "upload")
 POINTS_SHOWN = 500
+SAMPLE_TABS = "the Sample tab's denoiser"
+INVERSION_NOTE = ("DDIM inversion runs the deterministic sampler backwards: an exact memorising denoiser "
+                  "(optimal, nearest) inverts a training image to a faded copy of itself, √ā_T·x0, not to "
+                  "Gaussian noise; a denoiser that models the data (wiener) gives an x_T nearer to noise, with "
+                  "std nearer 1, though the image's outline survives wherever the data are not Gaussian.")
 
 
 def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -53,7 +59,8 @@ class ForwardTab:
     def __init__(self, form: RunForm) -> None:
         self.form = form
         gr.Markdown(explain.FORWARD, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
-        gr.Markdown("Uses the **Sample** tab's dataset, schedule, denoiser and spacing.", elem_classes=["studio-small"])
+        gr.Markdown("Uses the **Sample** tab's dataset, schedule and spacing (and its denoiser, if chosen below).",
+                    elem_classes=["studio-small"])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 self.source = gr.Radio(list(SOURCES), value=SOURCES[0], label="image", elem_id="fw-source")
@@ -64,8 +71,12 @@ class ForwardTab:
                 self.t = gr.Slider(0, 999, value=500, step=1, label="t", elem_id="fw-t")
                 self.seed = gr.Number(value=0, precision=0, label="noise seed", elem_id="fw-seed")
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
+                self.inv_denoiser = gr.Dropdown([SAMPLE_TABS, "wiener", "optimal", "pca_locality"], value="wiener",
+                                                label="denoiser for the inversion", elem_id="fw-denoiser",
+                                                info="wiener: nearest to the textbook picture (x_T like noise); optimal: a faded copy")
                 self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
             with gr.Column(scale=7):
+                self.message = messages.area("fw-message")
                 self.picture = gr.Image(label="x0 | x_t | ε", format="png", type="pil", interactive=False,
                                         elem_id="fw-picture", elem_classes=["studio-pixels"])
                 self.info = gr.Markdown(elem_id="fw-info", elem_classes=["studio-summary"])
@@ -98,7 +109,7 @@ class ForwardTab:
         try:
             cfg, dataset, x0 = self._item(values, source, index, upload)
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise messages.refuse(str(err)) from None
         schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
         t = min(int(t), schedule.T - 1)
         ab = schedule.ab(t)
@@ -112,10 +123,13 @@ class ForwardTab:
                 f"{math.sqrt(1 - ab):.4f} · SNR = ā/(1-ā) = {snr:.4g} ({10 * math.log10(snr):.1f} dB)")
         return [picture, info, charts.schedule(schedule.alpha_bar, t)]
 
-    def invert(self, *args: Any) -> list:
+    def invert(self, *args: Any, denoiser: str | None = None) -> list:
+        """x0 -> x_T -> reconstruction with the Sample tab's denoiser, or with `denoiser` (its defaults)."""
         *values, source, index, upload, steps = args
         try:
             cfg, dataset, x0 = self._item(values, source, index, upload)
+            if denoiser and denoiser != SAMPLE_TABS and denoiser != cfg.denoiser.name:
+                cfg = override(cfg, {"denoiser": {"name": denoiser}})
             from studio import engine
 
             K = int(steps or 0)
@@ -124,7 +138,7 @@ class ForwardTab:
             device = engine.resolve_device(cfg.device)
             denoiser = engine.fitted_denoiser(cfg, dataset, device)
         except ValueError as err:
-            raise gr.Error(str(err).replace("sampler.steps", "inversion steps K"), print_exception=False) from None
+            raise messages.refuse(str(err).replace("sampler.steps", "inversion steps K")) from None
         schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
         x_T = ddim_invert(denoiser, x0.to(device), schedule, ts)
         back = reconstruct(denoiser, x_T, schedule, ts).cpu()
@@ -139,20 +153,29 @@ class ForwardTab:
             picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
         info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}) · x_T std "
                 f"{float(x_T.std()):.3f} · reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
-                + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0"))
+                + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0")
+                + "\n\n" + INVERSION_NOTE)
         return [picture, info]
+
+    def invert_with(self, denoiser: str, *args: Any) -> list:
+        return self.invert(*args, denoiser=denoiser)
 
     def wire(self, tab: gr.Tab) -> None:
         inputs = [*self.form.inputs, self.source, self.index, self.upload]
         noise_inputs = [*inputs, self.t, self.seed]
-        outputs = [self.picture, self.info, self.chart]
-        self.t.release(self.noise, noise_inputs, outputs, api_name="noise", api_visibility="undocumented",
+        outputs = [self.picture, self.info, self.chart, self.message]
+        noise = messages.to_page(self.noise, 3)
+        self.t.release(noise, noise_inputs, outputs, api_name="noise", api_visibility="undocumented",
                        trigger_mode="always_last", show_progress="minimal")
+        # keyboard (arrow keys) and dragging change the value without a release: follow them too
+        self.t.input(noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
+                     show_progress="hidden")
         for control in (self.index, self.seed, self.source, self.upload):
-            control.change(self.noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
+            control.change(noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
                            show_progress="minimal")
-        tab.select(self.noise, noise_inputs, outputs, api_visibility="private", show_progress="minimal")
+        tab.select(noise, noise_inputs, outputs, api_visibility="private", show_progress="minimal")
         self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
                            show_progress="hidden", api_visibility="private")
-        self.invert_btn.click(zerogpu.gpu(self.invert), [*inputs, self.steps], [self.inv_picture, self.inv_info],
+        self.invert_btn.click(messages.to_page(zerogpu.gpu(self.invert_with), 2),
+                              [self.inv_denoiser, *inputs, self.steps], [self.inv_picture, self.inv_info, self.message],
                               api_name="invert", api_visibility="undocumented", concurrency_limit=2)

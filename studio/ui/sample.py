@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any, Iterator
 
@@ -12,7 +13,7 @@ from studio.serving import zerogpu
 from studio.config import RunConfig
 from studio.data.registry import load_dataset
 from studio.runs import load_run
-from studio.ui import charts, explain, hubshare, pictures, results
+from studio.ui import charts, explain, hubshare, messages, player, results
 from studio.ui.form import RunForm
 from studio.ui.hubshare import HubPanel
 from studio.ui.session import Result, Session, progress_html, run_folder, shown_folder
@@ -29,7 +30,7 @@ def _image(label: str, elem_id: str, **kw) -> gr.Image:
 class SampleTab:
     def __init__(self, session: gr.State, cfg: RunConfig) -> None:
         self.session = session
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_classes=["studio-main"]):
             with gr.Column(scale=4, min_width=340, elem_classes=["studio-controls"]):
                 self.form = RunForm(cfg)
                 with gr.Accordion("Export / import config (YAML)", open=False, elem_id="config-accordion"):
@@ -44,12 +45,13 @@ class SampleTab:
                     self.run_btn = gr.Button("▶  Run", variant="primary", elem_id="run", scale=3)
                     self.cancel_btn = gr.Button("■  Cancel", variant="stop", elem_id="cancel", scale=1)
                 self.progress = gr.HTML(progress_html("idle", text=IDLE), elem_id="progress")
-                with gr.Row(equal_height=False):
-                    self.live_xt = _image("x_t — where the samples are now", "live-xt")
-                    self.live_x0 = _image("x̂0 — the denoiser's guess of the clean image", "live-x0")
+                self.message = messages.area("sample-message")
+                gr.HTML(player.SHELL, elem_id="player-box", js_on_load=None)
+                self.feed = gr.HTML(player.EMPTY_FEED, elem_id="player-feed", js_on_load=None)
                 with gr.Accordion("What am I looking at?", open=True, elem_id="intro") as self.intro:
                     gr.Markdown(explain.INTRO, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
                 with gr.Column(visible=False, elem_id="results") as self.results:
+                    self.stale = gr.HTML("", elem_id="stale-banner", js_on_load=None)
                     self.summary = gr.Markdown(elem_id="run-summary", elem_classes=["studio-summary"])
                     with gr.Row(equal_height=False):
                         self.final = _image("Final samples", "final-grid")
@@ -67,15 +69,17 @@ class SampleTab:
     @property
     def result_outputs(self) -> list:
         return [self.progress, self.results, self.summary, self.final, self.anim, self.step, self.pairs,
-                self.charts, self.paths, self.download, self.live_xt, self.live_x0, self.intro]
+                self.charts, self.paths, self.download, self.feed, self.message, self.stale, self.intro]
 
-    def show_result(self, result: Result, text: str) -> dict:
+    def show_result(self, result: Result, text: str, feed: str | None = None) -> dict:
         run = result.run
         K = len(run.trajectory.timesteps)
         bg = results.background(result)
         traj = run.trajectory
         return {
             self.progress: progress_html("done", K, K, text),
+            self.message: "",
+            self.stale: "",
             self.results: gr.update(visible=True),
             self.summary: results.summary(result),
             self.final: results.final_picture(result),
@@ -86,52 +90,73 @@ class SampleTab:
             self.paths: (gr.update(value=charts.paths(traj.x_t, traj.x0, bg), visible=True) if bg is not None
                          else gr.update(visible=False)),
             self.download: results.zipped(result.folder),
-            self.live_xt: pictures.view(traj.x_t[-1], bg),
-            self.live_x0: pictures.view(traj.x0[-1], bg),
+            self.feed: feed if feed is not None else player.of_trajectory(traj, bg),
             self.intro: gr.update(open=False),  # make room for the results; one click brings it back
         }
 
     # ---- handlers ----------------------------------------------------------------------------------------------
+    def previous(self, session: Session, note: str) -> dict:
+        """A banner over the previous run's results (which it greys out) while a new run streams or after it
+        stopped; the results themselves stay as they were."""
+        if session.sample is None:
+            return {}
+        return {self.stale: f'<div class="studio-stale-banner" role="status"><b>Previous run</b> '
+                            f'({html.escape(session.sample.run.run_id)}) — {html.escape(note)}</div>'}
+
     def stream(self, session: Session, cfg: RunConfig) -> Iterator[dict]:
-        """Run `cfg` as this session's job and stream it to the page."""
-        yield {self.progress: progress_html("preparing", 0, cfg.sampler.steps, "starting…")}
+        """Run `cfg` as this session's job and stream it to the page: every step goes to the player's feed."""
+        K = cfg.sampler.steps
+        yield {self.progress: progress_html("preparing", 0, K, "starting…"), self.message: "",
+               **self.previous(session, "shown until the new run finishes.")}
         bg = None
+        feed = player.Feed(K)
         last = 0.0
         for event in zerogpu.stream([cfg], save_to=lambda part, run: run_folder(run.run_id), on_job=session.start):
             if event.kind in ("queued", "preparing"):
-                yield {self.progress: progress_html(event.kind, 0, cfg.sampler.steps, event.message)}
+                yield {self.progress: progress_html(event.kind, 0, K, event.message)}
             elif event.kind == "ready":
                 bg = None if event.dataset.kind == "image" else event.dataset.x
             elif event.kind == "step":
+                step = event.step
+                feed.add(event.k, step.t, step.alpha_bar, step.x_t, step.x0, bg)
                 now = time.perf_counter()
                 if event.k == event.K or now - last >= FRAME_S:
                     last = now
-                    step = event.step
                     yield {
                         self.progress: progress_html(
                             "running", event.k, event.K,
-                            f"step {event.k}/{event.K} · t = {step.t} · ā = {step.alpha_bar:.4f} · "
+                            f"computing step {event.k}/{event.K} · t = {step.t} · ā = {step.alpha_bar:.4f} · "
                             f"{1000 * step.seconds:.1f} ms/step"),
-                        self.live_xt: pictures.view(step.x_t, bg),
-                        self.live_x0: pictures.view(step.x0, bg),
+                        self.feed: feed.html(),
                     }
             elif event.kind == "result":
                 session.sample = Result(event.run, event.dataset, event.folder)
-                K = event.K
-                yield self.show_result(session.sample, f"done · {K}/{K} steps · run {event.run.run_id}")
+                feed.complete(event.run.trajectory, bg)
+                yield self.show_result(session.sample, f"done · {K}/{K} steps · run {event.run.run_id}",
+                                       feed.html())
             elif event.kind == "cancelled":
-                yield {self.progress: progress_html("cancelled", event.k, cfg.sampler.steps,
-                                                    f"cancelled after {event.k} step(s)")}
+                text = f"cancelled at step {event.k} of {K}"
+                yield {self.progress: progress_html("cancelled", event.k, K, f"{text} (the run was cancelled after "
+                                                    f"{event.k} step(s)); the player shows the "
+                                                    f"{len(feed.frames)} that reached the page"),
+                       self.feed: feed.html(),
+                       **self.previous(session, f"the new run was {text}.")}
             elif event.kind == "error":
-                yield {self.progress: progress_html("error", 0, 0, event.message)}
-                raise gr.Error(event.message, print_exception=False)
+                yield from self.refuse(event.message, self.previous(session, "the new run failed (see above)."))
+
+    def refuse(self, text: str, also: dict | None = None) -> Iterator[dict]:
+        """Show a problem in this tab's message area (and the bar), then end the event as failed for API clients."""
+        headline, details = messages.short(text)
+        yield {self.progress: progress_html("error", 0, 0, text), self.message: messages.show(headline, details),
+               **(also or {})}
+        raise messages.refuse(text)
 
     def run(self, session: Session, *values: Any) -> Iterator[dict]:
         try:
             cfg = self.form.read(values)
         except ValueError as err:
-            yield {self.progress: progress_html("error", 0, 0, str(err))}
-            raise gr.Error(str(err), print_exception=False) from None
+            yield from self.refuse(str(err))
+            return
         yield from self.stream(session, cfg)
 
     def run_yaml(self, session: Session, text: str) -> Iterator[dict]:
@@ -139,8 +164,8 @@ class SampleTab:
         try:
             cfg = RunConfig.from_yaml(text)
         except ValueError as err:
-            yield {self.progress: progress_html("error", 0, 0, str(err))}
-            raise gr.Error(str(err), print_exception=False) from None
+            yield from self.refuse(str(err))
+            return
         yield from self.stream(session, cfg)
 
     @staticmethod
@@ -151,13 +176,13 @@ class SampleTab:
         try:
             return self.form.read(values).to_yaml()
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise messages.refuse(str(err)) from None
 
     def import_yaml(self, text: str) -> list:
         try:
             return self.form.fill(RunConfig.from_yaml(text))
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise messages.refuse(str(err)) from None
 
     def show_step(self, session: Session, k: float) -> Any:
         return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
@@ -168,7 +193,7 @@ class SampleTab:
             run = load_run(folder)
             dataset = load_dataset(run.config.dataset.name, **run.config.dataset.options)
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(messages.readable(err), print_exception=False) from None
         session.sample = Result(run, dataset, folder)
         out = self.show_result(session.sample, f"pulled run {run.run_id} from {repo.strip()}")
         out[self.hub.status] = f"✅ Pulled `{run.run_id}` into `{shown_folder(folder)}`"
@@ -187,9 +212,11 @@ class SampleTab:
                                          show_progress="hidden")
         self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
                               show_progress="hidden")
-        self.export_btn.click(self.export, self.form.inputs, self.yaml, api_name="export_config",
+        self.export_btn.click(messages.to_page(self.export, 1, fail=False), self.form.inputs, [self.yaml, self.message],
+                              api_name="export_config",
                               api_visibility="undocumented", show_progress="hidden")
-        self.import_btn.click(self.import_yaml, self.yaml, self.form.outputs, api_visibility="private",
+        self.import_btn.click(messages.to_page(self.import_yaml, len(self.form.outputs), fail=False), self.yaml,
+                              [*self.form.outputs, self.message], api_visibility="private",
                               show_progress="hidden")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
                         show_progress="hidden", api_visibility="private")
