@@ -29,7 +29,14 @@ Import rules (tests/test_layout.py checks them): no import cycles, lazy imports 
 imports engine; only cli and ui may import everything.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the Python API's names; imported on first use so `import studio` stays light
+    from studio.config import RunConfig
+    from studio.runs import Run
 
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it, every run, export and Hub push records it
 
@@ -40,3 +47,41 @@ def resource_dir(name: str) -> Path:
     here = Path(__file__).resolve().parent
     installed = here / "_resources" / name
     return installed if installed.is_dir() else here.parent / name
+
+
+def run(config: "RunConfig | dict[str, Any] | str | Path", progress: Callable[[int, int], Any] | None = None
+        ) -> "Run":
+    """Run one config and return the finished Run (samples, trajectory, metrics): a RunConfig, a dict in the
+    RunConfig YAML shape, or a YAML/preset file path or a preset name. `progress(k, K)` is called after step k.
+    """
+    from studio.config import RunConfig
+    from studio.engine import execute
+    from studio.presets import load_preset, presets_dir
+
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        path = path if path.suffix in (".yaml", ".yml") else presets_dir() / f"{path.name}.yaml"
+        config = load_preset(path).config
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))
+
+    def on_step(step: Any) -> None:  # never returns False, which would cancel the run
+        if progress is not None:
+            progress(step.k + 1, step.K)
+
+    return execute(cfg, on_step)
+
+
+def __getattr__(name: str) -> Any:
+    """`studio.RunConfig` and `studio.Run`, imported on first use (torch and the registries are slow)."""
+    if name == "RunConfig":
+        from studio.config import RunConfig
+
+        return RunConfig
+    if name == "Run":
+        from studio.runs import Run
+
+        return Run
+    raise AttributeError(f"module 'studio' has no attribute {name!r}")
+
+
+__all__ = ["Run", "RunConfig", "__version__", "resource_dir", "run"]
