@@ -7,7 +7,8 @@ The flow, one way only:
 Top level: the flow and what it shares. `params` (declared parameters), `config` (RunConfig), `presets`,
 `engine` (runs a config), `runs` (a finished run and its folder, and which `--out` folders may be written),
 `images`, `cache`, `limits` (instance limits read from the environment, whether the instance is shared, and the
-capped YAML reader every config goes through).
+capped YAML reader every config goes through). The Python API lives here: `studio.run(config)` (a thin
+wrapper over engine.execute) and `studio.RunConfig` / `studio.Run`, imported on first use.
 
 Packages, each named after its job:
 - `data/`        dataset registry (bundled, Hub-downloaded, user folders), Dataset, build cache, the Hub
@@ -16,7 +17,8 @@ Packages, each named after its job:
   `masked/`      the masked-softmax machinery of pca_locality, ls and els (masks, column plans, torch tiles,
                  Triton tiles; the Triton module depends on the plan, never the reverse)
 - `diffusion/`   schedules, spacing, samplers, the sampling loop, inversion, noise streams
-- `models/`      trained networks, checkpoint folders, training
+- `models/`      trained networks, checkpoint folders (diffusers pipeline layout), training, an analytic
+                 denoiser as a diffusers `unet` (diffusers_wrap)
 - `analysis/`    neighbours, locality views, per-step statistics
 - `studies/`     what runs many runs: comparison with a reference, calibration, the benchmark
 - `hub/`         export bundles, push and pull of runs
