@@ -23,6 +23,7 @@ from typing import Any
 
 from studio import __version__
 from studio.cache import atomic_dir, cache_root
+from studio.models.card import STUDIO_TAG
 from studio.hub.export import describe, export_folder, export_run, is_run, run_parts
 from studio.data.hub_client import (
     HubAuthError,
@@ -56,7 +57,6 @@ INDEX = f"{RUNS}/index.json"
 README = "README.md"
 START = "<!-- analytic-diffusion-studio:runs:start -->"
 END = "<!-- analytic-diffusion-studio:runs:end -->"
-STUDIO_TAG = "analytic-diffusion-studio"
 # The Dataset Viewer reads only the configs listed, so the run folders' mixed files never confuse it.
 SAMPLES_CONFIG = {"config_name": "samples", "data_files": [{"split": "train", "path": INDEX}]}
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$")

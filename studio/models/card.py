@@ -12,8 +12,7 @@ import yaml
 from studio.cache import atomic_write
 
 CARD = "README.md"
-
-
+STUDIO_TAG = "analytic-diffusion-studio"
 LICENSE = "mit"  # the weights are the project's own (the code's license); data licenses sit in the body
 
 
@@ -24,7 +23,7 @@ def write_card(folder: Path, studio: dict[str, Any], body: str, tags: tuple[str,
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(license=LICENSE, library_name="diffusers", pipeline_tag=pipeline_tag,
-                         datasets=list(datasets) or None, tags=["analytic-diffusion-studio", *tags], studio=studio)
+                         datasets=list(datasets) or None, tags=[STUDIO_TAG, *tags], studio=studio)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
     atomic_write(Path(folder) / CARD, lambda p: card.save(p))
 

@@ -25,7 +25,7 @@ from torch import nn
 from studio import resource_dir
 from studio.cache import atomic_write
 from studio.data.dataset import Dataset
-from studio.models.card import CARD, read_card
+from studio.models.card import CARD, STUDIO_TAG, read_card, read_meta, write_card
 
 CHECKPOINTS = resource_dir("assets") / "checkpoints"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -285,16 +285,20 @@ def save_checkpoint(net: nn.Module, folder: Path, schedule: dict[str, Any], pred
 
 
 FLAT_FILES = ("config.json", WEIGHTS, SCHEDULER)
+PIPELINE_TAG = "unconditional-image-generation"
+# how a card's body names the files of each layout (a converted card's body is updated from one to the other)
+FLAT_NOTE = "config.json + diffusion_pytorch_model.safetensors (diffusers save_pretrained), scheduler_config.json"
+PIPELINE_NOTE = ("model_index.json, unet/ (config.json + diffusion_pytorch_model.safetensors) and "
+                 "scheduler/scheduler_config.json: a diffusers DDPMPipeline folder")
 
 
 def to_pipeline_layout(folder: Path) -> bool:
     """Move a flat UNet2DModel checkpoint into the pipeline layout in place (the weights' bytes unchanged) and
     rewrite its model card through ModelCard; False (and nothing done) for other networks or layouts."""
-    from studio.models.card import read_meta, write_card
-
     folder = Path(folder)
-    if model_folder(folder) != folder or json.loads((folder / "config.json").read_text())["_class_name"] != \
-            "UNet2DModel" or not (folder / SCHEDULER).is_file():
+    if model_folder(folder) != folder or not (folder / SCHEDULER).is_file():
+        return False
+    if json.loads((folder / "config.json").read_text()).get("_class_name") != "UNet2DModel":
         return False
     (folder / "unet").mkdir()
     (folder / "scheduler").mkdir()
@@ -302,13 +306,7 @@ def to_pipeline_layout(folder: Path) -> bool:
         (folder / name).rename(folder / ("scheduler" if name == SCHEDULER else "unet") / name)
     write_model_index(folder)
     meta, body = read_meta(folder)
-    tags = [t for t in meta.get("tags", []) if t != "analytic-diffusion-studio"]
+    tags = [t for t in meta.get("tags", []) if t != STUDIO_TAG]  # write_card puts it first again
     write_card(folder, meta.get("studio", {}), body.replace(FLAT_NOTE, PIPELINE_NOTE), tuple(tags),
                pipeline_tag=PIPELINE_TAG, datasets=tuple(meta.get("datasets") or ()))
     return True
-
-
-PIPELINE_TAG = "unconditional-image-generation"
-FLAT_NOTE = "config.json + diffusion_pytorch_model.safetensors (diffusers save_pretrained), scheduler_config.json"
-PIPELINE_NOTE = ("model_index.json, unet/ (config.json + diffusion_pytorch_model.safetensors) and "
-                 "scheduler/scheduler_config.json: a diffusers DDPMPipeline folder")
