@@ -7,7 +7,8 @@ The flow, one way only:
 Top level: the flow and what it shares. `params` (declared parameters), `config` (RunConfig), `presets`,
 `engine` (runs a config), `runs` (a finished run and its folder, and which `--out` folders may be written),
 `images`, `cache`, `limits` (instance limits read from the environment, whether the instance is shared, and the
-capped YAML reader every config goes through).
+capped YAML reader every config goes through). The Python API lives here: `studio.run(config)` (a thin
+wrapper over engine.execute) and `studio.RunConfig` / `studio.Run`, imported on first use.
 
 Packages, each named after its job:
 - `data/`        dataset registry (bundled, Hub-downloaded, user folders), Dataset, build cache, the Hub
@@ -16,7 +17,8 @@ Packages, each named after its job:
   `masked/`      the masked-softmax machinery of pca_locality, ls and els (masks, column plans, torch tiles,
                  Triton tiles; the Triton module depends on the plan, never the reverse)
 - `diffusion/`   schedules, spacing, samplers, the sampling loop, inversion, noise streams
-- `models/`      trained networks, checkpoint folders, training
+- `models/`      trained networks, checkpoint folders (diffusers pipeline layout), training, an analytic
+                 denoiser as a diffusers `unet` (diffusers_wrap)
 - `analysis/`    neighbours, locality views, per-step statistics
 - `studies/`     what runs many runs: comparison with a reference, calibration, the benchmark
 - `hub/`         export bundles, push and pull of runs
@@ -29,7 +31,14 @@ Import rules (tests/test_layout.py checks them): no import cycles, lazy imports 
 imports engine; only cli and ui may import everything.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the Python API's names; imported on first use so `import studio` stays light
+    from studio.config import RunConfig
+    from studio.runs import Run
 
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it, every run, export and Hub push records it
 
@@ -40,3 +49,41 @@ def resource_dir(name: str) -> Path:
     here = Path(__file__).resolve().parent
     installed = here / "_resources" / name
     return installed if installed.is_dir() else here.parent / name
+
+
+def run(config: "RunConfig | dict[str, Any] | str | Path", progress: Callable[[int, int], Any] | None = None
+        ) -> "Run":
+    """Run one config and return the finished Run (samples, trajectory, metrics): a RunConfig, a dict in the
+    RunConfig YAML shape, or a YAML/preset file path or a preset name. `progress(k, K)` is called after step k.
+    """
+    from studio.config import RunConfig
+    from studio.engine import execute
+    from studio.presets import load_preset, presets_dir
+
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        path = path if path.suffix in (".yaml", ".yml") else presets_dir() / f"{path.name}.yaml"
+        config = load_preset(path).config
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))
+
+    def on_step(step: Any) -> None:  # never returns False, which would cancel the run
+        if progress is not None:
+            progress(step.k + 1, step.K)
+
+    return execute(cfg, on_step)
+
+
+def __getattr__(name: str) -> Any:
+    """`studio.RunConfig` and `studio.Run`, imported on first use (torch and the registries are slow)."""
+    if name == "RunConfig":
+        from studio.config import RunConfig
+
+        return RunConfig
+    if name == "Run":
+        from studio.runs import Run
+
+        return Run
+    raise AttributeError(f"module 'studio' has no attribute {name!r}")
+
+
+__all__ = ["Run", "RunConfig", "__version__", "resource_dir", "run"]

@@ -167,6 +167,45 @@ def test_progress_callback_reports_to_completion(hub_env):
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
 
 
+def test_shards_download_together_through_one_snapshot_download(hub_env, monkeypatch):
+    from studio.data import hub_client
+
+    hub, repo = hub_env
+    for i in range(4):
+        hub.add_file("dataset", repo, f"data/train-0000{i}-of-00004.parquet",
+                     parquet_shard(gray_images(2, seed=i), [2 * i, 2 * i + 1]))
+    hub.add_file("dataset", repo, "data/test-00000-of-00001.parquet", parquet_shard(gray_images(2), [0, 1]))
+    calls = []
+    real = hub_client.snapshot_download
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hub_client, "snapshot_download", spy)
+    full = load_dataset("afhq", repo=repo, resolution=8, channels=1)
+    assert sorted(full.labels.tolist()) == list(range(8))
+    assert len(calls) == 1 and calls[0]["max_workers"] == 4 and len(calls[0]["allow_patterns"]) == 4
+    assert not any("test-0000" in r.path for r in hub.requests)  # allow_patterns kept the other split out
+    listings = [r for r in hub.requests if r.path.startswith("/api/") and "/resolve/" not in r.path]
+    assert len(listings) <= 3  # our listing, snapshot_download's revision and tree: not one per shard
+
+
+def test_no_private_huggingface_hub_imports():
+    """Only huggingface_hub's public API: no module path with a _private part."""
+    import ast
+    from pathlib import Path
+
+    bad = []
+    for path in (Path(__file__).resolve().parents[1] / "studio").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            bad += [(path.name, n) for n in names
+                    if n.startswith("huggingface_hub") and any(part.startswith("_") for part in n.split("."))]
+    assert bad == []
+
+
 def test_split_files_layouts_and_missing_shards():
     listing = [RemoteFile(p, 1) for p in (
         "mnist/train-00000-of-00001.parquet", "mnist/test-00000-of-00001.parquet", "README.md",

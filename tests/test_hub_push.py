@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -272,3 +273,47 @@ def test_a_comparison_folder_pushes_and_pulls_like_a_run(fake_hub, tmp_path):
     assert f"]({prefix}ddim-3/samples.png)" in remote[README].decode()
     folder = pull_run(REPO, endpoint=fake_hub.url)
     assert load_run(folder / "ddim-5").samples.equal(load_run(comparison / "ddim-5").samples)
+
+
+def _front_matter(readme: str) -> dict:
+    import yaml
+
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---", 2)[1])
+
+
+def test_pushed_readme_declares_a_samples_config_the_dataset_viewer_reads(fake_hub, runs):
+    """configs: in the shape the Hub documents (config_name, data_files of split/path), every path present, and
+    the table readable the way the viewer's JSON builder falls back for a JSON list (pandas.read_json)."""
+    import io
+
+    import pandas as pd
+
+    for run in runs:
+        push_run(run, REPO, token=fake_hub.token, endpoint=fake_hub.url)
+    remote = fake_hub.files("dataset", REPO)
+    meta = _front_matter(remote[README].decode())
+    assert "analytic-diffusion-studio" in meta["tags"]
+    (config,) = [c for c in meta["configs"] if c["config_name"] == "samples"]
+    assert set(config) == {"config_name", "data_files"}
+    for files in config["data_files"]:
+        assert set(files) == {"split", "path"} and re.fullmatch(r"\w+", files["split"])
+        assert files["path"] in remote
+    table = pd.read_json(io.BytesIO(remote[INDEX]))
+    assert table["run_id"].tolist() == [run_id_of(r) for r in runs]
+    assert all(path in remote and remote[path].startswith(b"\x89PNG") for path in table["samples_file"])
+
+
+def test_an_older_studio_readme_gains_the_config_and_a_user_one_is_left_alone():
+    from studio.hub.share import top_readme, with_samples_config
+
+    fresh = top_readme(None, REPO, [])
+    older = fresh.replace("configs:\n- config_name: samples\n  data_files:\n  - split: train\n    path: runs/index.json\n",
+                          "")
+    assert "configs" not in _front_matter(older) and "configs" in _front_matter(fresh)
+    assert _front_matter(top_readme(older, REPO, []))["configs"] == _front_matter(fresh)["configs"]
+    mine = "---\nlicense: mit\nconfigs:\n- config_name: mine\n  data_files: data.csv\n---\n# Notes\n"
+    assert with_samples_config(mine) == mine
+    tagged = mine.replace("license: mit\n", "license: mit\ntags:\n- analytic-diffusion-studio\n")
+    names = [c["config_name"] for c in _front_matter(with_samples_config(tagged))["configs"]]
+    assert names == ["samples", "mine"]

@@ -43,6 +43,7 @@ def test_mlp_training_lowers_the_loss_and_samples_land_on_the_data(tmp_path, one
     opts = {"steps": 900, "batch": 256, "width": 64, "depth": 2, "lr": 3e-3, "warmup": 50, "device": "cpu",
             "sample_n": 0, "save_every": 0}
     result = Trainer(ds, tmp_path / "m", opts, {}).run(progress=False)
+    assert (tmp_path / "m" / "config.json").is_file()  # a TimeMLP stays flat: no diffusers pipeline loads it
     rows = list(csv.DictReader(open(tmp_path / "m" / "loss.csv")))
     first, last = float(rows[0]["loss"]), result.final_loss
     assert result.steps == 900 and last < 0.6 * first, (first, last)
@@ -94,9 +95,10 @@ def test_image_training_pads_and_writes_a_complete_folder(tmp_path, one_thread):
             progress=False)
     assert not [w for w in caught if "resized" in str(w.message)]  # the sample check pads as training did
     out = tmp_path / "u"
-    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "README.md",
-                 "loss.csv", "loss.png", "samples.png"):
+    for name in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "README.md", "loss.csv", "loss.png", "samples.png"):
         assert (out / name).is_file(), name
+    assert not (out / "config.json").exists()  # the diffusers pipeline layout, nothing flat beside it
     card = read_card(out)
     assert card["data_shape"] == [1, 5, 5] and card["dataset"]["fingerprint"] == ds.fingerprint
     assert card["schedule"] == {"name": "cosine", "T": 200, "beta_start": 1e-4, "beta_end": 0.02}
@@ -105,6 +107,17 @@ def test_image_training_pads_and_writes_a_complete_folder(tmp_path, one_thread):
     info = trained_info(out)
     assert info.prediction_type == "v_prediction" and info.schedule["name"] == "cosine"
     assert load_network(out).config["sample_size"] == 8  # 5 px padded so 3 levels halve evenly
+    from diffusers import DDPMPipeline
+    from huggingface_hub import ModelCard
+
+    pipe = DDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    images = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (1, 8, 8, 1)
+    meta = ModelCard.load(out / "README.md").data.to_dict()
+    assert (meta["license"], meta["pipeline_tag"]) == ("mit", "unconditional-image-generation")
     den = make_denoiser("unet", model=str(out)).fit(ds)
     assert den.pad_to == 8
     # The same data under another schedule: the network is fed its own timesteps, with a note.

@@ -38,8 +38,11 @@ def summary(samples: torch.Tensor, dataset: Dataset) -> dict[str, Any]:
     """Final-sample neighbour facts: RMS nearest distance and the memorisation rate (ratio < 1/3)."""
     nb = nearest(dataset, samples, k=2)
     D = samples[0].numel()
-    return {
+    out = {
         "final_nn_rms": float((nb.distances[:, 0] / math.sqrt(D)).mean()),
         "memorisation_rate": float(nb.memorised.float().mean()) if dataset.n > 1 else None,
         "nearest_index": nb.indices[:, 0].tolist(),
     }
+    if nb.recall is not None:  # an approximate search: say which, and how often it found the true neighbours
+        out["neighbour_search"] = {"method": nb.method, "recall": nb.recall}
+    return out

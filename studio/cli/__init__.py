@@ -35,11 +35,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from studio.cli.flags import HelpFormatter
+
     parser = _Parser(prog="python -m studio", description="Analytic Diffusion Studio command line")
-    parser.add_argument("--version", action="version", version=f"analytic-diffusion-studio {__version__}")
+    parser.add_argument("--version", action="version", version=f"analytic-diffusion-studio {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)
+    for command in sub.choices.values():  # help text, choices and defaults, the same layout everywhere
+        command.formatter_class = HelpFormatter
     return parser
 
 

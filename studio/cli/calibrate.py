@@ -31,10 +31,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit the patch-size schedule of ls/els to a target denoiser")
     p.add_argument("--target", required=True, help="any registered denoiser, e.g. unet, optimal, wiener")
-    p.add_argument("--target-set", action="append", metavar="KEY=VALUE", help="a parameter of the target")
+    p.add_argument("--target-set", action="append", metavar="KEY=VALUE",
+                   help="a parameter of the target (repeatable; default: none, its defaults)")
     add_run_flags(p, {"steps": "noise levels (sampler.steps of the spacing; default 10)", "n": "probe images per level",
-                      "denoiser": "ls or els", "set": "dotted config path, e.g. dataset.size=500"},
+                      "denoiser": "the denoiser to calibrate (choices: ls, els; required unless --config names it)",
+                      "set": "dotted config path, e.g. dataset.size=500"},
                   without=("sampler", "eta"))
     p.add_argument("--sizes", help="comma-separated odd patch sizes to try (default: all odd sizes)")
-    p.add_argument("--out", help="also write the schedule here (.yaml or .json)")
+    p.add_argument("--out", help="also write the schedule here (.yaml or .json) (default: only the cache)")
     p.set_defaults(func=cmd_calibrate)

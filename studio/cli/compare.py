@@ -52,8 +52,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="agreement (MSE, r², memorisation) of a denoiser with a reference")
     add_run_flags(p)
     p.add_argument("--reference", default="unet", help="reference denoiser (default: unet, the bundled checkpoint)")
-    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter")
-    p.add_argument("--denoisers", help="comma-separated denoisers to compare against one shared reference run")
+    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter (repeatable; default: none, its defaults)")
+    p.add_argument("--denoisers", help="comma-separated denoisers to compare against one shared reference run (default: none, only "
+                   "--denoiser)")
     p.add_argument("--no-single-step", action="store_true", help="skip the single-step comparison")
     p.add_argument("--out", required=True, help="folder for metrics.json and plots (new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it holds an earlier comparison or run")

@@ -58,13 +58,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run (or comparison) folder with a README card, as a folder and .zip")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run or comparison folder to export")
     p.add_argument("--out", required=True, help="folder to write the bundle (and its .zip) into")
     p.add_argument("--no-zip", action="store_true", help="write only the folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("push", help="push a run folder to a Hugging Face dataset repository (one commit)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run folder to push")
     p.add_argument("--repo", required=True, help="dataset repository USER/NAME (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--token-env", help="read the token from this environment variable (default: HF_TOKEN, then "
@@ -75,6 +75,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="download a pushed run into the local cache and print its folder")
     p.add_argument("repo_id", help="dataset repository USER/NAME")
     p.add_argument("--run", help="run id (default: the last pushed)")
-    p.add_argument("--token-env", help="read the token from this environment variable (private repositories)")
+    p.add_argument("--token-env", help="read the token from this environment variable (private repositories; "
+                                       "default: HF_TOKEN, then the saved `hf auth login`)")
     p.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     p.set_defaults(func=cmd_pull)

@@ -27,5 +27,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--job-timeout", type=float, default=120, help="seconds one job may take")
     p.add_argument("--slow-every", type=int, default=0, help="every k-th client runs a slow job (0: none)")
     p.add_argument("--slow-steps", type=int, help="steps of a slow job (default 20 x --steps)")
-    p.add_argument("--server-pid", type=int, help="the studio's process id: report its peak RSS")
+    p.add_argument("--server-pid", type=int, help="the studio's process id: report its peak RSS (default: none, "
+                                                  "no RSS report)")
     p.set_defaults(func=cmd_loadtest)

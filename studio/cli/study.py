@@ -32,7 +32,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--denoisers", default=",".join(STUDY_DENOISERS),
                    help=f"comma-separated denoisers (default: {','.join(STUDY_DENOISERS)})")
     p.add_argument("--reference", default="unet", help="reference denoiser (default: unet, the bundled checkpoint)")
-    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter")
+    p.add_argument("--reference-set", action="append", metavar="KEY=VALUE", help="reference denoiser parameter (repeatable; default: none, its defaults)")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs with fresh noise for mean ± sd: repeat r uses seed + r·n (default 1)")
     p.add_argument("--no-single-step", action="store_true", help="skip the single-step comparison")

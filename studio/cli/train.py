@@ -6,10 +6,13 @@ import argparse
 import shlex
 from typing import Any
 
-from studio.cli.flags import parse_pairs
+from studio.cli.flags import param_help, parse_pairs, with_choices
 
 _TRAIN_FLAGS = ("steps", "batch", "lr", "warmup", "ema_decay", "prediction_type", "width", "depth", "seed",
                 "save_every", "log_every", "max_minutes", "save_dtype", "sample_n", "device", "compile")
+
+# what "auto" means where the parameter's own help does not say it
+_SHOWN_DEFAULTS = {"max_minutes": "none, no time budget"}
 
 
 def _train_command(args: argparse.Namespace) -> str:
@@ -50,26 +53,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    from studio.models.train import TRAIN_PARAMS
+
+    params = {param.name: param for param in TRAIN_PARAMS}
     p = sub.add_parser("train", help="train a small UNet (images) or MLP (2-D points) with EMA weights")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True, help="output folder (a save_pretrained folder + model card)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--ema-decay", dest="ema_decay", type=float)
-    p.add_argument("--prediction-type", dest="prediction_type", help="epsilon (default), v_prediction or sample")
-    p.add_argument("--width", type=int, help="UNet base channels / MLP width")
-    p.add_argument("--depth", type=int, help="UNet layers per block / MLP blocks")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--save-every", dest="save_every", type=int, help="steps between resumable checkpoints")
-    p.add_argument("--log-every", dest="log_every", type=int)
-    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="stop and save after this long")
-    p.add_argument("--save-dtype", dest="save_dtype", help="fp32 (default) or fp16")
-    p.add_argument("--samples", dest="sample_n", type=int, help="samples drawn for samples.png (0 = none)")
-    p.add_argument("--device")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the network (CUDA graphs on GPU): much faster for small networks")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset.KEY=VALUE or schedule.KEY=VALUE")
+    p.add_argument("--dataset", required=True, help=with_choices("dataset to train on", "dataset"))
+    p.add_argument("--out", required=True, help="output folder (a diffusers DDPMPipeline folder for a UNet, a "
+                                                "save_pretrained folder for the MLP, + model card)")
+    for name in _TRAIN_FLAGS:
+        param = params[name]
+        flag = "--samples" if name == "sample_n" else f"--{name.replace('_', '-')}"
+        if param.kind is bool:
+            p.add_argument(flag, dest=name, action="store_true", default=None, help=param_help(param))
+        else:
+            p.add_argument(flag, dest=name, type=param.kind, help=param_help(param, _SHOWN_DEFAULTS.get(name)))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="dataset.KEY=VALUE or schedule.KEY=VALUE (repeatable; default: none, the dataset's default "
+                        "options and a linear schedule, T=1000)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.set_defaults(func=cmd_train)

@@ -6,6 +6,7 @@ Push/pull (studio.hub.share) and the Hub datasets (studio.data.hub_datasets) bot
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 import httpx2
-from huggingface_hub import constants, get_token, hf_hub_download, scan_cache_dir, set_client_factory
+from huggingface_hub import constants, get_session, get_token, scan_cache_dir, set_client_factory, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -30,7 +31,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
-from huggingface_hub.utils._http import default_client_factory
 from tqdm.auto import tqdm
 
 from studio.limits import shared_instance
@@ -39,6 +39,7 @@ log = logging.getLogger("studio.hub")
 
 # huggingface_hub's shared HTTP client has no timeout of its own (`timeout=None`): a silent network would hang
 # the page. Calls that pass their own timeout (downloads, HEAD) keep it; every other call gets these.
+# Read when the shared client is built, so a test may shorten them.
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 
@@ -120,18 +121,22 @@ _TIMEOUTS_INSTALLED = False
 
 
 def ensure_timeouts() -> None:
-    """Give huggingface_hub's shared client default timeouts (once per process)."""
+    """Give huggingface_hub's shared client default timeouts (once per process), through its public API only:
+    the library's own client (get_session) lends its event hooks (offline mode, request ids) and redirect
+    setting to the clients our factory builds (set_client_factory)."""
     global _TIMEOUTS_INSTALLED
     with _TIMEOUTS_LOCK:
         if _TIMEOUTS_INSTALLED:
             return
+        template = get_session()
+        hooks = {kind: list(found) for kind, found in template.event_hooks.items()}
+        follow = template.follow_redirects
 
         def client_with_timeouts() -> httpx2.Client:
-            client = default_client_factory()
-            client.timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-            return client
+            return httpx2.Client(event_hooks=hooks, follow_redirects=follow,
+                                 timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
-        set_client_factory(client_with_timeouts)
+        set_client_factory(client_with_timeouts)  # closes the template; the next request builds ours
         _TIMEOUTS_INSTALLED = True
 
 
@@ -254,34 +259,22 @@ class RemoteFile:
     size: int
 
 
-def _forwarding_bar(outer: tqdm, report: Callable[[], None]) -> type:
-    """A tqdm stand-in for hf_hub_download that adds each file's bytes to one overall bar."""
+def _reporting_bar(report: Callable[[int], None]) -> type[tqdm]:
+    """A tqdm class for snapshot_download that passes the bytes counted by its byte bars to `report`."""
 
-    class _FileBar:
-        def __init__(self, *args, initial: int = 0, **kwargs):
-            self._add(initial)
+    class _Bar(tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.setdefault("file", sys.stderr)
+            kwargs.setdefault("leave", False)
+            super().__init__(*args, **kwargs)
 
-        def _add(self, n) -> None:
-            if n:
-                outer.update(n)
-                report()
+        def update(self, n: int | float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.unit == "B":
+                report(int(self.n))
+            return shown
 
-        def update(self, n: int | float | None = 1) -> None:
-            self._add(n)
-
-        def set_postfix_str(self, *args, **kwargs) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-    return _FileBar
+    return _Bar
 
 
 def fetch_files(
@@ -298,9 +291,10 @@ def fetch_files(
 ) -> dict[str, Path]:
     """Download the files `select` picks from the repo listing; returns {path in repo: local file}.
 
-    Online: list the revision (one request that also checks reachability), then hf_hub_download each chosen file
-    into huggingface_hub's cache by revision name, which records refs/<revision> there for later offline use
-    (complete files are never fetched twice; a dropped transfer resumes by Range).
+    Online: list the revision (one request that also checks reachability), then snapshot_download the chosen
+    files (allow_patterns, several at once) into huggingface_hub's cache by revision name, which records
+    refs/<revision> there for later offline use (complete files are never fetched twice; a dropped transfer
+    resumes by Range).
     Offline or unreachable: the same selection over what huggingface_hub's cache already holds for that
     revision (e.g. after `hf download REPO --repo-type dataset`); if that is not enough, or `allow_local` is
     False (a visitor of a shared instance must prove access online), a HubNetworkError.
@@ -341,27 +335,38 @@ def fetch_files(
     return {f.path: root / f.path for f in chosen}
 
 
+MAX_WORKERS = 8  # files downloaded at once
+
+
 def _download(repo_id: str, repo_type: str, revision: str, chosen: Iterable[RemoteFile], *, what: str,
               endpoint: str, token: Token, cache_dir: Path, progress: Progress | None) -> dict[str, Path]:
+    """snapshot_download of exactly the chosen files (allow_patterns), several at once, into huggingface_hub's
+    cache under `revision` (refs/<revision> recorded for offline use); complete files are not fetched again and a
+    dropped transfer resumes by Range."""
     chosen = list(chosen)
     total = sum(f.size for f in chosen)
     label = f"{what}: {repo_id}"
-    out: dict[str, Path] = {}
-    with tqdm(total=total or None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False) as bar:
-        def report() -> None:
-            if progress is not None:
-                progress(min(1.0, bar.n / total) if total else 0.0, f"downloading {label}")
+    lock = threading.Lock()
+    done = [0]
 
-        file_bar = _forwarding_bar(bar, report)
-        for f in chosen:
-            local = with_retries(
-                lambda f=f: hf_hub_download(repo_id, f.path, repo_type=repo_type, revision=revision,
-                                            endpoint=endpoint, token=token, cache_dir=cache_dir,
-                                            tqdm_class=file_bar, etag_timeout=READ_TIMEOUT_S),
-                what=what, repo_id=repo_id, endpoint=endpoint, token=token)
-            out[f.path] = Path(local)
-            if f.size == 0 or not bar.total:
-                report()
+    def report(n: int) -> None:  # the furthest byte bar (plain HTTP counts one, Xet two of the same bytes)
+        with lock:  # bars update from several threads: report in order
+            done[0] = max(done[0], n)
+            if progress is not None and total:
+                progress(min(1.0, done[0] / total), f"downloading {label}")
+
+    if progress is not None:
+        progress(0.0, f"downloading {label}")
+    folder = with_retries(
+        lambda: snapshot_download(repo_id, repo_type=repo_type, revision=revision, endpoint=endpoint, token=token,
+                                  cache_dir=cache_dir, allow_patterns=[glob.escape(f.path) for f in chosen],
+                                  max_workers=max(1, min(MAX_WORKERS, len(chosen))),
+                                  tqdm_class=_reporting_bar(report), etag_timeout=READ_TIMEOUT_S),
+        what=what, repo_id=repo_id, endpoint=endpoint, token=token)
+    out = {f.path: Path(folder) / f.path for f in chosen}
+    missing = [path for path, local in out.items() if not local.is_file()]
+    if missing:  # the revision moved between the listing and the download
+        raise HubNotFoundError(f"{what}: {', '.join(missing[:3])} no longer in {repo_id}@{revision}; try again.")
     if progress is not None:
         progress(1.0, f"downloaded {label}")
     return out

@@ -2,7 +2,10 @@
 
 Repository layout: `runs/<run-id>/` holds an exported bundle (studio.hub.export: files + README.md card),
 `runs/index.json` lists the pushed runs, and the top-level README.md shows them in a table between
-marker comments (anything else a user wrote there is kept). The token comes from the caller, $HF_TOKEN or
+marker comments (anything else a user wrote there is kept). The README the studio writes declares a `samples`
+config (`configs:` front matter) over runs/index.json, one row per run with the path of its samples picture, so
+the Hub's Dataset Viewer and `datasets.load_dataset(repo, "samples")` read the runs as a table; a README the
+user wrote keeps its front matter as written. The token comes from the caller, $HF_TOKEN or
 the saved `hf auth login`, in that order, and never reaches logs, files or error messages.
 """
 
@@ -20,6 +23,7 @@ from typing import Any
 
 from studio import __version__
 from studio.cache import atomic_dir, cache_root
+from studio.models.card import STUDIO_TAG
 from studio.hub.export import describe, export_folder, export_run, is_run, run_parts
 from studio.data.hub_client import (
     HubAuthError,
@@ -53,6 +57,8 @@ INDEX = f"{RUNS}/index.json"
 README = "README.md"
 START = "<!-- analytic-diffusion-studio:runs:start -->"
 END = "<!-- analytic-diffusion-studio:runs:end -->"
+# The Dataset Viewer reads only the configs listed, so the run folders' mixed files never confuse it.
+SAMPLES_CONFIG = {"config_name": "samples", "data_files": [{"split": "train", "path": INDEX}]}
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -92,7 +98,7 @@ def _read_remote_text(repo_id: str, path: str, endpoint: str, token: str, scratc
 def _index_entry(bundle: Path, run_id: str) -> dict[str, Any]:
     info = describe(bundle, run_id)
     first = info["runs"][0]
-    return {
+    entry = {
         "run_id": run_id,
         "path": f"{RUNS}/{run_id}",
         "kind": info["kind"],
@@ -103,6 +109,8 @@ def _index_entry(bundle: Path, run_id: str) -> dict[str, Any]:
         "sampler": ", ".join(dict.fromkeys(f"{r['sampler']} ({r['steps']} steps)" for r in info["runs"])),
         "samples": f"{first['path']}/samples.png" if first["path"] != "." else "samples.png",
     }
+    entry["samples_file"] = f"{entry['path']}/{entry['samples']}"  # from the repository root, for the viewer
+    return entry
 
 
 def _runs_table(index: list[dict[str, Any]]) -> str:
@@ -119,20 +127,34 @@ def top_readme(existing: str | None, repo_id: str, index: list[dict[str, Any]]) 
     block = f"{START}\n## Runs\n\n{_runs_table(index)}\n{END}"
     if existing and START in existing and END in existing:
         head, rest = existing.split(START, 1)
-        return head + block + rest.split(END, 1)[1]
+        return with_samples_config(head + block + rest.split(END, 1)[1])
     if existing:
-        return existing.rstrip() + "\n\n" + block + "\n"
+        return with_samples_config(existing.rstrip() + "\n\n" + block + "\n")
     from huggingface_hub import DatasetCardData
 
     meta = DatasetCardData(license="other", pretty_name=repo_id.split("/")[1],
                            task_categories=["unconditional-image-generation"],
-                           tags=["analytic-diffusion-studio", "diffusion", "synthetic"])
+                           tags=[STUDIO_TAG, "diffusion", "synthetic"], configs=[SAMPLES_CONFIG])
     return (f"---\n{meta.to_yaml()}\n---\n\n# {repo_id.split('/')[1]}\n\n"
             "Runs of Analytic Diffusion Studio: training-free (\"analytic\") diffusion denoisers beside trained "
             "ones. Each run sits in `runs/<run-id>/` with its card (what was run, metrics, dataset source and "
             "license), `config.yaml` (reproduce with `python -m studio sample --config runs/<run-id>/config.yaml "
             "--out run`), `metrics.json`, `tensors.safetensors` and pictures. Fetch one with "
             f"`python -m studio pull {repo_id} --run <run-id>`.\n\n{block}\n")
+
+
+def with_samples_config(readme: str) -> str:
+    """`readme` with the `samples` config in its front matter when the studio wrote it (its tags name the
+    studio; older studio READMEs gain it), other configs kept; a README the user wrote is returned as it is."""
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard(readme, ignore_metadata_errors=True)
+    if STUDIO_TAG not in (card.data.get("tags") or []):
+        return readme
+    others = [c for c in card.data.get("configs") or [] if not isinstance(c, dict) or c.get("config_name") !=
+              SAMPLES_CONFIG["config_name"]]
+    card.data.configs = [SAMPLES_CONFIG, *others]
+    return str(card)
 
 
 def _open_repo(api, repo_id: str, private: bool, retry: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
 """Checkpoint folders: find a network (bundled, local folder, Hub id), load it from safetensors only, and read
 how it was trained (schedule, prediction type, data) from scheduler_config.json and the model card.
 
-A checkpoint folder is a diffusers `save_pretrained` folder: config.json (its `_class_name` picks the class)
-and diffusion_pytorch_model.safetensors, optionally beside scheduler_config.json and a README.md model card.
-Hub pipelines keep it in a `unet/` subfolder with the schedule in `scheduler/`; both layouts are read.
+Two layouts are read. The pipeline layout, which the studio writes for UNets (bundled and trained) and which
+`diffusers.DDPMPipeline.from_pretrained(folder)` loads: model_index.json, unet/ (config.json +
+diffusion_pytorch_model.safetensors), scheduler/scheduler_config.json, README.md model card. The flat layout
+(a `save_pretrained` folder: config.json, the safetensors and optionally scheduler_config.json beside them),
+which older studio checkpoints and the 2-D TimeMLP ones use: DDPMPipeline cannot load a TimeMLP (not a diffusers
+class), so those stay flat.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torch
 from torch import nn
 
 from studio import resource_dir
+from studio.cache import atomic_write
 from studio.data.dataset import Dataset
-from studio.models.card import CARD, read_card
+from studio.models.card import CARD, STUDIO_TAG, read_card, read_meta, write_card
 
 CHECKPOINTS = resource_dir("assets") / "checkpoints"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 SCHEDULER = "scheduler_config.json"
+MODEL_INDEX = "model_index.json"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # diffusers' beta_schedule names -> studio.diffusion.schedules names (same formulas, checked in the tests).
 _SCHEDULE_NAMES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine",
@@ -54,7 +59,8 @@ class TrainedInfo:
     notes: tuple[str, ...] = ()
 
 
-def is_checkpoint(folder: Path) -> bool:
+def _is_network(folder: Path) -> bool:
+    """Whether `folder` itself holds config.json of a supported network."""
     config = Path(folder) / "config.json"
     if not config.is_file():
         return False
@@ -64,12 +70,17 @@ def is_checkpoint(folder: Path) -> bool:
         return False
 
 
-def _model_folder(folder: Path) -> Path | None:
-    """The folder holding the network: `folder` itself or its `unet/` (pipeline layout)."""
-    for candidate in (folder, folder / "unet"):
-        if is_checkpoint(candidate):
+def model_folder(folder: Path) -> Path | None:
+    """The folder holding the network: `folder` itself (flat layout) or its `unet/` (pipeline layout)."""
+    for candidate in (Path(folder), Path(folder) / "unet"):
+        if _is_network(candidate):
             return candidate
     return None
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint in either layout."""
+    return model_folder(folder) is not None
 
 
 def bundled(dataset_name: str) -> list[Path]:
@@ -125,7 +136,7 @@ def locate(model: str | None, dataset: Dataset) -> Path:
     text = str(model).strip()
     local = Path(text).expanduser()
     if local.exists():
-        found = _model_folder(local) if local.is_dir() else None
+        found = model_folder(local) if local.is_dir() else None
         if found is None:
             raise ValueError(f"denoiser.model: {text} holds no config.json of a supported network "
                              f"({', '.join(network_classes())}) beside {WEIGHTS}")
@@ -173,7 +184,7 @@ def _scheduler_config(folder: Path) -> Path | None:
 
 def trained_info(folder: Path) -> TrainedInfo:
     """Schedule and prediction type from scheduler_config.json; data shape and dataset from the card/config."""
-    folder = Path(folder)
+    folder = model_folder(folder) or Path(folder)
     notes: list[str] = []
     schedule, prediction = dict(DEFAULT_SCHEDULE), "epsilon"
     sched_file = _scheduler_config(folder)
@@ -208,8 +219,9 @@ _LOAD_LOCK = threading.Lock()
 
 
 def load_network(folder: Path, device: torch.device | str = "cpu") -> nn.Module:
-    """The network in `folder` in float32 eval mode on `device` (safetensors only), kept for reuse."""
-    folder = Path(folder).resolve()
+    """The network in `folder` (either layout) in float32 eval mode on `device` (safetensors only), kept for
+    reuse."""
+    folder = (model_folder(folder) or Path(folder)).resolve()
     config = json.loads((folder / "config.json").read_text())
     classes = network_classes()
     cls = classes.get(config.get("_class_name"))
@@ -249,3 +261,52 @@ def write_scheduler_config(folder: Path, schedule: dict[str, Any], prediction_ty
     theirs = {v: k for k, v in _SCHEDULE_NAMES.items()}[schedule["name"]]
     DDPMScheduler(num_train_timesteps=schedule["T"], beta_schedule=theirs, beta_start=schedule["beta_start"],
                   beta_end=schedule["beta_end"], prediction_type=prediction_type).save_config(folder)
+
+
+def write_model_index(folder: Path) -> None:
+    """model_index.json of a diffusers DDPMPipeline whose unet/ and scheduler/ sit in `folder`."""
+    import diffusers
+
+    index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+    atomic_write(Path(folder) / MODEL_INDEX, lambda p: p.write_text(json.dumps(index, indent=2) + "\n"))
+
+
+def save_checkpoint(net: nn.Module, folder: Path, schedule: dict[str, Any], prediction_type: str,
+                    half: bool = False) -> None:
+    """Save `net` and its schedule into an empty `folder`: a DDPMPipeline folder for a UNet2DModel, the flat
+    layout for anything else (a TimeMLP, which diffusers pipelines cannot load)."""
+    folder = Path(folder)
+    pipeline = type(net).__name__ == "UNet2DModel"
+    save_network(net, folder / "unet" if pipeline else folder, half=half)
+    write_scheduler_config(folder / "scheduler" if pipeline else folder, schedule, prediction_type)
+    if pipeline:
+        write_model_index(folder)
+
+
+FLAT_FILES = ("config.json", WEIGHTS, SCHEDULER)
+PIPELINE_TAG = "unconditional-image-generation"
+# how a card's body names the files of each layout (a converted card's body is updated from one to the other)
+FLAT_NOTE = "config.json + diffusion_pytorch_model.safetensors (diffusers save_pretrained), scheduler_config.json"
+PIPELINE_NOTE = ("model_index.json, unet/ (config.json + diffusion_pytorch_model.safetensors) and "
+                 "scheduler/scheduler_config.json: a diffusers DDPMPipeline folder")
+
+
+def to_pipeline_layout(folder: Path) -> bool:
+    """Move a flat UNet2DModel checkpoint into the pipeline layout in place (the weights' bytes unchanged) and
+    rewrite its model card through ModelCard; False (and nothing done) for other networks or layouts."""
+    folder = Path(folder)
+    if model_folder(folder) != folder or not (folder / SCHEDULER).is_file():
+        return False
+    if json.loads((folder / "config.json").read_text()).get("_class_name") != "UNet2DModel":
+        return False
+    (folder / "unet").mkdir()
+    (folder / "scheduler").mkdir()
+    for name in FLAT_FILES:
+        (folder / name).rename(folder / ("scheduler" if name == SCHEDULER else "unet") / name)
+    write_model_index(folder)
+    meta, body = read_meta(folder)
+    tags = [t for t in meta.get("tags", []) if t != STUDIO_TAG]  # write_card puts it first again
+    write_card(folder, meta.get("studio", {}), body.replace(FLAT_NOTE, PIPELINE_NOTE), tuple(tags),
+               pipeline_tag=PIPELINE_TAG, datasets=tuple(meta.get("datasets") or ()))
+    return True

@@ -1,11 +1,14 @@
 """Train a small denoising network on a studio dataset: a diffusers UNet2DModel for images, the TimeMLP for
 2-D points. Keeps EMA weights, writes resumable checkpoints, a loss curve (CSV + PNG), a sample grid and a model
-card; the output folder is a `save_pretrained` folder that `denoiser.model` accepts as it is.
+card; `denoiser.model` accepts the output folder as it is, and for a UNet so does
+`diffusers.DDPMPipeline.from_pretrained`.
 
-Output folder:
-    config.json, diffusion_pytorch_model.safetensors   the EMA network (save_pretrained, safetensors)
-    scheduler_config.json                              the training schedule and prediction type (diffusers)
-    README.md                                          model card (front matter `studio:` is machine-read)
+Output folder (a UNet; the TimeMLP, which no diffusers pipeline loads, keeps the flat layout: the unet/ and
+scheduler/ files directly in the folder):
+    model_index.json                                        the diffusers DDPMPipeline index
+    unet/config.json, unet/diffusion_pytorch_model.safetensors   the EMA network (save_pretrained, safetensors)
+    scheduler/scheduler_config.json                         the training schedule and prediction type (diffusers)
+    README.md                                               model card (ModelCard; front matter `studio:` is machine-read)
     loss.csv, loss.png, samples.png                    loss curve and a DDIM sample check
     resume/state.safetensors, resume/state.json        weights, EMA, optimiser, RNG and history for --resume
 """
@@ -36,7 +39,7 @@ from studio.denoisers.unet import call_network
 from studio.config import _SCHEDULE_PARAMS as SCHEDULE_PARAMS
 from studio.diffusion.schedules import Schedule
 from studio.models.card import write_card
-from studio.models.checkpoints import PREDICTION_TYPES, save_network, write_scheduler_config
+from studio.models.checkpoints import FLAT_FILES, FLAT_NOTE, PIPELINE_NOTE, PIPELINE_TAG, PREDICTION_TYPES, save_checkpoint
 from studio.models.framing import crop_center, pad_center, padded_side
 from studio.params import Param, resolve
 
@@ -303,10 +306,16 @@ class Trainer:
         """Write the EMA network, schedule, loss curve and card into `out` (each file replaced atomically)."""
         with tempfile.TemporaryDirectory(dir=self.out, prefix=".export.") as tmp:
             tmp = Path(tmp)
-            save_network(self.ema.net, tmp, half=self.o["save_dtype"] == "fp16")
-            write_scheduler_config(tmp, self.schedule, self.o["prediction_type"])
-            for name in os.listdir(tmp):
-                os.replace(tmp / name, self.out / name)
+            written = tmp / "new"
+            save_checkpoint(self.ema.net, written, self.schedule, self.o["prediction_type"],
+                            half=self.o["save_dtype"] == "fp16")
+            for name in os.listdir(written):
+                if (self.out / name).is_dir():  # a folder cannot be replaced in one rename: retire the old one
+                    os.replace(self.out / name, tmp / f"old-{name}")
+                os.replace(written / name, self.out / name)
+            if (self.out / "unet").is_dir():  # a folder first written flat (older versions) keeps one layout
+                for name in FLAT_FILES:
+                    (self.out / name).unlink(missing_ok=True)
         self._write_curve()
         self._write_card(final, stopped_early, {})  # the sample check reads the card (padding, schedule)
         if final and self.o["sample_n"]:
@@ -393,6 +402,7 @@ class Trainer:
                    if frame and frame != max(ds.shape[-2:]) else "")
         status = ("finished" if not stopped_early else "ended by the --max-minutes time budget") if final else "in progress"
         loss_text = f"{final_loss:.5f}" if final_loss is not None else "n/a"
+        files = PIPELINE_NOTE if type(self.net).__name__ == "UNet2DModel" else FLAT_NOTE
         check = (f"\n\nSample check ({samples['n']} DDIM samples, {samples['steps']} steps): RMS distance to the "
                  f"nearest training item {samples['final_nn_rms']}, memorised share {samples['memorisation_rate']}."
                  if samples else "")
@@ -413,7 +423,9 @@ schedule below.
 {padding}{check}
 
 Use it: `python -m studio sample --dataset {ds.name} --denoiser unet --set denoiser.model=THIS_FOLDER --out run/`.
-Files: config.json + diffusion_pytorch_model.safetensors (diffusers save_pretrained), scheduler_config.json,
-loss.csv / loss.png, samples.png.
+Files: {files}, loss.csv / loss.png, samples.png.
 """
-        write_card(self.out, studio, body, tags=(ds.name, type(self.net).__name__))
+        image = ds.kind == "image"
+        repo = ds.options.get("repo")
+        write_card(self.out, studio, body, tags=(ds.name, type(self.net).__name__),
+                   pipeline_tag=PIPELINE_TAG if image else None, datasets=(repo,) if isinstance(repo, str) else ())
