@@ -30,7 +30,7 @@ from studio.params import Param, resolve
 MAX_SAMPLES = 100_000
 DEVICES = ("auto", "cpu", "cuda")
 # Top-level keys a preset YAML may carry beside the run (studio.presets reads them); a run ignores them.
-PRESET_KEYS = ("title", "description", "compare", "claim", "opens")
+PRESET_KEYS = ("title", "description", "compare", "claim", "opens", "study")
 
 
 @dataclass

@@ -7,6 +7,9 @@ A preset file is a plain RunConfig (so `python -m studio sample --config presets
     claim: {memorised_at_least: 0.9, ...}       what the run shows, checked by tests/test_preset_claims.py
     opens: neighbours                           the tab where the point is seen (sample, neighbours, locality,
                                                 compare); choosing the preset runs it and opens that tab
+    study: {denoisers: [...], reference: unet, repeats: 1}
+                                                a study instead of one run (studio.studies.study): claims then
+                                                name a denoiser (or `reference`), e.g. optimal_memorised_at_least
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import yaml
 
 from studio import resource_dir
 from studio.config import RunConfig
+from studio.denoisers.registry import denoiser_names
 
 SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
 DEFAULT_PAIR = {"a": {"sampler": {"name": "ddpm"}}, "b": {"sampler": {"name": "ddim", "eta": 0.0}}}
@@ -32,6 +36,30 @@ RUN_CLAIMS = ("memorised_at_least", "memorised_at_most", "variance_ratio_at_leas
               "nn_rms_at_most")
 CLAIMS = (*RUN_CLAIMS, *(f"{side}_{c}" for side in "ab" for c in RUN_CLAIMS), "sides_differ_at_least",
           "sides_agree_within")
+# what a study shows per denoiser (and for its reference): share memorised, centred and median final r²
+STUDY_QUANTITIES = ("memorised", "r2_centred", "r2_median")
+MAX_STUDY_REPEATS = 5
+
+
+def study_claims(study: dict[str, Any]) -> tuple[str, ...]:
+    """The claim names a study preset may use: <denoiser or reference>_<quantity>_at_least / _at_most."""
+    return tuple(f"{who}_{q}_at_{bound}" for who in [*study["denoisers"], "reference"]
+                 for q in STUDY_QUANTITIES for bound in ("least", "most"))
+
+
+def parse_study(raw: Any, name: str) -> dict[str, Any]:
+    """A preset's `study:` section with defaults filled; ValueError naming the field."""
+    if not isinstance(raw, dict) or set(raw) - {"denoisers", "reference", "repeats"}:
+        raise ValueError(f"preset {name}: study: expected a mapping of denoisers, reference and repeats")
+    names = set(denoiser_names())
+    denoisers = raw.get("denoisers") or []
+    reference = str(raw.get("reference", "unet"))
+    repeats = raw.get("repeats", 1)
+    if not isinstance(denoisers, list) or not denoisers or set(map(str, denoisers)) - names or reference not in names:
+        raise ValueError(f"preset {name}: study: denoisers and reference must name denoisers ({', '.join(sorted(names))})")
+    if not isinstance(repeats, int) or not 1 <= repeats <= MAX_STUDY_REPEATS:
+        raise ValueError(f"preset {name}: study.repeats: expected a whole number from 1 to {MAX_STUDY_REPEATS}")
+    return {"denoisers": [str(d) for d in denoisers], "reference": reference, "repeats": repeats}
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,7 @@ class Preset:
     compare: dict[str, dict[str, Any]]
     claim: dict[str, float] = field(default_factory=dict)
     opens: str = "sample"
+    study: dict[str, Any] = field(default_factory=dict)
 
 
 def presets_dir() -> Path:
@@ -80,12 +109,14 @@ def parse_preset(text: str, name: str) -> Preset:
         raise ValueError(f"preset {name}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"preset {name}: expected a mapping at the top level")
-    meta = {k: data.get(k) for k in ("title", "description", "compare", "claim", "opens")}
+    meta = {k: data.get(k) for k in ("title", "description", "compare", "claim", "opens", "study")}
+    study = parse_study(meta["study"], name) if meta["study"] is not None else {}
+    allowed = study_claims(study) if study else CLAIMS
     claim = meta["claim"] or {}
-    if not isinstance(claim, dict) or set(claim) - set(CLAIMS) or not all(
+    if not isinstance(claim, dict) or set(claim) - set(allowed) or not all(
             isinstance(v, (int, float)) for v in claim.values()):
-        raise ValueError(f"preset {name}: claim: expected numbers under {', '.join(CLAIMS)}")
-    opens = str(meta["opens"] or ("compare" if meta["compare"] else "sample"))
+        raise ValueError(f"preset {name}: claim: expected numbers under {', '.join(allowed)}")
+    opens = str(meta["opens"] or ("compare" if meta["compare"] or study else "sample"))
     if opens not in TABS:
         raise ValueError(f"preset {name}: opens: expected one of {', '.join(TABS)}, got {opens!r}")
     compare = meta["compare"] or {}
@@ -99,7 +130,7 @@ def parse_preset(text: str, name: str) -> Preset:
         raise ValueError(f"preset {name}: {err}") from None
     title = str(meta["title"] or name.replace("_", " "))
     return Preset(name, title, str(meta["description"] or "").strip(), cfg, copy.deepcopy(compare),
-                  {k: float(v) for k, v in claim.items()}, opens)
+                  {k: float(v) for k, v in claim.items()}, opens, study)
 
 
 def load_preset(path: str | Path) -> Preset:

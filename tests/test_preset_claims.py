@@ -8,6 +8,7 @@ import pytest
 from studio.data.registry import load_dataset
 from studio.engine import execute
 from studio.presets import compare_pair, list_presets
+from studio.studies.study import run_study
 
 PRESETS = list_presets()[0]
 BUDGET_S = 60  # all presets together, cold cache, on a 2-core CPU
@@ -51,7 +52,25 @@ def clock():
     return {"spent": 0.0}
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def study_values(rows: list[dict]) -> dict[str, float]:
+    """What a study claim can name: <denoiser or reference>_<quantity>, from the study's table rows."""
+    values = {"reference_memorised": rows[0]["reference_memorisation"]}
+    for row in rows:
+        for quantity, column in (("memorised", "memorisation"), ("r2_centred", "final_r2_centred"),
+                                 ("r2_median", "final_r2_median")):
+            values[f"{row['denoiser']}_{quantity}"] = row[column]
+    return values
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p.study], ids=lambda p: p.name)
+def test_each_study_preset_delivers_its_claim(preset):
+    study = run_study(preset.config, preset.study["denoisers"], preset.study["reference"],
+                      repeats=preset.study["repeats"])
+    assert preset.claim and not check(preset.claim, study_values(study.rows())), (
+        f"{preset.name}: " + "; ".join(check(preset.claim, study_values(study.rows()))))
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if not p.study], ids=lambda p: p.name)
 def test_each_preset_delivers_its_claim(preset, clock):
     assert preset.claim, f"{preset.name}: no claim declared"
     start = time.perf_counter()

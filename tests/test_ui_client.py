@@ -149,3 +149,11 @@ def test_preset_fills_the_sample_and_compare_controls(app_url):
     values = [v.get("value") if isinstance(v, dict) else v for v in out]
     # the Sample tab's sampler is DDIM; the Compare tab's side A gets DDPM, side B DDIM
     assert values.count("ddpm") == 1 and values.count("ddim") == 2 and values.count("optimal") == 3
+
+
+def test_a_study_preset_fills_the_study_panel_and_opens_compare(app_url):
+    client = Client(app_url[0], verbose=False)
+    out = client.predict("Which denoiser behaves like a trained network?", api_name="/preset")
+    values = [v.get("value") if isinstance(v, dict) else v for v in out]
+    assert ["nearest", "optimal", "wiener", "pca_locality", "ls"] in values and "unet" in values
+    assert out[-1].startswith("Every analytic denoiser starts from the same noise")

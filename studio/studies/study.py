@@ -21,6 +21,8 @@ from studio.studies.compare import Comparison, OnStep, write_comparison, compare
 STUDY_DENOISERS = ("nearest", "optimal", "wiener", "scfdm", "pca_locality", "ls", "els")
 METRICS = ("final_r2_median", "final_r2_pooled", "final_r2_centred", "final_mse", "single_step_r2_mean_over_steps",
            "memorisation", "reference_memorisation", "ms_per_step")
+LABELS = ("r² median", "r² pooled", "r² centred", "MSE", "single-step r² (mean over steps)", "memorised",
+          "reference memorised", "ms/step")  # the table's headers, one per metric
 
 
 @dataclass
@@ -80,7 +82,7 @@ def _fmt(value: Any, sd: Any = None) -> str:
 
 def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The study table: mean ± sd over repeats per metric."""
-    lines = ["| denoiser | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
+    lines = ["| denoiser | " + " | ".join(LABELS) + " |", "|" + "---|" * (len(METRICS) + 1)]
     for row in rows:
         lines.append(f"| {row['denoiser']} | " + " | ".join(_fmt(row[m], row[f"{m}_sd"]) for m in METRICS) + " |")
     return "\n".join(lines)

@@ -87,13 +87,16 @@ def wire_presets(by_title: dict[str, Preset], preset: gr.Dropdown, preset_text: 
     opens the tab where its point is seen. Returns (the fill event, the Sample run it starts)."""
     form = sample.form
 
+    study = compare.study
+
     def apply_preset(title: str) -> list:
         chosen = by_title.get(title)
         if chosen is None:
-            return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs) + 1) + [""]
+            return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs) + len(study.fill_outputs) + 1) + [""]
         a, b = compare_pair(chosen.config, chosen.compare or None)
         first = "compare" if chosen.opens == "compare" else "sample"  # the run streams there
-        return [*form.fill(chosen.config), *compare.fill(a, b), gr.Tabs(selected=first), chosen.description]
+        shown = study.fill(chosen.study) if chosen.study else [gr.skip()] * len(study.fill_outputs)
+        return [*form.fill(chosen.config), *compare.fill(a, b), *shown, gr.Tabs(selected=first), chosen.description]
 
     def run_sample(title: str, state: Session, *values: Any):
         chosen = by_title.get(title)
@@ -102,20 +105,28 @@ def wire_presets(by_title: dict[str, Preset], preset: gr.Dropdown, preset_text: 
 
     def run_compare(title: str, state: Session, *values: Any):
         chosen = by_title.get(title)
-        if chosen is not None and chosen.opens == "compare":
+        if chosen is not None and chosen.opens == "compare" and not chosen.study:
             yield from compare.run(state, *values)
+
+    def run_study(title: str, *values: Any) -> list:
+        chosen = by_title.get(title)
+        if chosen is None or not chosen.study:
+            return [gr.skip()] * len(study.outputs)
+        return study.run(*values)
 
     def open_tab(title: str) -> Any:
         chosen = by_title.get(title)
         return gr.skip() if chosen is None or chosen.opens == "compare" else gr.Tabs(selected=chosen.opens)
 
-    filled = preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, tabs, preset_text],
-                           api_name="preset", show_progress="hidden")
+    filled = preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, *study.fill_outputs, tabs,
+                                                  preset_text], api_name="preset", show_progress="hidden")
     runs = filled.then(run_sample, [preset, session, *form.inputs], sample.result_outputs,
                        api_visibility="private", show_progress="hidden", concurrency_limit=None)
     runs.success(open_tab, preset, tabs, api_visibility="private", show_progress="hidden", queue=False)
     filled.then(run_compare, [preset, *compare.inputs], compare.result_outputs, api_visibility="private",
                 show_progress="hidden", concurrency_limit=None)
+    filled.then(run_study, [preset, *study.inputs], study.outputs, api_visibility="private",
+                concurrency_limit=1, concurrency_id="study")
     return filled, runs
 
 

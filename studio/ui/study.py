@@ -14,13 +14,13 @@ import gradio as gr
 from studio.cache import digest
 from studio.denoisers.registry import denoiser_names
 from studio.limits import Limits
+from studio.presets import MAX_STUDY_REPEATS as MAX_REPEATS
 from studio.studies.study import STUDY_DENOISERS, run_study, save_study, table_markdown
 from studio.ui import results
 from studio.ui.form import RunForm
 from studio.ui.session import run_folder
 
 DEFAULT = ("optimal", "wiener", "pca_locality", "ls")
-MAX_REPEATS = 5
 EXPLAIN = (
     "Which training-free denoiser behaves like a trained network? Every chosen denoiser starts from the same "
     "noise as the reference, with the **Sample** tab's dataset, sampler, steps, samples and seed. The table "
@@ -37,9 +37,9 @@ def curves_figure(curves: dict[str, dict[str, list[float]]], title: str) -> Any:
     fig = go.Figure()
     for name, curve in curves.items():
         fig.add_trace(go.Scatter(x=curve["t"], y=curve["r2"], mode="lines+markers", name=name))
-    fig.update_layout(title=title, height=340, template="plotly_white", margin=dict(l=48, r=16, t=48, b=40),
+    fig.update_layout(title=title, height=380, template="plotly_white", margin=dict(l=48, r=16, t=48, b=90),
                       xaxis=dict(title="t", autorange="reversed"), yaxis=dict(title="r² vs reference", range=[-1, 1.02]),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
 
 
@@ -48,7 +48,8 @@ class StudyPanel:
 
     def __init__(self, form: RunForm) -> None:
         self.form = form
-        with gr.Accordion("Which denoiser behaves like a trained network?", open=False, elem_id="study"):
+        with gr.Accordion("Which denoiser behaves like a trained network?", open=False,
+                          elem_id="study") as self.accordion:
             gr.Markdown(EXPLAIN, elem_classes=["studio-small"])
             with gr.Row():
                 self.denoisers = gr.CheckboxGroup(list(STUDY_DENOISERS), value=list(DEFAULT), label="denoisers",
@@ -64,8 +65,20 @@ class StudyPanel:
             self.download = gr.DownloadButton("⬇ Download study (.zip)", elem_id="study-download", size="sm")
 
     @property
+    def inputs(self) -> list:
+        return [self.denoisers, self.reference, self.repeats, *self.form.inputs]
+
+    @property
     def outputs(self) -> list:
         return [self.status, self.table, self.chart, self.download]
+
+    @property
+    def fill_outputs(self) -> list:
+        return [self.accordion, self.denoisers, self.reference, self.repeats]
+
+    def fill(self, study: dict[str, Any]) -> list:
+        """A preset's study shown in the panel (opened): its denoisers, reference and repeats."""
+        return [gr.Accordion(open=True), study["denoisers"], study["reference"], study["repeats"]]
 
     def run(self, denoisers: Sequence[str], reference: str, repeats: float, *values: Any) -> list:
         """Run, save, and show what was saved; one clear message for bad input."""
@@ -92,6 +105,6 @@ class StudyPanel:
                 table_markdown(rows), curves_figure(curves, title), results.zipped(Path(folder))]
 
     def wire(self) -> None:
-        self.run_btn.click(self.run, [self.denoisers, self.reference, self.repeats, *self.form.inputs], self.outputs,
+        self.run_btn.click(self.run, self.inputs, self.outputs,
                            api_visibility="private", concurrency_limit=1, concurrency_id="study",
                            trigger_mode="once")
