@@ -60,3 +60,19 @@ def test_the_nearest_denoiser_and_the_analysis_share_the_search():
     picked = exact(ds, queries / 0.9999 ** 0.5, k=1).indices[:, 0]
     assert torch.equal(x0, ds.x[picked])
     assert "neighbour_search" not in summary(queries, ds)  # exact: nothing to qualify
+
+
+def test_bench_reports_both_searches_against_a_float64_brute_force(tmp_path, capsys):
+    import json
+
+    from studio.cli import main
+
+    out = tmp_path / "nb.json"
+    assert main(["bench", "--neighbours", "--device", "cpu", "--n-data", "600", "--shape", "1x8x8",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["exact (matrix products)", "faiss IVF"]
+    assert rows[0]["recall_vs_float64"] >= 0.99 and rows[0]["recall_reported"] is None
+    assert 0.0 <= rows[1]["recall_vs_float64"] <= 1.0 and 0.0 <= rows[1]["recall_reported"] <= 1.0
+    assert all(r["ms"] > 0 and r["build_ms"] >= 0 for r in rows)
+    assert "faiss IVF" in capsys.readouterr().out

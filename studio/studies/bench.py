@@ -404,3 +404,55 @@ def setup_main(device: torch.device, shapes: list[tuple[int, ...]] | None, json_
     if json_path:
         Path(json_path).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `bench --neighbours`: the one neighbour search, its two ways, beside a float64 brute force.
+
+NEIGHBOUR_QUERIES, NEIGHBOUR_K = 64, 8
+
+
+def neighbours_rows(device: torch.device, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Exact search (matrix products on the device) and the faiss IVF index on the bench's data: one-off build
+    time, ms per search of NEIGHBOUR_QUERIES queries, and recall@k against a float64 brute force."""
+    from studio.analysis import neighbours
+
+    data = natural_images(opts)
+    g = torch.Generator().manual_seed(1)
+    picked = torch.randperm(data.n, generator=g)[:NEIGHBOUR_QUERIES]
+    queries = data.x[picked] + 0.1 * torch.randn(len(picked), *data.shape, generator=g)  # near, not on, the data
+    flat = queries.reshape(len(queries), -1).double()  # [M, D]
+    truth = torch.cdist(flat, data.flat().double()).topk(NEIGHBOUR_K, largest=False).indices  # [M, k] float64
+
+    def recall(found: torch.Tensor) -> float:
+        return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth)) / truth.numel()
+
+    build_exact, _ = _once_ms(lambda: neighbours.bank_for(data, device).x, device)
+    exact_ms = _time_ms(lambda: neighbours.exact(data, queries.to(device), NEIGHBOUR_K, device), device,
+                        opts["repeats"])
+    exact = neighbours.exact(data, queries.to(device), NEIGHBOUR_K, device)
+    build_faiss, _ = _once_ms(lambda: neighbours.faiss_index(data), device)
+    approx = neighbours.approximate(data, queries, NEIGHBOUR_K)
+    index, q = neighbours.faiss_index(data), flat.float().numpy()
+    faiss_ms = _time_ms(lambda: index.search(q, NEIGHBOUR_K), device, opts["repeats"])
+    common = {"data": data.name, "n_data": data.n, "shape": "x".join(map(str, data.shape)),
+              "queries": len(queries), "k": NEIGHBOUR_K}
+    return [{**common, "method": "exact (matrix products)", "build_ms": build_exact, "ms": exact_ms,
+             "recall_vs_float64": recall(exact.indices), "recall_reported": None},
+            {**common, "method": "faiss IVF", "build_ms": build_faiss, "ms": faiss_ms,
+             "recall_vs_float64": recall(approx.indices), "recall_reported": approx.recall}]
+
+
+def neighbours_main(device: torch.device, opts: dict[str, Any], json_path: str | None) -> int:
+    rows = neighbours_rows(device, opts)
+    head = f"{'method':<26}{'data':<16}{'N':>8} {'shape':<10}{'build ms':>10}{'ms/search':>11}{'recall':>8}{'reported':>9}"
+    print(head)
+    for r in rows:
+        reported = "-" if r["recall_reported"] is None else f"{r['recall_reported']:.3f}"
+        print(f"{r['method']:<26}{r['data']:<16}{r['n_data']:>8} {r['shape']:<10}{r['build_ms']:>10.1f}"
+              f"{r['ms']:>11.2f}{r['recall_vs_float64']:>8.3f}{reported:>9}")
+    doc = {"device": str(device), "options": opts, "rows": rows}
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(doc, fh, indent=2)
+    return 0
