@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -302,18 +303,21 @@ def test_pushed_readme_declares_a_samples_config_the_dataset_viewer_reads(fake_h
     table = pd.read_json(io.BytesIO(remote[INDEX]))
     assert table["run_id"].tolist() == [run_id_of(r) for r in runs]
     assert all(path in remote and remote[path].startswith(b"\x89PNG") for path in table["samples_file"])
+    (pictures,) = [c for c in meta["configs"] if c["config_name"] == "pictures"]
+    matched = {path for files in pictures["data_files"] for pattern in files["path"] for path in remote
+               if fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")}
+    assert set(table["samples_file"]) <= matched and all(remote[p].startswith(b"\x89PNG") for p in matched)
 
 
 def test_an_older_studio_readme_gains_the_config_and_a_user_one_is_left_alone():
     from studio.hub.share import top_readme, with_samples_config
 
     fresh = top_readme(None, REPO, [])
-    older = fresh.replace("configs:\n- config_name: samples\n  data_files:\n  - split: train\n    path: runs/index.json\n",
-                          "")
+    older = re.sub(r"configs:\n(?:[- ] .*\n)+", "", fresh)
     assert "configs" not in _front_matter(older) and "configs" in _front_matter(fresh)
     assert _front_matter(top_readme(older, REPO, []))["configs"] == _front_matter(fresh)["configs"]
     mine = "---\nlicense: mit\nconfigs:\n- config_name: mine\n  data_files: data.csv\n---\n# Notes\n"
     assert with_samples_config(mine) == mine
     tagged = mine.replace("license: mit\n", "license: mit\ntags:\n- analytic-diffusion-studio\n")
     names = [c["config_name"] for c in _front_matter(with_samples_config(tagged))["configs"]]
-    assert names == ["samples", "mine"]
+    assert names == ["samples", "pictures", "mine"]

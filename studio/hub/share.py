@@ -4,8 +4,9 @@ Repository layout: `runs/<run-id>/` holds an exported bundle (studio.hub.export:
 `runs/index.json` lists the pushed runs, and the top-level README.md shows them in a table between
 marker comments (anything else a user wrote there is kept). The README the studio writes declares a `samples`
 config (`configs:` front matter) over runs/index.json, one row per run with the path of its samples picture, so
-the Hub's Dataset Viewer and `datasets.load_dataset(repo, "samples")` read the runs as a table; a README the
-user wrote keeps its front matter as written. The token comes from the caller, $HF_TOKEN or
+the Hub's Dataset Viewer and `datasets.load_dataset(repo, "samples")` read the runs as a table, and a `pictures`
+config over the runs' samples.png files, which the Viewer shows as images; a README the user wrote keeps its
+front matter as written. The token comes from the caller, $HF_TOKEN or
 the saved `hf auth login`, in that order, and never reaches logs, files or error messages.
 """
 
@@ -59,6 +60,10 @@ START = "<!-- analytic-diffusion-studio:runs:start -->"
 END = "<!-- analytic-diffusion-studio:runs:end -->"
 # The Dataset Viewer reads only the configs listed, so the run folders' mixed files never confuse it.
 SAMPLES_CONFIG = {"config_name": "samples", "data_files": [{"split": "train", "path": INDEX}]}
+# ... and the final-samples pictures themselves, which the Viewer shows as images (runs, and comparison sides)
+PICTURES_CONFIG = {"config_name": "pictures",
+                   "data_files": [{"split": "train", "path": [f"{RUNS}/*/samples.png", f"{RUNS}/*/*/samples.png"]}]}
+STUDIO_CONFIGS = (SAMPLES_CONFIG, PICTURES_CONFIG)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -134,7 +139,7 @@ def top_readme(existing: str | None, repo_id: str, index: list[dict[str, Any]]) 
 
     meta = DatasetCardData(license="other", pretty_name=repo_id.split("/")[1],
                            task_categories=["unconditional-image-generation"],
-                           tags=[STUDIO_TAG, "diffusion", "synthetic"], configs=[SAMPLES_CONFIG])
+                           tags=[STUDIO_TAG, "diffusion", "synthetic"], configs=list(STUDIO_CONFIGS))
     return (f"---\n{meta.to_yaml()}\n---\n\n# {repo_id.split('/')[1]}\n\n"
             "Runs of Analytic Diffusion Studio: training-free (\"analytic\") diffusion denoisers beside trained "
             "ones. Each run sits in `runs/<run-id>/` with its card (what was run, metrics, dataset source and "
@@ -144,16 +149,17 @@ def top_readme(existing: str | None, repo_id: str, index: list[dict[str, Any]]) 
 
 
 def with_samples_config(readme: str) -> str:
-    """`readme` with the `samples` config in its front matter when the studio wrote it (its tags name the
-    studio; older studio READMEs gain it), other configs kept; a README the user wrote is returned as it is."""
+    """`readme` with the studio's `samples` and `pictures` configs in its front matter when the studio wrote it
+    (its tags name the studio; older studio READMEs gain them), other configs kept; a README the user wrote is
+    returned as it is."""
     from huggingface_hub import DatasetCard
 
     card = DatasetCard(readme, ignore_metadata_errors=True)
     if STUDIO_TAG not in (card.data.get("tags") or []):
         return readme
-    others = [c for c in card.data.get("configs") or [] if not isinstance(c, dict) or c.get("config_name") !=
-              SAMPLES_CONFIG["config_name"]]
-    card.data.configs = [SAMPLES_CONFIG, *others]
+    ours = {c["config_name"] for c in STUDIO_CONFIGS}
+    others = [c for c in card.data.get("configs") or [] if not isinstance(c, dict) or c.get("config_name") not in ours]
+    card.data.configs = [*STUDIO_CONFIGS, *others]
     return str(card)
 
 
