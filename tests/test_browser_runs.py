@@ -200,6 +200,9 @@ def test_on_a_phone_run_and_the_live_pictures_are_on_the_first_screen(browser, a
     page.screenshot(path=str(tmp_path / "00-phone-first-screen.png"))
     run = page.locator("#run").bounding_box()
     assert run["y"] >= 0 and run["y"] + run["height"] <= 844, run
+    for name in ("Sample", "Neighbours", "Locality", "Compare", "Forward process"):  # none behind "…"
+        tab = page.get_by_role("tab", name=name).bounding_box()
+        assert tab is not None and 0 <= tab["x"] and tab["x"] + tab["width"] <= 390 and tab["y"] < run["y"], name
     page.click("#run")
     wait_state(page, "done")
     page.wait_for_function("document.querySelector('#live-x0 img').naturalWidth > 0")
