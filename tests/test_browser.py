@@ -3,20 +3,14 @@ look at the results, then the Neighbours, Locality, Compare and Forward tabs. Sc
 tmp dir (printed at the end)."""
 
 import re
-from pathlib import Path
 
 import pytest
+from browser_tools import chromium, needs_chromium, open_page, set_number, wait_state
 from space_app import served
 
 from studio.config import RunConfig
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                "(apt-get install chromium chromium-driver)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -27,26 +21,8 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture
 def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app_url)
-        page.wait_for_selector("#run")
-        yield page
-        browser.close()
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def wait_state(page, selector: str, state: str) -> None:
-    page.wait_for_selector(f'{selector} .studio-progress[data-state="{state}"]')
+    with chromium() as browser:
+        yield open_page(browser, app_url, 1400, 1000)
 
 
 def test_preset_run_and_every_tab(page, tmp_path):
@@ -78,7 +54,7 @@ def test_preset_run_and_every_tab(page, tmp_path):
     page.click("#run")
     page.wait_for_selector("#live-x0 img")
     page.wait_for_function("document.querySelector('#progress').innerText.includes('done · 12/12')")
-    wait_state(page, "#progress", "done")
+    wait_state(page, "done", "#progress")
     page.wait_for_selector("#final-grid img")
     label = page.inner_text("#progress")
     assert re.search(r"done · 12/12 steps", label)
@@ -122,7 +98,7 @@ def test_preset_run_and_every_tab(page, tmp_path):
     assert page.input_value("#choice-cmp-a-sampler input") == "ddpm"
     assert page.input_value("#choice-cmp-b-sampler input") == "ddim"
     page.click("#cmp-run")
-    wait_state(page, "#cmp-progress", "done")
+    wait_state(page, "done", "#cmp-progress")
     page.wait_for_selector("#cmp-chart .js-plotly-plot")
     table = page.inner_text("#cmp-table")
     assert "ddpm" in table and "ddim" in table and "Same seed (0)" in table

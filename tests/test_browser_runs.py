@@ -4,19 +4,14 @@ message area per tab, classroom mode and the phone layout. Screenshots go to the
 
 import re
 import time
-from pathlib import Path
 
 import pytest
+from browser_tools import chromium, needs_chromium, open_page, set_number, wait_state
 from space_app import served
 
 from studio.denoisers.optimal import Optimal
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +22,8 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield browser
-        browser.close()
-
-
-def open_page(browser, url: str, width: int = 1440, height: int = 900):
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url)
-    page.wait_for_selector("#run")
-    return page
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -48,16 +31,6 @@ def page(browser, app_url):
     page = open_page(browser, app_url)
     yield page
     page.close()
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def wait_state(page, state: str, selector: str = "#progress") -> None:
-    page.wait_for_selector(f'{selector} .studio-progress[data-state="{state}"]')
 
 
 def shown_step(page) -> int:
