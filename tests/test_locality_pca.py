@@ -160,6 +160,21 @@ def test_plan_matches_dense_softmax_on_arbitrary_masks(kernel, device):
         assert rel(out.cpu(), masked_softmax_ref(q, x, ab, mask)) < 1e-5
 
 
+def test_tiles_reading_every_input_share_their_differences():
+    """Tiles whose support is every input (scattered mid-noise masks) and tiles with a small support, in one call,
+    over several default-sized CPU chunks and one given chunk size: the same as the dense float64 softmax."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(600, 48, generator=g) * 2 - 1
+    mask = torch.rand(48, 48, generator=g) < 0.5  # columns 0..31: two tiles reading every input
+    mask[10:, 32:] = False  # columns 32..47: a tile reading inputs 0..9 only
+    plan = build_plan(mask, (48,), tile=16)
+    assert [s.numel() for s in plan.supports] == [48, 48, 10]
+    bank = DataBank.from_flat(x, "cpu")
+    for ab, chunk in ((0.2, None), (0.9, None), (0.9, 7)):
+        q = noisy(x, ab, b=3)
+        assert rel(masked_posterior_mean(q, bank, plan, ab, chunk=chunk), masked_softmax_ref(q, x, ab, mask)) < 1e-5
+
+
 @pytest.mark.parametrize("kernel, device", KERNEL_DEVICES)
 def test_plan_starts_tiles_from_channel_distances_where_cheaper(kernel, device):
     """An RGB mask whose columns read all of their own channel but a blob of the others: tiles are one

@@ -13,10 +13,11 @@ from typing import Any, Callable
 import torch
 
 from studio.denoisers.budget import gib, require
-from studio.denoisers.online_softmax import OnlineSoftmax, RunningTopK
+from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTopK
 
 _CHUNK_BYTES = 256 * 2**20
 _NORM_BLOCK_BYTES = 64 * 2**20
+_FLOOR_WEIGHT = float(torch.exp(torch.tensor(EXP_FLOOR)))  # the fp32 weight shifted_exp gives at its floor
 
 
 @dataclass
@@ -102,10 +103,21 @@ def posterior_mean(
     for lo in range(0, bank.n, step):
         hi = min(lo + step, bank.n)
         logits = scaled_scores(x, bank, lo, hi, s, ab) * inv  # [B, n]
-        acc.add(logits, lambda w: w @ bank.x[lo:hi])
+        acc.add(logits, lambda w: weighted_rows(w, bank.x[lo:hi]))
         top.add(logits, lo)
     lse = acc.log_normaliser()
     return Posterior(acc.mean(), torch.exp(top.values - lse[:, None]), top.index, acc.effective_count())
+
+
+def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i x_i [B, D] for weights w [B, n] and rows x [n, D]. On the CPU the rows whose weight is at the exp
+    floor for every query are skipped when that leaves under a third of them: their share of the sum is below
+    n · 2e-38 of the maximum weight's, nothing in fp32. (On a GPU finding them would synchronise the host.)"""
+    if w.device.type == "cpu":
+        live = (w > _FLOOR_WEIGHT).any(0).nonzero().squeeze(1)  # long [n_live]
+        if 3 * live.numel() < w.shape[1]:
+            return w[:, live] @ rows[live]  # [B, n_live] @ [n_live, D]
+    return w @ rows
 
 
 def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None = None, k: int = 8):
