@@ -45,11 +45,16 @@ class Run:
         return self.dataset["kind"] == "image"
 
 
-def new_run_id(cfg: RunConfig) -> str:
-    """UTC second, what ran, and 64 random bits: readable, sortable, and not guessable from the config."""
+def stamped_id(label: str) -> str:
+    """UTC second, a label and 64 random bits: readable, sortable, and not guessable from what ran (the ids of
+    run, comparison and study folders)."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name = f"{stamp}-{cfg.dataset.name}-{cfg.denoiser.name}-{cfg.sampler.name}{cfg.sampler.steps}"
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{secrets.token_hex(8)}"
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', f'{stamp}-{label}')}-{secrets.token_hex(8)}"
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    """A run's id: stamped_id of what ran."""
+    return stamped_id(f"{cfg.dataset.name}-{cfg.denoiser.name}-{cfg.sampler.name}{cfg.sampler.steps}")
 
 
 def is_studio_folder(folder: Path) -> bool:

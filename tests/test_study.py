@@ -4,6 +4,7 @@ the saved tensors, the centred r²'s invariance, self-agreement, memorisation of
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import numpy as np
@@ -110,6 +111,7 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
     status, table, figure, archive = panel.run(["optimal", "wiener"], "wiener", 2, *values)
     folders = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
     assert len(folders) == 1 and "2 denoiser(s) × 2 repeat(s)" in status
+    assert re.search(r"-study-digits-[0-9a-f]{16}$", folders[0].name)  # 64 random bits: not guessable
     on_disk = json.loads((folders[0] / "table.json").read_text())
     assert table == table_markdown(on_disk)
     assert [r["denoiser"] for r in on_disk] == ["optimal", "wiener"] and on_disk[1]["final_r2_median"] == 1.0

@@ -3,8 +3,6 @@ a per-step chart of the distance between the two trajectories. Default pair: DDP
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -16,7 +14,7 @@ from studio.serving import zerogpu
 from studio.config import RunConfig
 from studio.data.registry import get_entry, load_dataset
 from studio.presets import compare_pair
-from studio.runs import load_run
+from studio.runs import load_run, stamped_id
 from studio.ui import charts, explain, hubshare, messages, pictures, results
 from studio.ui.form import MethodPanels, RunForm
 from studio.ui.hubshare import HubPanel
@@ -180,9 +178,7 @@ class CompareTab:
         except ValueError as err:
             yield from self.refuse(str(err))
             return
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        folder = run_folder(f"{stamp}-compare-{a.dataset.name}-{a.sampler.name}-vs-{b.sampler.name}-"
-                            f"{secrets.token_hex(8)}")
+        folder = run_folder(stamped_id(f"compare-{a.dataset.name}-{a.sampler.name}-vs-{b.sampler.name}"))
         done: dict[int, Result] = {}
         backgrounds: dict[int, Any] = {}
         progress = {0: (0, a.sampler.steps), 1: (0, b.sampler.steps)}

@@ -4,17 +4,16 @@ folder, so the page shows exactly what is on disk (studio.studies.study)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import gradio as gr
 
-from studio.cache import digest
 from studio.denoisers.registry import denoiser_names
 from studio.limits import Limits
 from studio.presets import MAX_STUDY_REPEATS as MAX_REPEATS
+from studio.runs import stamped_id
 from studio.studies.study import STUDY_DENOISERS, run_study, save_study, table_markdown
 from studio.ui import results
 from studio.ui.form import RunForm
@@ -96,8 +95,7 @@ class StudyPanel:
             study = run_study(cfg, list(denoisers), reference, None, repeats)
         except ValueError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        folder = save_study(study, run_folder(f"{stamp}-study-{cfg.dataset.name}-{digest(cfg.to_dict(), repeats)[:8]}"))
+        folder = save_study(study, run_folder(stamped_id(f"study-{cfg.dataset.name}")))
         rows = json.loads((Path(folder) / "table.json").read_text())
         curves = json.loads((Path(folder) / "r2_curves.json").read_text())["r2_traj_median"]
         title = f"r² of x̂0 along the trajectory vs {reference} ({cfg.dataset.name}, {repeats} repeat(s))"
