@@ -159,7 +159,7 @@ def data_roots() -> list[Path] | None:
     None = anywhere (a local studio); on a Space (SPACE_ID set) the default is none at all."""
     raw = os.environ.get(DATA_ROOTS_ENV)
     if raw is None:
-        return [] if os.environ.get("SPACE_ID") else None
+        return [] if shared_instance() else None
     return [Path(part).expanduser().resolve() for part in raw.split(os.pathsep) if part.strip()]
 
 
