@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +39,35 @@ def digest(*parts: Any) -> str:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\x00")
     return h.hexdigest()[:20]
+
+
+class Recent(OrderedDict):
+    """The most recently used values by key, kept in memory: made on a miss (outside the lock, so a slow make
+    holds up no other key) and dropped oldest first beyond `keep` entries, or beyond `max_bytes()` of `size`
+    (the newest always stays). Used for fitted denoisers, loaded networks, fits, plans, datasets."""
+
+    def __init__(self, keep: int | None = None, size: Callable[[Any], int] | None = None,
+                 max_bytes: Callable[[], int] | None = None) -> None:
+        super().__init__()
+        self.keep, self.size, self.max_bytes = keep, size, max_bytes
+        self.lock = threading.Lock()
+
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+        value = make()
+        with self.lock:
+            self[key] = value
+            while len(self) > 1 and self._over():
+                self.popitem(last=False)
+        return value
+
+    def _over(self) -> bool:
+        if self.keep is not None and len(self) > self.keep:
+            return True
+        return self.size is not None and sum(self.size(v) for v in self.values()) > self.max_bytes()
 
 
 _SWEPT: set[Path] = set()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 
 from studio.analysis import stats
+from studio.cache import Recent
 from studio.config import RunConfig
 from studio.data.dataset import Dataset
 from studio.data.registry import load_dataset
@@ -22,9 +21,7 @@ from studio.diffusion.samplers import Sampler, make_sampler
 from studio.diffusion.schedules import Schedule
 from studio.runs import Run, new_run_id
 
-_FITTED: OrderedDict[str, Denoiser] = OrderedDict()
-_FITTED_MAX = 6
-_FIT_LOCK = threading.Lock()
+_FITTED = Recent(keep=6)  # fitted denoisers, by what they were fitted with
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,16 +35,8 @@ def resolve_device(name: str) -> torch.device:
 def fitted_denoiser(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Denoiser:
     """A denoiser fitted on `dataset`, reused across runs with the same parameters, data and device."""
     key = repr((cfg.denoiser.name, sorted(cfg.denoiser.params.items()), dataset.fingerprint, str(device)))
-    with _FIT_LOCK:
-        if key in _FITTED:
-            _FITTED.move_to_end(key)
-            return _FITTED[key]
-    denoiser = make_denoiser(cfg.denoiser.name, device=device, **cfg.denoiser.params).fit(dataset)
-    with _FIT_LOCK:
-        _FITTED[key] = denoiser
-        while len(_FITTED) > _FITTED_MAX:
-            _FITTED.popitem(last=False)
-    return denoiser
+    return _FITTED.get_or_make(
+        key, lambda: make_denoiser(cfg.denoiser.name, device=device, **cfg.denoiser.params).fit(dataset))
 
 
 def build_sampler(cfg: RunConfig) -> Sampler:

@@ -13,7 +13,7 @@ from studio.data.registry import load_dataset
 
 
 def test_dataset_memo_keeps_within_its_byte_limit_and_drops_the_least_recently_used(monkeypatch):
-    monkeypatch.setattr(registry, "_MEMO", type(registry._MEMO)())
+    registry._MEMO.clear()
     one = load_dataset("digits", size=100)  # 100 x 64 float32 = 25,600 bytes
     monkeypatch.setenv("STUDIO_MAX_MEMO_BYTES", str(2 * one.x.nbytes + 10))
     two = load_dataset("digits", size=100, subset="random", subset_seed=1)

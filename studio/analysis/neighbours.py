@@ -7,12 +7,12 @@ exact search is measured on a sample of the queries and reported with the result
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from studio.cache import Recent
 from studio.data.dataset import Dataset
 from studio.denoisers.softmax import DataBank, nearest_rows
 
@@ -20,9 +20,8 @@ MEMORISED_RATIO = 1 / 3
 EXACT_MAX_BYTES = 2 * 2**30  # the training data as fp32 on the device, for the exact search
 RECALL_SAMPLE = 64  # queries checked against the exact search when the approximate one answers
 METHODS = ("auto", "exact", "faiss")
-_BANKS: OrderedDict[tuple[str, str], DataBank] = OrderedDict()
-_INDEXES: OrderedDict[str, object] = OrderedDict()
-_MAX_CACHED = 4
+_BANKS = Recent(keep=4)    # DataBank by (fingerprint, device)
+_INDEXES = Recent(keep=4)  # faiss index by fingerprint
 
 
 @dataclass
@@ -45,20 +44,9 @@ class Neighbours:
         return self.ratio < MEMORISED_RATIO
 
 
-def _remember(cache: OrderedDict, key, make):
-    """cache[key], made once and kept among the last `_MAX_CACHED` used."""
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    cache[key] = value = make()
-    while len(cache) > _MAX_CACHED:
-        cache.popitem(last=False)
-    return value
-
-
 def bank_for(dataset: Dataset, device: torch.device) -> DataBank:
     """The dataset as the denoisers' DataBank on `device` ([N, D] fp32 and squared norms), kept for reuse."""
-    return _remember(_BANKS, (dataset.fingerprint, str(device)), lambda: DataBank.from_flat(dataset.flat(), device))
+    return _BANKS.get_or_make((dataset.fingerprint, str(device)), lambda: DataBank.from_flat(dataset.flat(), device))
 
 
 def exact(dataset: Dataset, queries: torch.Tensor, k: int = 8, device: torch.device | str | None = None
@@ -90,7 +78,7 @@ def faiss_index(dataset: Dataset):
         faiss.extract_index_ivf(index).nprobe = min(16, lists)
         return index
 
-    return _remember(_INDEXES, dataset.fingerprint, build)
+    return _INDEXES.get_or_make(dataset.fingerprint, build)
 
 
 def approximate(dataset: Dataset, queries: torch.Tensor, k: int = 8) -> Neighbours:

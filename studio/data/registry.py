@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
 
-from studio.cache import digest
+from studio.cache import Recent, digest
 from studio.data.dataset import Dataset
 from studio.data.pixels import decode
 from studio.limits import Limits
@@ -77,31 +76,26 @@ def resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return resolve(get_entry(name).params, options, "dataset")
 
 
-_MEMO: OrderedDict[str, Dataset] = OrderedDict()
-
-
-def _remember(key: str, ds: Dataset) -> None:
-    """Keep `ds` in the memo, dropping the least recently used datasets beyond STUDIO_MAX_MEMO_BYTES of data
-    (the newest always stays)."""
-    _MEMO[key] = ds
-    budget = Limits.from_env().max_memo_bytes
-    while len(_MEMO) > 1 and sum(d.x.nbytes for d in _MEMO.values()) > budget:
-        _MEMO.popitem(last=False)
+# datasets in memory, least recently used dropped beyond STUDIO_MAX_MEMO_BYTES of data (the newest always stays)
+_MEMO = Recent(size=lambda ds: ds.x.nbytes, max_bytes=lambda: Limits.from_env().max_memo_bytes)
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:
     """Build (or reuse) dataset `name` with validated options; same options give the same object."""
     entry = get_entry(name)
     opts = resolve(entry.params, options, "dataset")
-    memo_key = digest(name, opts)
-    if entry.memoise and memo_key in _MEMO:
-        _MEMO.move_to_end(memo_key)
-        return _MEMO[memo_key]
+    if entry.memoise:
+        return _MEMO.get_or_make(digest(name, opts), lambda: _build(name, entry, opts))
+    return _build(name, entry, opts)
+
+
+def _build(name: str, entry: DatasetEntry, opts: dict[str, Any]) -> Dataset:
+    """Build the dataset and fingerprint it (what the memo keeps)."""
     built = entry.build(**opts)
     x = built.x.float().contiguous()
     if not torch.isfinite(x).all() or x.numel() == 0:
         raise ValueError(f"dataset {name}: empty or non-finite data")
-    ds = Dataset(
+    return Dataset(
         x=x,
         name=name,
         kind=entry.kind,
@@ -113,6 +107,3 @@ def load_dataset(name: str, **options: Any) -> Dataset:
         options=opts,
         notes=list(built.notes),
     )
-    if entry.memoise:
-        _remember(memo_key, ds)
-    return ds

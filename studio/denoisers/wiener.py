@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 
 import torch
 
-from studio.cache import cached_tensors, digest, entry_path
+from studio.cache import Recent, cached_tensors, digest, entry_path
 from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
 from studio.denoisers.budget import memory_budget, require
 from studio.denoisers.registry import register
 
 
-_FITS: OrderedDict[tuple[str, str], dict[str, torch.Tensor]] = OrderedDict()  # fits in memory: (cache file, device)
-_FITS_KEPT = 2
-_FITS_LOCK = threading.Lock()
+_FITS = Recent(keep=2)  # fits in memory, by (cache file, device)
 
 
 def centred_covariance(x: torch.Tensor, device: torch.device, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,18 +51,12 @@ def gaussian_fit(dataset: Dataset, device: torch.device | str = "cpu") -> dict[s
     device = torch.device(device)
     name = digest("v1", dataset.fingerprint)
     key = (str(entry_path("gaussian-fit", name)), str(device))
-    with _FITS_LOCK:
-        if key in _FITS:
-            _FITS.move_to_end(key)
-            return _FITS[key]
 
-    build = lambda: fit_gaussian(dataset.flat(), device)  # noqa: E731
-    fit = {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build).items()}
-    with _FITS_LOCK:
-        _FITS[key] = fit
-        while len(_FITS) > _FITS_KEPT:
-            _FITS.popitem(last=False)
-    return fit
+    def load() -> dict[str, torch.Tensor]:
+        build = lambda: fit_gaussian(dataset.flat(), device)  # noqa: E731
+        return {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build).items()}
+
+    return _FITS.get_or_make(key, load)
 
 
 def wiener_gains(lam: torch.Tensor, ab: float) -> torch.Tensor:

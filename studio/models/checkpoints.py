@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import torch
 from torch import nn
 
 from studio import resource_dir
-from studio.cache import atomic_write
+from studio.cache import Recent, atomic_write
 from studio.data.dataset import Dataset
 from studio.models.card import CARD, STUDIO_TAG, read_card, read_meta, write_card
 
@@ -213,9 +211,7 @@ def trained_info(folder: Path) -> TrainedInfo:
     return TrainedInfo(schedule, prediction, tuple(shape) if shape else None, card.get("dataset", {}), tuple(notes))
 
 
-_LOADED: OrderedDict[tuple, nn.Module] = OrderedDict()
-_LOADED_MAX = 4
-_LOAD_LOCK = threading.Lock()
+_LOADED = Recent(keep=4)  # networks by (folder, weights' mtime and size, device)
 
 
 def load_network(folder: Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -233,17 +229,12 @@ def load_network(folder: Path, device: torch.device | str = "cpu") -> nn.Module:
         raise ValueError(f"denoiser.model: {folder} has no {WEIGHTS} (the studio loads safetensors only)")
     stat = weights.stat()
     key = (str(folder), stat.st_mtime_ns, stat.st_size, str(torch.device(device)))
-    with _LOAD_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    net = cls.from_pretrained(folder, use_safetensors=True, torch_dtype=torch.float32, low_cpu_mem_usage=False)
-    net = net.to(device).eval().requires_grad_(False)
-    with _LOAD_LOCK:
-        _LOADED[key] = net
-        while len(_LOADED) > _LOADED_MAX:
-            _LOADED.popitem(last=False)
-    return net
+
+    def load() -> nn.Module:
+        net = cls.from_pretrained(folder, use_safetensors=True, torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        return net.to(device).eval().requires_grad_(False)
+
+    return _LOADED.get_or_make(key, load)
 
 
 def save_network(net: nn.Module, folder: Path, half: bool = False) -> None:

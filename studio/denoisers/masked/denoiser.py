@@ -4,12 +4,12 @@ mask kept in memory, and the choice between the torch and the Triton tiles."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from studio.cache import Recent
 from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.budget import require
@@ -41,23 +41,20 @@ class MaskedSoftmaxDenoiser(Denoiser):
         D = dataset.dim
         require(4 * D * D * 2 + 4 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
         self.bank = DataBank.from_flat(dataset.flat(), self.device)
-        self.plans: OrderedDict[Any, MaskEntry] = OrderedDict()
+        self.plans = Recent(keep=PLANS_KEPT)  # MaskEntry by mask key
 
     def _plan(self, key: Any, make_mask: Callable[[], torch.Tensor]) -> MaskEntry:
-        if key in self.plans:
-            self.plans.move_to_end(key)
-            return self.plans[key]
-        t0 = time.perf_counter()
-        mask = make_mask()  # bool [D, D], on the CPU or already on the device
-        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
-        entry = MaskEntry(to_host(mask), plan, float(mask.float().mean()))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.setup_s += time.perf_counter() - t0
-        self.plans[key] = entry
-        while len(self.plans) > PLANS_KEPT:
-            self.plans.popitem(last=False)
-        return entry
+        def make() -> MaskEntry:
+            t0 = time.perf_counter()
+            mask = make_mask()  # bool [D, D], on the CPU or already on the device
+            plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
+            entry = MaskEntry(to_host(mask), plan, float(mask.float().mean()))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.setup_s += time.perf_counter() - t0
+            return entry
+
+        return self.plans.get_or_make(key, make)
 
     def _masked_mean(self, x_t: torch.Tensor, plan: ColumnPlan, ab: float) -> torch.Tensor:
         flat = x_t.reshape(x_t.shape[0], -1).float()
