@@ -40,10 +40,11 @@ def test_view_is_the_mask_column_and_wiener_row(data, norm):
 
 def test_view_matches_what_the_denoiser_used(data):
     ab = 0.8
-    out = make_denoiser("pca_locality").fit(data).denoise(noisy(data.x, ab), 0, ab)
+    den = make_denoiser("pca_locality").fit(data)
+    out = den.denoise(noisy(data.x, ab), 0, ab)
     view = locality_view(data, (0, 5), alpha_bar=ab)
-    assert view.mask_threshold == 0.02
-    assert torch.equal(view.mask.reshape(-1), out.shared["mask"][:, 5])
+    assert view.mask_threshold == out.shared["mask_threshold"] == 0.02
+    assert torch.equal(view.mask.reshape(-1), den.level_mask(ab)[:, 5])
 
 
 def test_stack_over_a_run(data):

@@ -33,16 +33,18 @@ class PCALocality(MaskedSoftmaxDenoiser):
             self.theta = default_threshold(dataset.shape)
 
     def mask(self, ab: float) -> MaskEntry:
-        """The bool mask [D, D] at ā (cached on disk) with its plan (kept in memory)."""
+        """The plan of the mask at ā (kept in memory), with the mask's density."""
+        return self._plan(float(ab), lambda: self.level_mask(ab))
+
+    def level_mask(self, ab: float) -> torch.Tensor:
+        """The bool mask [D, D] at ā on the run's device (recomputed on a GPU, stored bit-packed on the CPU)."""
         dataset = self._check_fitted()
-        norm = self.p["mask_normalization"]
-        return self._plan(float(ab), lambda: locality_mask(dataset, ab, self.theta, norm, self.device, on_device=True))
+        return locality_mask(dataset, ab, self.theta, self.p["mask_normalization"], self.device, on_device=True)
 
     def denoise(self, x_t: torch.Tensor, t: int, alpha_bar: float) -> Denoised:
         self._check_fitted()
         entry = self.mask(alpha_bar)
         shared = {
-            "mask": entry.mask,
             "mask_density": entry.density,
             "mask_threshold": self.theta,
             "mask_normalization": self.p["mask_normalization"],
