@@ -40,16 +40,17 @@ def _support_block(xt_ptr, kidx_ptr, kb, ii, imask, N, D, BK: tl.constexpr):
     return src, (nidx < D)[:, None] & imask[None, :], kk.to(tl.int64)[:, None]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B", "T"])  # one compiled kernel whatever the batch and the level's tile count
 def _tiles_kernel(
     xt_ptr, x_ptr, kidx_ptr, kptr_ptr, wh_ptr, wl_ptr, mq_ptr, cols_ptr, sid_ptr, base_ptr,
-    qc_ptr, m_ptr, den_ptr, num_ptr,
-    N, D, B, T, W_COLS, rows_per_split, t_scale, q_scale, inv,
+    qc_ptr, m_ptr, den_ptr, num_ptr, ry_ptr,
+    N, D, B, T, W_COLS, rows_per_split, t_base, q_scale, inv,
     BB: tl.constexpr, BI: tl.constexpr, BK: tl.constexpr, G: tl.constexpr, CACHED_Q: tl.constexpr,
 ):
     tile = tl.program_id(0)
     group = tl.program_id(1)
     split = tl.program_id(2)
+    t_scale = t_base / tl.load(ry_ptr)  # the queries' scale stays on the device: no host synchronisation
     bb = group * BB + tl.arange(0, BB)
     bmask = bb < B
     g = tl.arange(0, G)
@@ -111,7 +112,7 @@ def _masked_squares(src, plane, lmask, mq_ptr, krow, g, acc, G: tl.constexpr):
     return tl.dot(tl.trans(q_lo), mq, acc)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _squares_kernel(xt_ptr, kidx_ptr, kptr_ptr, mq_ptr, qc_ptr, N, D, T,
                     BI: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
     """Q [N, T, G] = (x² rq) · mask per tile: the query-free half of the distances, cached per plan."""
@@ -167,6 +168,12 @@ def _packed(plan: ColumnPlan, device: torch.device, BK: int) -> PackedPlan:
 def _pow2_scale(top: float) -> float:
     """The power of two that brings `top` just under FP16_ROOM (full fp16 precision, no overflow)."""
     return 2.0 ** math.floor(math.log2(FP16_ROOM / max(top, 1e-30)))
+
+
+def _pow2_scale_on_device(v: torch.Tensor) -> torch.Tensor:
+    """[1] fp32: the power of two that brings max|v| under FP16_ROOM, computed where v is (no host sync)."""
+    top = v.abs().amax().clamp_min(1e-30).float()
+    return (FP16_ROOM / top).log2().floor().exp2().reshape(1)
 
 
 def _halves(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +242,7 @@ def tiles_posterior_mean(
     BB = min(triton.next_power_of_2(B), max(1, cfg["cols"] // G))
     groups = triton.cdiv(B, BB)
     top_x = bank.derive("abs-max-host", lambda: bank.x.abs().max().cpu()).item()  # read on the host once
-    rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale(x.abs().max().item())
+    rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale_on_device(x)
     # W[k, b, g] = x_b[support k] * signed mask[k, g] for whole groups of queries, as fp16 halves
     rows = pk.kidx.numel()
     require(8 * rows * groups * BB * G, x.device, "denoiser: the Triton kernel's query operand")
@@ -254,8 +261,8 @@ def tiles_posterior_mean(
     num = torch.empty_like(m)
     _tiles_kernel[(T, groups, splits)](
         halves, bank.x, pk.kidx, pk.kptr, w_hi, w_lo, pk.mask16, pk.cols, pk.sid, base,
-        squares if squares is not None else m, m, den, num, bank.n, D, B, T, groups * BB * G, rows_per_split,
-        2 * s * inv / (rx * ry), ab * inv / rq, inv,
+        squares if squares is not None else m, m, den, num, ry, bank.n, D, B, T, groups * BB * G, rows_per_split,
+        2 * s * inv / rx, ab * inv / rq, inv,
         BB=BB, BI=BI, BK=BK, G=G, CACHED_Q=squares is not None, num_warps=cfg["warps"], num_stages=cfg["stages"],
     )
     return merge_partials(m, den, num)

@@ -1,0 +1,72 @@
+"""First-use costs paid off the critical path: a new process's first GPU run spends a second or more creating the
+CUDA context and the cuBLAS/cuSOLVER handles, loading kernels lazily and compiling or loading Triton kernels.
+One tiny run of the same denoiser on synthetic data pays all of them, in a background thread, while the real data
+load (or, in the studio, while the page is idle)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from studio.data.dataset import Dataset
+from studio.denoisers.registry import make_denoiser
+
+log = logging.getLogger(__name__)
+
+# Denoisers that fit any data (no checkpoint, no download): the ones a warm-up can run.
+WARMABLE = ("optimal", "nearest", "wiener", "pca_locality", "scfdm", "ls", "els")
+LEVELS = (0.02, 0.5, 0.98)  # ā of the warm-up calls
+# The masked denoisers send all-ones mask columns (and ELS its whole-image windows) to `optimal`'s kernel.
+ALSO = {"pca_locality": ("optimal",), "ls": ("optimal",), "els": ("optimal",)}
+_WARMED: set[tuple[str, str, int, bool]] = set()
+_LOCK = threading.Lock()
+
+
+def synthetic(channels: int, n: int) -> Dataset:
+    """n white-noise images [C, 8, 8] in [-1, 1]: near-diagonal covariance, so locality masks have sparse tiles."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, channels, 8, 8, generator=g) * 2 - 1
+    return Dataset(x, name="warm-up", kind="image", fingerprint=f"warm-up-v1-{channels}x8x8-{n}")
+
+
+def warm_up(name: str, device: torch.device | str, channels: int = 3, n_multiple_of_16: bool = True) -> bool:
+    """Run `name` once per level of LEVELS on synthetic data on `device` (a CUDA device; no-op elsewhere), once
+    per process and kind of run. `n_multiple_of_16` matches the real data's count: Triton compiles one kernel per
+    divisibility class of its integer arguments. True when it ran, False when there was nothing to do."""
+    device = torch.device(device)
+    key = (name, str(device), channels, n_multiple_of_16)
+    if device.type != "cuda" or name not in WARMABLE:
+        return False
+    with _LOCK:  # one warm-up of a kind at a time; a second caller waits for the first and returns
+        if key in _WARMED:
+            return False
+        data = synthetic(channels, 64 if n_multiple_of_16 else 65)
+        x = torch.randn(8, *data.shape, generator=torch.Generator().manual_seed(1)).to(device)  # [B, C, 8, 8]
+        for each in (name, *ALSO.get(name, ())):
+            denoiser = make_denoiser(each, device=device).fit(data)
+            for ab in LEVELS:
+                denoiser.denoise(x, 0, ab)
+        torch.cuda.synchronize(device)
+        _WARMED.add(key)
+        return True
+
+
+def warm_up_in_background(name: str, device: torch.device | str, channels: int = 3,
+                          n_multiple_of_16: bool = True) -> threading.Thread | None:
+    """Start warm_up in a daemon thread (None when there is nothing to warm). A failure is logged, never raised:
+    the real run then simply pays its first-use costs itself."""
+    device = torch.device(device)
+    if device.type != "cuda" or name not in WARMABLE or (name, str(device), channels, n_multiple_of_16) in _WARMED:
+        return None
+
+    def work() -> None:
+        try:
+            warm_up(name, device, channels, n_multiple_of_16)
+        except Exception as err:  # noqa: BLE001 - best effort: the run itself reports any real error
+            log.warning("warm-up of %s on %s failed: %s", name, device, err)
+
+    thread = threading.Thread(target=work, name=f"warm-up-{name}", daemon=True)
+    thread.start()
+    return thread
