@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from studio.limits import Limits
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -174,10 +178,50 @@ def atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+_WRITING: dict[Path, threading.Thread] = {}  # entries being stored in the background, by path
+_WRITING_LOCK = threading.Lock()
+
+
+def _written(path: Path) -> None:
+    """Wait until a background store of `path` (if any) has finished."""
+    with _WRITING_LOCK:
+        writer = _WRITING.get(path)
+    if writer is not None:
+        writer.join()
+
+
+@atexit.register
+def finish_writes() -> None:
+    """Wait for the entries still being stored: a process leaves its cache complete when it ends normally."""
+    with _WRITING_LOCK:
+        writers = list(_WRITING.values())
+    for writer in writers:
+        writer.join()
+
+
+def _store(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    atomic_write(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
+    trim_cache(keep=path)
+
+
+def _store_behind(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    try:
+        _store(path, tensors)
+    except Exception as err:  # noqa: BLE001 - the value is in use already; a failed store only costs a rebuild
+        log.warning("cache: could not store %s: %s", path, err)
+    finally:
+        with _WRITING_LOCK:
+            _WRITING.pop(path, None)
+
+
+def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch.Tensor]],
+                   in_background: bool = False) -> dict[str, torch.Tensor]:
     """Load the tensors stored under (namespace, key), building and storing them on a miss; a hit marks the
-    entry as recently used, a store trims the cache to STUDIO_MAX_CACHE_BYTES."""
+    entry as recently used, a store trims the cache to STUDIO_MAX_CACHE_BYTES. `in_background` stores a built
+    value from a thread (copy to the host and write: 2.7 s for a 3x64x64 Gaussian fit) while the caller goes on;
+    the tensors must then not be changed in place. Stores still running are awaited at exit and by readers."""
     path = entry_path(namespace, key)
+    _written(path)
     if path.exists():
         try:
             tensors = load_file(str(path))
@@ -186,8 +230,13 @@ def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch
         except Exception:
             path.unlink(missing_ok=True)
     tensors = build()
-    atomic_write(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
-    trim_cache(keep=path)
+    if not in_background:
+        _store(path, tensors)
+        return tensors
+    writer = threading.Thread(target=_store_behind, args=(path, tensors), name=f"store-{namespace}", daemon=True)
+    with _WRITING_LOCK:
+        _WRITING[path] = writer
+    writer.start()
     return tensors
 
 
@@ -215,4 +264,6 @@ def trim_cache(keep: Path | None = None) -> list[Path]:
 
 
 def is_cached(namespace: str, key: str) -> bool:
-    return (cache_root() / namespace / f"{key}.safetensors").exists()
+    path = cache_root() / namespace / f"{key}.safetensors"
+    _written(path)
+    return path.exists()

@@ -15,11 +15,11 @@ from studio.data.dataset import Dataset
 from studio.data.registry import load_dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.registry import make_denoiser
-from studio.denoisers.warm import warm_up_in_background
 from studio.diffusion import loop
 from studio.diffusion.noise import NoiseSource
 from studio.diffusion.samplers import Sampler, make_sampler
 from studio.diffusion.schedules import Schedule
+from studio.diffusion.warm import warm_up_in_background
 from studio.runs import Run, new_run_id
 
 _FITTED = Recent(keep=6)  # fitted denoisers, by what they were fitted with

@@ -45,3 +45,42 @@ def test_disk_cache_trims_to_its_byte_limit_oldest_use_first(tmp_path, monkeypat
     monkeypatch.setenv("STUDIO_MAX_CACHE_BYTES", "1")
     removed = cache.trim_cache(keep=cache.entry_path("unit", "k3"))
     assert pulled.exists() and cache.entry_path("unit", "k3").exists() and len(removed) == 2
+
+
+def test_a_background_store_is_awaited_by_readers_and_never_builds_twice(tmp_path, monkeypatch):
+    """Large entries (Gaussian fits, dataset builds) are written from a thread; readers in the process wait for
+    the write instead of building again, and the stored value equals the built one."""
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
+    builds = []
+    release = __import__("threading").Event()
+    real_save = cache.save_file
+
+    def slow_save(tensors, path):
+        release.wait(5)  # hold the write until the caller has its value back
+        real_save(tensors, path)
+
+    monkeypatch.setattr(cache, "save_file", slow_save)
+
+    def build():
+        builds.append(1)
+        return {"x": torch.arange(10.0)}
+
+    first = cache.cached_tensors("fits", "k", build, in_background=True)
+    assert torch.equal(first["x"], torch.arange(10.0)) and not (tmp_path / "fits" / "k.safetensors").exists()
+    release.set()
+    assert cache.is_cached("fits", "k")  # waits for the writer
+    again = cache.cached_tensors("fits", "k", build, in_background=True)
+    assert torch.equal(again["x"], first["x"]) and builds == [1]
+
+
+def test_a_failed_background_store_warns_and_costs_only_a_rebuild(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
+
+    def full_disk(tensors, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "save_file", full_disk)
+    out = cache.cached_tensors("fits", "k", lambda: {"x": torch.ones(3)}, in_background=True)
+    cache.finish_writes()
+    assert torch.equal(out["x"], torch.ones(3)) and not cache.is_cached("fits", "k")
+    assert "No space left on device" in caplog.text and not list((tmp_path / "fits").iterdir())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from studio.denoisers import warm
+from studio.diffusion import warm
 from studio.denoisers.registry import make_denoiser
 
 
@@ -12,7 +12,9 @@ def test_the_synthetic_levels_reach_the_sparse_tiles_the_triton_kernels_serve():
     columns go to optimal's kernel, which it warms beside pca_locality)."""
     data = warm.synthetic(3, 64)
     den = make_denoiser("pca_locality").fit(data)
-    assert all(den.mask(ab).plan.n_tiles for ab in warm.LEVELS)
+    sampler = warm.warm_sampler()
+    levels = [sampler.point(k)[1] for k in range(len(sampler))]
+    assert len(levels) == warm.STEPS and all(den.mask(ab).plan.n_tiles for ab in levels)
     assert warm.ALSO["pca_locality"] == ("optimal",)
     assert data.x.min() >= -1 and data.x.max() <= 1 and data.n == 64 and warm.synthetic(1, 65).n % 16
 

@@ -30,7 +30,7 @@ def source_versions() -> dict[str, str]:
 
 def cached_built(namespace: str, key: str, make: Callable[[], Built]) -> Built:
     """Return the Built stored under (namespace, key), making and storing it on a miss."""
-    tensors = cached_tensors(namespace, key, lambda: _pack(make()))
+    tensors = cached_tensors(namespace, key, lambda: _pack(make()), in_background=True)
     meta = json.loads(tensors["meta"].numpy().tobytes().decode())
     rest = {"labels": tensors.get("labels"), "class_names": meta["class_names"], "notes": tuple(meta["notes"])}
     if "codes" in tensors:

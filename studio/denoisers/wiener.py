@@ -54,7 +54,7 @@ def gaussian_fit(dataset: Dataset, device: torch.device | str = "cpu") -> dict[s
 
     def load() -> dict[str, torch.Tensor]:
         build = lambda: fit_gaussian(dataset.flat(), device)  # noqa: E731
-        return {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build).items()}
+        return {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build, in_background=True).items()}
 
     return _FITS.get_or_make(key, load)
 

@@ -1,7 +1,7 @@
 """First-use costs paid off the critical path: a new process's first GPU run spends a second or more creating the
 CUDA context and the cuBLAS/cuSOLVER handles, loading kernels lazily and compiling or loading Triton kernels.
-One tiny run of the same denoiser on synthetic data pays all of them, in a background thread, while the real data
-load (or, in the studio, while the page is idle)."""
+One tiny run of the same denoiser and loop on synthetic data pays all of them, in a background thread, while the
+real data load (or, in the studio, while the page is idle)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import torch
 
 from studio.data.dataset import Dataset
 from studio.denoisers.registry import make_denoiser
+from studio.diffusion import loop
+from studio.diffusion.noise import NoiseSource
+from studio.diffusion.samplers import Sampler, make_sampler
+from studio.diffusion.schedules import Schedule
 
 log = logging.getLogger(__name__)
 
 # Denoisers that fit any data (no checkpoint, no download): the ones a warm-up can run.
 WARMABLE = ("optimal", "nearest", "wiener", "pca_locality", "scfdm", "ls", "els")
-LEVELS = (0.02, 0.5, 0.98)  # ā of the warm-up calls
+STEPS = 3  # a DDIM run of 3 steps: the loop's own kernels and pinned copies, and three noise levels
 # The masked denoisers send all-ones mask columns (and ELS its whole-image windows) to `optimal`'s kernel.
 ALSO = {"pca_locality": ("optimal",), "ls": ("optimal",), "els": ("optimal",)}
 _WARMED: set[tuple[str, str, int, bool]] = set()
@@ -31,9 +35,14 @@ def synthetic(channels: int, n: int) -> Dataset:
     return Dataset(x, name="warm-up", kind="image", fingerprint=f"warm-up-v1-{channels}x8x8-{n}")
 
 
+def warm_sampler() -> Sampler:
+    """The warm-up's sampler: DDIM over the default schedule in STEPS steps."""
+    return make_sampler("ddim", Schedule.build(), STEPS)
+
+
 def warm_up(name: str, device: torch.device | str, channels: int = 3, n_multiple_of_16: bool = True) -> bool:
-    """Run `name` once per level of LEVELS on synthetic data on `device` (a CUDA device; no-op elsewhere), once
-    per process and kind of run. `n_multiple_of_16` matches the real data's count: Triton compiles one kernel per
+    """Sample with `name` for STEPS DDIM steps on synthetic data on `device` (a CUDA device; no-op elsewhere),
+    once per process and kind of run. `n_multiple_of_16` matches the real data's count: Triton compiles one kernel per
     divisibility class of its integer arguments. True when it ran, False when there was nothing to do."""
     device = torch.device(device)
     key = (name, str(device), channels, n_multiple_of_16)
@@ -43,11 +52,10 @@ def warm_up(name: str, device: torch.device | str, channels: int = 3, n_multiple
         if key in _WARMED:
             return False
         data = synthetic(channels, 64 if n_multiple_of_16 else 65)
-        x = torch.randn(8, *data.shape, generator=torch.Generator().manual_seed(1)).to(device)  # [B, C, 8, 8]
         for each in (name, *ALSO.get(name, ())):
             denoiser = make_denoiser(each, device=device).fit(data)
-            for ab in LEVELS:
-                denoiser.denoise(x, 0, ab)
+            noise = NoiseSource(0, 8, data.shape, device)
+            loop.collect(loop.steps(denoiser, warm_sampler(), noise, clock={}))
         torch.cuda.synchronize(device)
         _WARMED.add(key)
         return True
