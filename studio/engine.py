@@ -8,13 +8,14 @@ from typing import Callable, Iterator
 
 import torch
 
-from studio.analysis import stats
+from studio.analysis import neighbours, stats
 from studio.cache import Recent
 from studio.config import RunConfig
 from studio.data.dataset import Dataset
 from studio.data.registry import load_dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.registry import make_denoiser
+from studio.denoisers.softmax import DataBank
 from studio.diffusion import loop
 from studio.diffusion.noise import NoiseSource
 from studio.diffusion.samplers import Sampler, make_sampler
@@ -90,8 +91,11 @@ def prepare(cfg: RunConfig) -> Prepared:
 def finish(prep: Prepared, traj: loop.Trajectory, sampling_s: float) -> Run:
     """Attach per-step statistics, neighbour summary and timings to a finished trajectory."""
     t0 = time.perf_counter()
-    per_step = stats.per_step(traj, prep.dataset)
-    summary = stats.summary(traj.samples, prep.dataset)
+    bank = getattr(prep.denoiser, "bank", None)
+    if isinstance(bank, DataBank) and bank.x.device == prep.device:  # search the copy the denoiser holds
+        neighbours.bank_for(prep.dataset, prep.device, bank)
+    per_step = stats.per_step(traj, prep.dataset, prep.device)
+    summary = stats.summary(traj.samples, prep.dataset, prep.device)
     timings = {
         "load_s": prep.load_s,
         "warm_wait_s": prep.warm_wait_s,

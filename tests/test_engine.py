@@ -134,3 +134,19 @@ def test_the_loop_does_not_synchronise_the_host_per_step(sampler):
     assert len(rest) == 1 and rest[0].final is not None
     cpu = execute(cfg(sampler__name=sampler, sampler__steps=10, n=8))
     assert torch.allclose(stack.ready(9), cpu.trajectory.x0[:9], atol=1e-4)
+
+
+def test_the_run_analysis_searches_the_data_copy_the_denoiser_holds():
+    """Neighbour statistics run on the run's device against the fitted denoiser's bank, not a second copy of
+    the data (at 3x64x64, N=30,000 the copy and its norms took 0.6 s)."""
+    from studio.analysis import neighbours
+    from studio.engine import fitted_denoiser, prepare
+
+    neighbours._BANKS.clear()
+    cfg = RunConfig.from_dict({"dataset": {"name": "digits", "size": 300}, "denoiser": {"name": "optimal"},
+                               "sampler": {"name": "ddim", "steps": 3}, "n": 2, "seed": 0, "device": "cpu"})
+    run = execute(cfg)
+    prep = prepare(cfg)
+    assert fitted_denoiser(cfg, prep.dataset, prep.device) is prep.denoiser
+    assert neighbours.bank_for(prep.dataset, prep.device) is prep.denoiser.bank
+    assert run.metrics["summary"]["nearest_index"] == neighbours.nearest(prep.dataset, run.samples, 2).indices[:, 0].tolist()

@@ -44,9 +44,11 @@ class Neighbours:
         return self.ratio < MEMORISED_RATIO
 
 
-def bank_for(dataset: Dataset, device: torch.device) -> DataBank:
-    """The dataset as the denoisers' DataBank on `device` ([N, D] fp32 and squared norms), kept for reuse."""
-    return _BANKS.get_or_make((dataset.fingerprint, str(device)), lambda: DataBank.from_flat(dataset.flat(), device))
+def bank_for(dataset: Dataset, device: torch.device, resident: DataBank | None = None) -> DataBank:
+    """The dataset as the denoisers' DataBank on `device` ([N, D] fp32 and squared norms), kept for reuse;
+    `resident` is a bank of the same data already on `device` (a fitted denoiser's), used instead of a copy."""
+    return _BANKS.get_or_make((dataset.fingerprint, str(device)),
+                              lambda: resident if resident is not None else DataBank.from_flat(dataset.flat(), device))
 
 
 def exact(dataset: Dataset, queries: torch.Tensor, k: int = 8, device: torch.device | str | None = None

@@ -14,13 +14,14 @@ from studio.diffusion.loop import Trajectory
 _NN_BUDGET = 2e10  # multiply-adds spent on per-step neighbour distances; beyond it steps are subsampled
 
 
-def per_step(traj: Trajectory, dataset: Dataset) -> list[dict[str, Any]]:
-    """RMS distance of x̂0 to its nearest training item, RMS change of x̂0, mean effective #points."""
+def per_step(traj: Trajectory, dataset: Dataset, device: torch.device | str | None = None) -> list[dict[str, Any]]:
+    """RMS distance of x̂0 to its nearest training item (searched on `device`, default the CPU), RMS change of
+    x̂0, mean effective #points."""
     K, N = traj.x0.shape[:2]
     D = traj.x0[0, 0].numel()
     stride = max(1, math.ceil(K * N * dataset.n * D / _NN_BUDGET))
     keep = sorted(set(range(0, K, stride)) | {K - 1})
-    dists = nearest(dataset, traj.x0[keep].reshape(len(keep) * N, *traj.x0.shape[2:]), k=1).distances
+    dists = nearest(dataset, traj.x0[keep].reshape(len(keep) * N, *traj.x0.shape[2:]), k=1, device=device).distances
     nn_rms = dict(zip(keep, (dists[:, 0].reshape(len(keep), N) / math.sqrt(D)).mean(1).tolist()))
     rows = []
     for k in range(K):
@@ -34,9 +35,9 @@ def per_step(traj: Trajectory, dataset: Dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def summary(samples: torch.Tensor, dataset: Dataset) -> dict[str, Any]:
+def summary(samples: torch.Tensor, dataset: Dataset, device: torch.device | str | None = None) -> dict[str, Any]:
     """Final-sample neighbour facts: RMS nearest distance and the memorisation rate (ratio < 1/3)."""
-    nb = nearest(dataset, samples, k=2)
+    nb = nearest(dataset, samples, k=2, device=device)
     D = samples[0].numel()
     out = {
         "final_nn_rms": float((nb.distances[:, 0] / math.sqrt(D)).mean()),
