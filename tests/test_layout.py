@@ -96,3 +96,16 @@ def test_core_never_imports_the_outer_packages_and_analysis_never_imports_engine
             if package == "analysis" and target == "studio.engine":
                 bad.append((name, target))
     assert bad == []
+
+
+def test_a_run_imports_no_hub_client_until_it_downloads():
+    """huggingface_hub costs ~0.5 s of every start: the CLI parser, the engine and the dataset registry import it
+    only when a download or a push happens."""
+    import subprocess
+    import sys
+
+    code = ("import sys, studio.cli, studio.engine, studio.data.registry; studio.cli.build_parser(); "
+            "from studio.data.registry import dataset_names; dataset_names(); "
+            "print([m for m in sys.modules if m.startswith('huggingface_hub') or m.endswith('hub_client')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -7,9 +7,6 @@ import os
 import sys
 
 from studio.cli import one_line
-from studio.data.hub_client import HubError
-from studio.hub.export import export_run
-from studio.hub.share import pull_run, push_run
 
 
 def _cli_token(args: argparse.Namespace) -> str | None:
@@ -26,6 +23,9 @@ def _cli_progress(fraction: float, message: str) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from studio.data.hub_client import HubError  # huggingface_hub is imported by the commands that use it
+    from studio.hub.share import push_run
+
     try:
         result = push_run(args.run_dir, args.repo, token=_cli_token(args), private=args.private,
                           endpoint=args.endpoint, progress=_cli_progress)
@@ -39,6 +39,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from studio.data.hub_client import HubError
+    from studio.hub.share import pull_run
+
     try:
         folder = pull_run(args.repo_id, run_id=args.run, endpoint=args.endpoint, token=_cli_token(args),
                           progress=_cli_progress)
@@ -52,6 +55,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from studio.hub.export import export_run
+
     print(export_run(args.run_dir, args.out, zip=not args.no_zip))
     return 0
 

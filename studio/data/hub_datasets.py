@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
@@ -23,12 +23,14 @@ from studio.cache import cached_tensors, digest, is_cached
 from studio.data.dataset import Dataset
 from studio.data.imageopts import apply_image_options, image_params
 from studio.data.registry import Built, DatasetEntry, dataset_names, get_entry, load_dataset, register, resolve_options
-from studio.data.hub_client import HubError, Progress, RemoteFile, fetch_files, hf_cache_dir
 from studio.params import Param
+
+if TYPE_CHECKING:  # huggingface_hub is imported only when a download happens (0.5 s of every start)
+    from studio.data.hub_client import Progress, RemoteFile
 
 CACHE_NAMESPACE = "hub-datasets"
 _DECODE_BATCH = 512
-_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("hub_dataset_progress", default=None)
+_PROGRESS: contextvars.ContextVar["Progress | None"] = contextvars.ContextVar("hub_dataset_progress", default=None)
 
 
 class HubDatasetUnavailable(ValueError):
@@ -185,6 +187,8 @@ def _decode(paths: list[Path], resolution: int, channels: int, limit: int | None
 
 
 def _download_and_decode(src: HubSource, opts: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from studio.data.hub_client import HubError, fetch_files
+
     repo, revision, split, limit = opts["repo"], opts["revision"], opts["split"], _row_limit(opts)
     what = f"dataset {src.name}"
     progress = _PROGRESS.get()
@@ -216,6 +220,8 @@ def _rows(paths: list[Path]) -> int:
 
 def unavailable(name: str, repo: str, revision: str, reason: str) -> HubDatasetUnavailable:
     """The one message for a Hub dataset that cannot be had: what was needed and three ways to get it."""
+    from studio.data.hub_client import hf_cache_dir
+
     bundled = ", ".join(n for n in dataset_names() if get_entry(n).bundled) or "none"
     pinned = "" if revision == "main" else f" --revision {revision}"
     return HubDatasetUnavailable(
