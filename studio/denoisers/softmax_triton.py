@@ -12,9 +12,11 @@ is c - 128 (two's complement), so no conversion is spent on them. Two kernels:
 - weighted_code_sums: Σ_i w_bi (c_i - 128) for softmax weights w, a split-K product over the points merged on
   the host. The weights span many decades, so they go in as fp16 hi + lo halves (22 significant bits, scaled
   by 2^15: fp16's normal range then reaches down to weights of 2^-29) against c - 128 in fp16 (exact:
-  0x6400 | c is the fp16 number 1024 + c, minus 1152), summed in fp32. Blocks of LIVE points whose weights
-  are all zero in fp16 (below the exp floor for every query) are skipped unread, so at low noise this pass
-  reads almost nothing.
+  0x6400 | c is the fp16 number 1024 + c, minus 1152). The tensor cores sum one block of LIVE points from
+  zero (their fp32 accumulation truncates, so a long running sum inside them would drift by up to an ulp per
+  instruction); the blocks' sums are added with TwoSum, so the running sum carries ~48 bits. Blocks of points
+  whose weights are all zero in fp16 (below the exp floor for every query) are skipped unread, so at low noise
+  this pass reads almost nothing.
 
 A single fused pass (the flash-attention pattern) would need the numerator [B, D] of every program on chip:
 at D = 12,288 that is 393 KB per program, more than an SM holds, so the logits and the weighted sum are two
@@ -37,6 +39,7 @@ W_SCALE = 2.0**15    # weights (<= 1) scaled by this: fp16's normal range then r
 LIVE = 64            # points per block of the weighted sum (a block is skipped when all its weights are zero)
 SPLITS = 32          # programs along the points in the weighted sum, per column block
 MIN_QUERIES = 8      # queries are padded to a power of two >= 8: tl.dot's dimensions are >= 16
+MAX_QUERIES = 32     # queries per launch (more go in groups, each reading the codes once): bounds the accumulators
 
 # Candidate launch configurations, tried once per shape on the GPU (triton.autotune). STUDIO_BYTES_TRITON (JSON,
 # e.g. {"dots": {"BN": 128, "BK": 128, "warps": 4, "stages": 4}, "sums": {"BD": 128, "warps": 4, "stages": 3}})
@@ -98,14 +101,19 @@ def _sums_kernel(codes_ptr, w_ptr, live_ptr, count_ptr, out_ptr, N, D,
     first = split * per
     last = tl.minimum(first + per, n_live)
     acc = tl.zeros((BD, QN), dtype=tl.float32)
+    comp = tl.zeros((BD, QN), dtype=tl.float32)
     for j in range(first, last):
         ii = tl.load(live_ptr + j).to(tl.int64) * LIVE_ROWS + tl.arange(0, LIVE_ROWS)
         c = tl.load(codes_ptr + ii[:, None] * D + cols[None, :], mask=(ii < N)[:, None] & cmask[None, :],
                     other=ZERO_CODE)
         w = tl.load(w_ptr + ii[:, None] * QN + qc[None, :])  # padded to whole blocks with zeros: no mask
-        acc = tl.dot(tl.trans(_centred_fp16(c)), w, acc)
+        part = tl.dot(tl.trans(_centred_fp16(c)), w)  # one block, from zero: the MMA's rounding stays local
+        total = acc + part  # TwoSum: acc + comp carries the running sum beyond fp32
+        back = total - acc
+        comp += (acc - (total - back)) + (part - back)
+        acc = total
     out = (split * D + cols.to(tl.int64))[:, None] * QN + qc[None, :]
-    tl.store(out_ptr + out, acc, mask=cmask[:, None])
+    tl.store(out_ptr + out, acc + comp, mask=cmask[:, None])
 
 
 def _pinned() -> dict:
@@ -147,7 +155,7 @@ def padded_queries(b: int) -> int:
 def step_bytes(n: int, d: int, b: int, sums: bool = True) -> int:
     """Device bytes one step allocates beside the codes: int32 digit sums [N, 4 BB], float64 [B, N] dots,
     logits and weights, and for the weighted sum the fp16 weight halves [N, 2 BB] and partial sums."""
-    bb = padded_queries(b)
+    bb = padded_queries(min(b, MAX_QUERIES))
     dots = 4 * n * DIGITS * bb + 4 * 8 * n * b
     return dots + (2 * (n + LIVE) * 2 * bb + 4 * SPLITS * d * 2 * bb + 4 * n * b if sums else 0)
 
@@ -172,10 +180,17 @@ def query_digits(x: torch.Tensor, bb: int) -> tuple[torch.Tensor, torch.Tensor]:
 def code_dots(codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """[B, N] float64: <x_b, c_i - 128> for codes [N, D] uint8 and queries x [B, D] (same device), exact for
     the queries rounded to 27 bits relative to their largest coordinate."""
-    N, D = codes.shape
-    B = x.shape[0]
+    D = codes.shape[1]
     if D > MAX_DIM:
         raise ValueError(f"the 8-bit kernels take at most {MAX_DIM:,} coordinates per point, got {D:,}")
+    if x.shape[0] > MAX_QUERIES:
+        return torch.cat([_code_dots(codes, x[lo:lo + MAX_QUERIES]) for lo in range(0, x.shape[0], MAX_QUERIES)])
+    return _code_dots(codes, x)
+
+
+def _code_dots(codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    N, D = codes.shape
+    B = x.shape[0]
     bb = padded_queries(B)
     q, power = query_digits(x, bb)
     out = torch.empty(N, DIGITS * bb, dtype=torch.int32, device=x.device)
@@ -194,7 +209,14 @@ def _halves(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def weighted_code_sums(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """[B, D] fp32: Σ_i w_bi (c_i - 128) for codes [N, D] uint8 and weights w [B, N] in [0, 1]."""
+    """[B, D] float64: Σ_i w_bi (c_i - 128) for codes [N, D] uint8 and weights w [B, N] in [0, 1]."""
+    if w.shape[0] > MAX_QUERIES:
+        return torch.cat([_weighted_code_sums(codes, w[lo:lo + MAX_QUERIES])
+                          for lo in range(0, w.shape[0], MAX_QUERIES)])
+    return _weighted_code_sums(codes, w)
+
+
+def _weighted_code_sums(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     N, D = codes.shape
     B = w.shape[0]
     bb = padded_queries(B)
@@ -211,5 +233,5 @@ def weighted_code_sums(codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     out = torch.empty(splits, D, qn, dtype=torch.float32, device=w.device)
     _launch(_SUMS, _sums_kernel, "sums", lambda meta: (triton.cdiv(D, meta["BD"]), splits),
             codes, wq, order, count, out, N, D, QN=qn, LIVE_ROWS=LIVE)
-    total = out.sum(0)  # [D, QN]
+    total = out.sum(0, dtype=torch.float64)  # [D, QN]
     return (total[:, :B] + total[:, bb:bb + B]).T.div_(W_SCALE)

@@ -527,8 +527,8 @@ def scale_rows(device: torch.device, opts: dict[str, Any]) -> list[dict[str, Any
 
     def timed_row(label: str, den: Any, storage: str, kernel: str, fit: float, repeats: int) -> dict[str, Any]:
         per_level = {t: _time_ms(lambda: den.denoise(x, t, ab), device, repeats) for t, ab, x in levels}
-        row = {**common, "case": label, "denoiser": den.name, "storage": storage, "kernel": kernel, "n_data": den.bank.n,
-               "fit_s": fit, "ms_per_step": sum(per_level.values()) / len(per_level),
+        row = {**common, "case": label, "denoiser": den.name, "storage": storage, "kernel": kernel,
+               "n_data": den.bank.n, "fit_s": fit, "ms_per_step": sum(per_level.values()) / len(per_level),
                "ms_max_level": max(per_level.values()), "ms_by_level": per_level, "peak_gib": _peak_gib(device)}
         print(scale_table([row]).splitlines()[-1], flush=True)
         return row
