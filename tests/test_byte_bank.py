@@ -216,3 +216,20 @@ def test_auto_storage_on_the_gpu_keeps_8_bit_data_as_codes_and_float_data_as_flo
     floats = Dataset(x=smooth_images(50, (3, 4, 4)), name="f", kind="image", fingerprint="f")
     assert isinstance(make_denoiser("nearest", device="cuda").fit(floats).bank, DataBank)
     assert isinstance(make_denoiser("optimal", device="cuda", storage="float32").fit(data).bank, DataBank)
+
+
+def test_scale_bench_makes_8_bit_data_and_compares_them_with_float32_and_float64(tmp_path, capsys):
+    import json
+
+    from studio.cli import main
+
+    out = tmp_path / "scale.json"
+    assert main(["bench", "--scale", "--device", "cpu", "--n-data", "400", "--float-n", "150", "--shape", "1x4x4",
+                 "--levels", "3", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["case"], r["n_data"]) for r in rows] == [
+        ("optimal uint8", 400), ("nearest uint8", 400), ("optimal uint8", 150), ("optimal float32", 150),
+        ("nearest uint8", 150), ("nearest float32", 150)]
+    for r in rows[2:]:
+        assert r["max_rel_err"] < (1e-6 if r["storage"] == "uint8" else 1e-5) and r["same_top1_as_float32"]
+    assert "optimal uint8" in capsys.readouterr().out

@@ -602,6 +602,19 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tuned_configs() -> dict[str, Any]:
+    """The launch configurations the 8-bit kernels' autotuning chose in this process, if they ran."""
+    import sys
+
+    module = sys.modules.get("studio.denoisers.softmax_triton")
+    out = {}
+    for which, tuned in (("dots", getattr(module, "_DOTS", None)), ("sums", getattr(module, "_SUMS", None))):
+        best = getattr(tuned, "best_config", None)
+        if best is not None:
+            out[which] = {**best.kwargs, "warps": best.num_warps, "stages": best.num_stages}
+    return out
+
+
 def scale_main(device: torch.device, opts: dict[str, Any], json_path: str | None) -> int:
     """`bench --scale`: table + JSON."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -611,7 +624,9 @@ def scale_main(device: torch.device, opts: dict[str, Any], json_path: str | None
     rows = scale_rows(device, opts)
     print()
     print(scale_table(rows))
-    doc = {"device": name, "options": opts, "rows": rows}
+    doc = {"device": name, "options": opts, "rows": rows, "tuned": tuned_configs()}
+    if doc["tuned"]:
+        print(f"Triton configurations chosen (pin them with STUDIO_BYTES_TRITON): {json.dumps(doc['tuned'])}")
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(doc, fh, indent=2)
