@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +32,7 @@ from studio.denoisers.softmax import _CHUNK_BYTES, DataBank, Posterior, weighted
 
 STORAGES = ("auto", "float32", "uint8")
 KERNELS = ("auto", "torch", "triton")
-ZERO = 128  # the code subtracted before every product: c - 128 in -128..127 is exact in fp16
+ZERO = 128  # the code subtracted before every product: c - 128 in -128..127 is exact in int8 and fp16
 _BLOCK_BYTES = 64 * 2**20  # float32 bytes of data converted or summed at once (never a copy of all of it)
 _VALUE_TOL = 4e-7  # how far a float32 value may lie from the exact map: rounding of 2c/255 - 1, with room
 
@@ -48,7 +47,6 @@ class ByteBank:
     table: torch.Tensor     # float32 [256]: the value of each code as the data hold it (rows decode through it)
     sq_norms: torch.Tensor  # float64 [N]: ||v_i||² of the exact map, from integer sums
     kernel: str = "auto"    # auto: Triton on CUDA where it imports, else chunked torch; or force either
-    derived: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
