@@ -13,7 +13,9 @@ wrapper over engine.execute) and `studio.RunConfig` / `studio.Run`, imported on 
 Packages, each named after its job:
 - `data/`        dataset registry (bundled, Hub-downloaded, user folders), Dataset, build cache, the Hub
                  download client
-- `denoisers/`   one module per denoiser, the registry, the Denoiser contract, the exact online softmax;
+- `denoisers/`   one module per denoiser, the registry, the Denoiser contract, the exact online softmax, the
+                 training data on the device as float32 (softmax) or 8-bit codes (byte_bank, with its Triton
+                 kernels in softmax_triton);
   `masked/`      the masked-softmax machinery of pca_locality, ls and els (masks, column plans, torch tiles,
                  Triton tiles; the Triton module depends on the plan, never the reverse)
 - `diffusion/`   schedules, spacing, samplers, the sampling loop, inversion, noise streams

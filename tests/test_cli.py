@@ -22,7 +22,7 @@ def test_sample_writes_the_documented_run_folder(tmp_path, capsys):
     assert t["alpha_bar"].dtype == torch.float64 and t["alpha_bar"].shape == (10,)
     assert torch.equal(t["samples"], t["x0"][-1])
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["denoiser"] == {"name": "optimal", "temperature": 0.5, "chunk_size": None, "top_k": 8}
+    assert cfg["denoiser"] == {"name": "optimal", "temperature": 0.5, "chunk_size": None, "top_k": 8, "storage": "auto"}
     assert cfg["dataset"]["size"] == 100 and cfg["sampler"]["eta"] == 0.5 and cfg["schedule"]["name"] == "cosine"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["timings"]["sampling_s"] > 0 and len(metrics["per_step"]) == 10

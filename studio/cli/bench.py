@@ -20,7 +20,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from studio.engine import resolve_device
 
     shape = parse_shape(args.shape or "3x32x32")
-    for flag in ("n_data", "batch", "levels", "repeats"):
+    for flag in ("n_data", "batch", "levels", "repeats", "float_n"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')}: must be a positive whole number, got {value}")
@@ -40,6 +40,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         steps = [int(v) for v in (args.steps or ("10,50" if gpu else "10")).split(",")]
         only = args.only.split(",") if args.only else None
         return e2e_main(device, steps, shapes, only, args.json, args.code, args.timeout)
+    if args.scale:
+        from studio.studies.bench import SCALE_FLOAT_N, SCALE_N, scale_main
+
+        return scale_main(device, {"n_data": args.n_data or SCALE_N[device.type],
+                                   "shape": parse_shape(args.shape or "3x64x64"), "batch": args.batch,
+                                   "levels": args.levels, "repeats": args.repeats or (20 if gpu else 2),
+                                   "float_n": args.float_n or SCALE_FLOAT_N[device.type],
+                                   "skip_fallback": args.skip_fallback}, args.json)
     if args.neighbours:
         from studio.studies.bench import neighbours_main
 
@@ -74,6 +82,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--neighbours", action="store_true",
                    help="the neighbour search both ways (exact matrix products, faiss IVF index): build time, ms per "
                         "search of 64 queries, recall@8 against a float64 brute force")
+    p.add_argument("--scale", action="store_true",
+                   help="optimal and nearest over training data kept as 8-bit codes: ImageNet-64 size by default "
+                        "(1,280,000 x 3x64x64 made on the device as uint8), ms/step and fit time, then beside "
+                        "float32 storage and a float64 reference at --float-n points")
+    p.add_argument("--float-n", type=int,
+                   help="--scale: points where float32 storage and the float64 reference run (default 100,000 on GPU)")
+    p.add_argument("--skip-fallback", action="store_true", help="--scale: leave out the chunked torch path at full N")
     p.add_argument("--steps", help="--e2e: comma-separated DDIM step counts (default 10,50 on GPU, 10 on CPU)")
     p.add_argument("--code", help="--e2e: a checkout whose studio package the runs use (default: this one)")
     p.add_argument("--timeout", type=float, default=300.0, help="--e2e: seconds per run before it is given up")

@@ -6,19 +6,20 @@ import torch
 
 from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
-from studio.denoisers.common import CHUNK, TEMPERATURE, TOPK
+from studio.denoisers.byte_bank import data_bank
+from studio.denoisers.common import CHUNK, STORAGE, TEMPERATURE, TOPK
 from studio.denoisers.registry import register
-from studio.denoisers.softmax import DataBank, posterior_mean
+from studio.denoisers.softmax import posterior_mean
 
 
 @register
 class Optimal(Denoiser):
     name = "optimal"
     summary = "exact posterior mean under the training set (memorises at low noise)"
-    params = (TEMPERATURE, CHUNK, TOPK)
+    params = (TEMPERATURE, CHUNK, TOPK, STORAGE)
 
     def _fit(self, dataset: Dataset) -> None:
-        self.bank = DataBank.from_flat(dataset.flat(), self.device)
+        self.bank = data_bank(dataset.flat(), self.device, self.p["storage"])
 
     def denoise(self, x_t: torch.Tensor, t: int, alpha_bar: float) -> Denoised:
         self._check_fitted()

@@ -94,6 +94,8 @@ def posterior_mean(
     x: torch.Tensor, bank: DataBank, ab: float, temperature: float = 1.0, chunk: int | None = None, k: int = 8
 ) -> Posterior:
     """Σ_i softmax_i(ℓ) x_i over all N points for each row of x [B, D]."""
+    if not isinstance(bank, DataBank):  # 8-bit codes (byte_bank.ByteBank) bring their own kernels
+        return bank.posterior_mean(x, ab, temperature, chunk, k)
     B, D = x.shape
     s = ab**0.5
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
@@ -122,6 +124,8 @@ def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def nearest_rows(x: torch.Tensor, bank: DataBank, ab: float, chunk: int | None = None, k: int = 8):
     """Indices and squared distances ||x - s x_i||² of the k closest rows, best first."""
+    if not isinstance(bank, DataBank):  # 8-bit codes (byte_bank.ByteBank)
+        return bank.nearest_rows(x, ab, chunk, k)
     B = x.shape[0]
     s = ab**0.5
     step = auto_chunk(B, bank.n, chunk)

@@ -457,3 +457,180 @@ def neighbours_main(device: torch.device, opts: dict[str, Any], json_path: str |
         with open(json_path, "w") as fh:
             json.dump(doc, fh, indent=2)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `bench --scale`: optimal and nearest over ImageNet-64-size training data kept as 8-bit codes on one GPU.
+
+SCALE_N = {"cuda": 1_280_000, "cpu": 20_000}         # training points (ImageNet-64: 1.28 M x 3x64x64)
+SCALE_FLOAT_N = {"cuda": 100_000, "cpu": 5_000}      # where float32 storage and a float64 reference run beside it
+SCALE_FALLBACK_REPEATS = 1                           # the chunked torch path is slow at scale: one timed call a level
+
+
+def synthetic_codes(n: int, dim: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """uint8 codes [n, dim], uniform 0..255, drawn on `device` block by block (no float copy anywhere), after
+    the memory check that names their size."""
+    from studio.denoisers.byte_bank import require_codes
+
+    require_codes(n, dim, device)
+    codes = torch.empty(n, dim, dtype=torch.uint8, device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    rows = max(1, 2**28 // dim)
+    for lo in range(0, n, rows):
+        codes[lo:lo + rows].random_(0, 256, generator=g)
+    return codes
+
+
+def _on_bank(name: str, bank: Any, shape: tuple[int, ...], device: torch.device) -> Any:
+    """Denoiser `name` holding `bank` as its training data: the data never exist as a float32 Dataset, so the
+    bench hands the bank over instead of calling fit(dataset) (what fit would build from 8-bit data)."""
+    den = make_denoiser(name, device=device)
+    den.bank = bank
+    den.dataset = Dataset(x=torch.zeros(1, *shape), name="synthetic-uint8", kind="image",
+                          fingerprint=digest("synthetic-uint8", bank.n, list(shape)))
+    return den
+
+
+def _timed_s(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def scale_rows(device: torch.device, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """ms/step of optimal and nearest over N uint8 points (Triton kernels, and the chunked torch fallback), then
+    at a size where float32 fits: 8-bit storage beside float32 storage and a float64 reference on the same data
+    and queries (max |Δx̂0|, worst relative L2 per sample, same nearest indices)."""
+    from studio.denoisers.byte_bank import ByteBank
+    from studio.denoisers.softmax import DataBank
+
+    shape = tuple(opts["shape"])
+    dim, n, batch = int(torch.tensor(shape).prod()), opts["n_data"], opts["batch"]
+    gen_s, codes = _timed_s(lambda: synthetic_codes(n, dim, device), device)
+    fit_s, bank = _timed_s(lambda: ByteBank.from_codes(codes, 2 / 255, 1 / 255, device), device)
+    sched = Schedule.build()
+    g = torch.Generator().manual_seed(1)
+    levels = []
+    for t in timesteps("trailing", sched.T, opts["levels"]).tolist():
+        ab = sched.ab(t)
+        x0 = bank.rows(torch.randint(0, n, (batch,), generator=g).to(device)).reshape(batch, *shape).cpu()
+        levels.append((t, ab, (ab**0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=g)).to(device)))
+    common = {"n_data": n, "shape": list(shape), "batch": batch, "device": str(device), "data": "uniform uint8"}
+    rows = []
+
+    def timed_row(label: str, den: Any, storage: str, kernel: str, fit: float, repeats: int) -> dict[str, Any]:
+        per_level = {t: _time_ms(lambda: den.denoise(x, t, ab), device, repeats) for t, ab, x in levels}
+        row = {**common, "case": label, "denoiser": den.name, "storage": storage, "kernel": kernel,
+               "n_data": den.bank.n, "fit_s": fit, "ms_per_step": sum(per_level.values()) / len(per_level),
+               "ms_max_level": max(per_level.values()), "ms_by_level": per_level, "peak_gib": _peak_gib(device)}
+        print(scale_table([row]).splitlines()[-1], flush=True)
+        return row
+
+    kernel = "triton" if bank.uses_triton() else "torch"
+    for name in ("optimal", "nearest"):
+        bank.kernel = "auto"
+        rows.append(timed_row(f"{name} uint8", _on_bank(name, bank, shape, device), "uint8", kernel, fit_s,
+                              opts["repeats"]))
+        if kernel == "triton" and not opts.get("skip_fallback"):
+            bank.kernel = "torch"
+            rows.append(timed_row(f"{name} uint8 torch", _on_bank(name, bank, shape, device), "uint8", "torch",
+                                  fit_s, SCALE_FALLBACK_REPEATS))
+    bank.kernel = "auto"
+    rows[0]["generate_s"] = gen_s
+
+    # The same data and queries at a size float32 storage fits: 8-bit vs float32 vs a float64 reference.
+    nf = min(n, opts["float_n"])
+    sub = ByteBank(codes[:nf], bank.scale, bank.offset, bank.table, bank.sq_norms[:nf])
+
+    def as_float32() -> DataBank:
+        x = torch.empty(nf, dim, device=device)
+        for lo in range(0, nf, 8192):
+            x[lo:lo + 8192] = sub.rows(torch.arange(lo, min(lo + 8192, nf), device=device))
+        return DataBank.from_flat(x, device)
+
+    f32_s, f32 = _timed_s(as_float32, device)
+    outs: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    configs = [("uint8", "auto", sub), ("float32", "torch", f32)]
+    if kernel == "triton":
+        configs.insert(1, ("uint8", "torch", sub))
+    for name in ("optimal", "nearest"):
+        for storage, kern, b in configs:
+            if storage == "uint8":
+                sub.kernel = kern
+            den = _on_bank(name, b, shape, device)
+            row = timed_row(f"{name} {storage}" + (" torch" if storage == "uint8" and kern == "torch" else ""),
+                            den, storage, kernel if kern == "auto" else "torch", 0.0 if storage == "uint8" else f32_s,
+                            opts["repeats"] if kern == "auto" or storage == "float32" else SCALE_FALLBACK_REPEATS)
+            outs[(name, row["case"])] = {t: den.denoise(x, t, ab) for t, ab, x in levels}
+            rows.append({**row, "compared": True})
+    for name in ("optimal", "nearest"):
+        ref = {t: (optimal_ref if name == "optimal" else nearest_ref)(x, f32.x, ab).reshape(batch, -1)
+               for t, ab, x in levels}
+        base = outs[(name, f"{name} float32")]
+        for row in rows:
+            if row["denoiser"] != name or not row.get("compared"):
+                continue
+            got = outs[(name, row["case"])]
+            diff = max((got[t].x0 - base[t].x0).abs().max().item() for t, _, _ in levels)
+            err = max(((got[t].x0.double().reshape(batch, -1) - ref[t]).norm(dim=1)
+                       / ref[t].norm(dim=1).clamp_min(1e-30)).max().item() for t, _, _ in levels)
+            same = all(torch.equal(got[t].extras["neighbours"][:, 0], base[t].extras["neighbours"][:, 0])
+                       for t, _, _ in levels)
+            row.update(max_abs_vs_float32=diff, max_rel_err=err, same_top1_as_float32=same)
+    sub.kernel = "auto"
+    return rows
+
+
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'case':<24}{'kernel':<8}{'N':>10} {'shape':<9}{'batch':>6}{'fit s':>8}{'ms/step':>10}{'ms max':>9}"
+            f"{'peak GiB':>9}{'|Δ| vs f32':>12}{'rel vs f64':>12}{'top1 same':>10}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        peak = f"{r['peak_gib']:>9.2f}" if r.get("peak_gib") is not None else f"{'-':>9}"
+        checked = (f"{r['max_abs_vs_float32']:>12.2e}{r['max_rel_err']:>12.2e}{str(r['same_top1_as_float32']):>10}"
+                   if "max_rel_err" in r else f"{'-':>12}{'-':>12}{'-':>10}")
+        lines.append(f"{r['case']:<24}{r['kernel']:<8}{r['n_data']:>10,} {shape:<9}{r['batch']:>6}{r['fit_s']:>8.2f}"
+                     f"{r['ms_per_step']:>10.3f}{r['ms_max_level']:>9.3f}{peak}{checked}")
+    return "\n".join(lines)
+
+
+def tuned_configs() -> dict[str, Any]:
+    """The launch configurations the 8-bit kernels' autotuning chose in this process, if they ran."""
+    import sys
+
+    module = sys.modules.get("studio.denoisers.softmax_triton")
+    out = {}
+    for which, tuned in (("dots", getattr(module, "_DOTS", None)), ("sums", getattr(module, "_SUMS", None))):
+        best = getattr(tuned, "best_config", None)
+        if best is not None:
+            out[which] = {**best.kwargs, "warps": best.num_warps, "stages": best.num_stages}
+    return out
+
+
+def scale_main(device: torch.device, opts: dict[str, Any], json_path: str | None) -> int:
+    """`bench --scale`: table + JSON."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"8-bit training data at scale on {name}; options: {opts}; data: uniform random codes made on the device "
+          "(structure-free); fit = codes to the device + squared norms (float32: decode + norms)", flush=True)
+    print(scale_table([]), flush=True)
+    rows = scale_rows(device, opts)
+    print()
+    print(scale_table(rows))
+    doc = {"device": name, "options": opts, "rows": rows, "tuned": tuned_configs()}
+    if doc["tuned"]:
+        print(f"Triton configurations chosen (pin them with STUDIO_BYTES_TRITON): {json.dumps(doc['tuned'])}")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(doc, fh, indent=2)
+    else:
+        print(json.dumps(doc))
+    return 0
