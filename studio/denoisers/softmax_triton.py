@@ -83,7 +83,7 @@ def _dots_kernel(codes_ptr, q_ptr, out_ptr, N, D, QN: tl.constexpr, BN: tl.const
         kmask = kk < D
         c = tl.load(src + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=ZERO_CODE)
         q = tl.load(q_ptr + qr[:, None] * D + kk[None, :], mask=kmask[None, :], other=0)  # int8 [QN, BK]
-        acc = tl.dot((c ^ 0x80).to(tl.int8, bitcast=True), tl.trans(q), acc)  # both operands K-major
+        acc = tl.dot((c ^ 0x80).to(tl.int8, bitcast=True), tl.trans(q), acc, out_dtype=tl.int32)  # K-major operands
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * QN + qr[None, :], acc, mask=rmask[:, None])
 
 
