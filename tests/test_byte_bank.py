@@ -13,6 +13,7 @@ from locality_data import rel, smooth_images
 from studio.data.dataset import Dataset
 from studio.data.pixels import decode
 from studio.denoisers import make_denoiser
+from studio.denoisers import byte_bank
 from studio.denoisers.byte_bank import ByteBank, code_sq_norms, data_bank
 from studio.denoisers.reference import nearest_ref, optimal_ref
 from studio.denoisers.softmax import DataBank
@@ -208,8 +209,10 @@ def test_triton_nearest_picks_the_lowest_index_among_equal_rows(kernel, device):
 
 
 @pytest.mark.gpu
-def test_auto_storage_on_the_gpu_keeps_8_bit_data_as_codes_and_float_data_as_float32(rgb):
+def test_auto_storage_on_the_gpu_keeps_large_8_bit_data_as_codes_and_the_rest_as_float32(rgb, monkeypatch):
     codes, data = rgb
+    assert isinstance(make_denoiser("optimal", device="cuda").fit(data).bank, DataBank)  # small: cuBLAS wins
+    monkeypatch.setattr(byte_bank, "AUTO_UINT8_MIN_BYTES", 4 * data.x.numel())  # as large as the threshold
     den = make_denoiser("optimal", device="cuda").fit(data)
     assert isinstance(den.bank, ByteBank) and den.bank.codes.is_cuda and den.bank.uses_triton()
     assert torch.equal(den.bank.codes.cpu(), codes.reshape(len(codes), -1))

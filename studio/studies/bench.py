@@ -627,9 +627,15 @@ def scale_main(device: torch.device, opts: dict[str, Any], json_path: str | None
     rows = scale_rows(device, opts)
     print()
     print(scale_table(rows))
-    doc = {"device": name, "options": opts, "rows": rows, "tuned": tuned_configs()}
-    if doc["tuned"]:
-        print(f"Triton configurations chosen (pin them with STUDIO_BYTES_TRITON): {json.dumps(doc['tuned'])}")
+    tuned = tuned_configs()
+    if not tuned and device.type == "cuda":
+        from studio.denoisers.softmax_triton import pinned_launch
+
+        tuned = pinned_launch()
+    doc = {"device": name, "options": opts, "rows": rows, "tuned": tuned}
+    if tuned:
+        print(f"Triton launch configurations (autotuned with STUDIO_BYTES_TRITON=autotune, else the pinned ones): "
+              f"{json.dumps(tuned)}")
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(doc, fh, indent=2)
