@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -43,6 +44,10 @@ class Schedule:
     def alpha_bar(self) -> torch.Tensor:
         return torch.cumprod(1 - self.betas, 0)
 
+    @cached_property
+    def _ab_list(self) -> list[float]:
+        return self.alpha_bar.tolist()  # the loop asks three times a step: not a cumprod each time
+
     def ab(self, t: int) -> float:
         """ā_t as a Python float; t = -1 means "before any noise" (ā = 1), the end of sampling."""
-        return 1.0 if t < 0 else float(self.alpha_bar[t])
+        return 1.0 if t < 0 else self._ab_list[t]
