@@ -1,4 +1,5 @@
-"""Content-keyed cache under $STUDIO_CACHE: every entry is keyed by a fingerprint, never by a name alone."""
+"""Content-keyed cache under $STUDIO_CACHE: every entry is keyed by a fingerprint, never by a name alone.
+Importing it does not import torch (the page reads its catalog from here before the engine loads)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable
 
 from studio.limits import Limits
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cache_root() -> Path:
@@ -28,8 +30,9 @@ def cache_root() -> Path:
 def digest(*parts: Any) -> str:
     """A stable hash of JSON-able parts, tensors and bytes."""
     h = hashlib.sha256()
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
     for part in parts:
-        if isinstance(part, torch.Tensor):
+        if torch is not None and isinstance(part, torch.Tensor):
             t = part.detach().cpu().contiguous()
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -177,6 +180,8 @@ def atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
 def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Load the tensors stored under (namespace, key), building and storing them on a miss; a hit marks the
     entry as recently used, a store trims the cache to STUDIO_MAX_CACHE_BYTES."""
+    from safetensors.torch import load_file, save_file
+
     path = entry_path(namespace, key)
     if path.exists():
         try:
