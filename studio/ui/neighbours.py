@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from studio.analysis.neighbours import MEMORISED_RATIO, nearest
-from studio.ui import charts, explain, pictures
+from studio.ui import charts, explain, loader
+from studio.ui.form import Updates
 from studio.ui.session import Session
 
 HEADERS = ["sample", "nearest #", "class", "distance", "2nd distance", "score (d1/d2)", "memorised"]
@@ -17,6 +17,9 @@ EMPTY = "Run something on the Sample tab: its samples' nearest training images a
 
 def neighbour_table(session: Session, step: int, k: int) -> tuple[str, Any, list[list], Any]:
     """(summary, picture, table rows, 2-D plot or None) for x̂0 at 1-based `step` of the session's run."""
+    from studio.analysis.neighbours import MEMORISED_RATIO, nearest
+    from studio.ui import pictures
+
     result = session.sample
     traj, dataset = result.run.trajectory, result.dataset
     K = len(traj.timesteps)
@@ -66,24 +69,25 @@ class NeighboursTab:
     def outputs(self) -> list:
         return [self.summary, self.picture, self.plot, self.table]
 
-    def update(self, session: Session, step: float, k: float) -> list:
+    def update(self, session: Session, step: float, k: float) -> Updates:
         if session.sample is None:
-            return [EMPTY, None, gr.update(visible=False), None]
+            return {self.summary: EMPTY, self.picture: None, self.plot: gr.update(visible=False), self.table: None}
+        loader.load()
         text, picture, rows, plot = neighbour_table(session, int(step), int(k))
-        return [text, gr.update(value=picture, visible=picture is not None),
-                gr.update(value=plot, visible=plot is not None), rows]
+        return {self.summary: text, self.picture: gr.update(value=picture, visible=picture is not None),
+                self.plot: gr.update(value=plot, visible=plot is not None), self.table: rows}
 
-    def after_run(self, session: Session, k: float) -> list:
+    def after_run(self, session: Session, k: float) -> Updates:
         """Jump to the final step of the new run."""
         if session.sample is None:
-            return [gr.skip(), *self.update(session, 1, k)]
+            return self.update(session, 1, k)
         K = len(session.sample.run.trajectory.timesteps)
-        return [gr.update(minimum=1, maximum=max(K, 2), value=K, interactive=K > 1), *self.update(session, K, k)]
+        return {self.step: gr.update(minimum=1, maximum=max(K, 2), value=K, interactive=K > 1),
+                **self.update(session, K, k)}
 
-    def wire(self, result_events: list) -> None:
-        for slider in (self.step, self.k):
-            slider.input(self.update, [self.session, self.step, self.k], self.outputs, api_visibility="private",
-                         trigger_mode="always_last", show_progress="minimal")
-        for event in result_events:
-            event.success(self.after_run, [self.session, self.k], [self.step, *self.outputs],
-                          api_visibility="private", show_progress="hidden")
+    def wire(self, shown: gr.State) -> None:
+        """The sliders redraw; a new result (`shown` changes) jumps to its final step."""
+        gr.on([self.step.input, self.k.input], self.update, [self.session, self.step, self.k], self.outputs,
+              api_visibility="private", trigger_mode="always_last", show_progress="minimal")
+        shown.change(self.after_run, [self.session, self.k], [self.step, *self.outputs], api_visibility="private",
+                     show_progress="hidden")
