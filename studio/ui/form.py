@@ -148,7 +148,8 @@ class RunForm:
         gr.Markdown("#### 1 · Training data", elem_classes=["studio-section"])
         self.dataset = ParamPanel("Dataset", {n: c.params for n, c in catalog.datasets.items()}, dataset["name"],
                                   "dataset", titles={n: catalog.dataset_title(n) for n in catalog.datasets})
-        self.dataset_info = gr.HTML(elem_classes=["studio-small"], elem_id="dataset-info", js_on_load=None)
+        self.dataset_info = gr.HTML("<p>loading the training images…</p>", elem_classes=["studio-small"],
+                                    elem_id="dataset-info", js_on_load=None)
         with gr.Accordion("Dataset options", open=False, elem_id="dataset-options"):
             self.dataset.render_params(own_params(dataset))
         gr.Markdown("#### 2 · Denoiser and sampler", elem_classes=["studio-section"])

@@ -16,8 +16,8 @@ log = logging.getLogger("studio.ui")
 
 # what the handlers compute with (each imports torch): loaded once, before any handler needs it
 ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
-          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "studio.ui.charts",
-          "plotly.graph_objects")
+          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects",
+          "pandas")  # pandas: Gradio's tables (the start defers it, studio.ui.gradio_startup)
 TRITON_TILES = "studio.denoisers.masked.triton_tiles"  # its optional warm_up() compiles the GPU kernels
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
 
