@@ -107,7 +107,7 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
                                "sampler": {"name": "ddim", "steps": 3}, "n": 4, "seed": 1, "device": "cpu"})
     with gr.Blocks():
         form = RunForm(current(), cfg.to_dict())
-        panel = StudyPanel(form, current())
+        panel = StudyPanel(form, current(), gr.DownloadButton())
     values = {c: c.value for c in form.inputs}
 
     def run(denoisers: list[str], reference: str, repeats: int) -> dict:
@@ -122,7 +122,7 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
     assert shown.endswith("\n\n" + table_markdown(on_disk))
     assert [r["denoiser"] for r in on_disk] == ["optimal", "wiener"] and on_disk[1]["final_r2_median"] == 1.0
     assert {trace.name for trace in figure.data} == {"optimal", "wiener"}
-    assert archive.endswith(".zip")
+    assert archive["value"].endswith(".zip") and archive["visible"] is True
     with pytest.raises(gr.Error, match="repeats"):
         run(["optimal"], "wiener", 9)
     with pytest.raises(gr.Error, match="denoisers"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Callable, Iterator
@@ -136,28 +137,32 @@ def wire_presets(by_title: dict[str, PresetEntry], preset: gr.Dropdown, preset_t
                 concurrency_limit=1, concurrency_id="study")
 
 
-def asset_head() -> tuple[str, list[str]]:
-    """The page head's links to the studio's stylesheet and player script, and those files: served as files that
-    browsers cache (each link names its content's hash), not as text inside the page config."""
-    tags, files = [], []
-    for path, tag in ((CSS_FILE, '<link rel="stylesheet" href="{}">'), (PLAYER_JS, '<script src="{}"></script>')):
-        if path.is_file():
-            version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            tags.append(tag.format(f"gradio_api/file={quote(str(path))}?v={version}"))
-            files.append(str(path))
-    return "\n".join(tags), files
+def studio_css() -> str | None:
+    """The studio's stylesheet for the page config, without its comments (Gradio scopes it to the page)."""
+    if not CSS_FILE.is_file():
+        return None
+    return re.sub(r"\s+", " ", re.sub(r"/\*.*?\*/", "", CSS_FILE.read_text(), flags=re.S)).strip()
+
+
+def player_script() -> tuple[str, list[str]]:
+    """The page head's link to the player script, and that file: served as a file that browsers cache (the link
+    names its content's hash), not as text inside the page config."""
+    if not PLAYER_JS.is_file():
+        return "", []
+    version = hashlib.sha256(PLAYER_JS.read_bytes()).hexdigest()[:12]
+    return f'<script src="gradio_api/file={quote(str(PLAYER_JS))}?v={version}"></script>', [str(PLAYER_JS)]
 
 
 def launch_options() -> dict[str, Any]:
-    """Theme, assets and file access for `demo.launch`."""
+    """Theme, stylesheet, player script and file access for `demo.launch`."""
     from studio.serving.launch import launch_limits
 
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate")
     root = outputs_root()
     root.mkdir(parents=True, exist_ok=True)
-    head, assets = asset_head()
-    return dict(theme=theme, head=head, allowed_paths=[str(root), *assets], footer_links=["api", "gradio", "settings"],
-                run_history=False, ssr_mode=False, **launch_limits())
+    head, script = player_script()
+    return dict(theme=theme, css=studio_css(), head=head, allowed_paths=[str(root), *script],
+                footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,

@@ -106,8 +106,11 @@ class CompareTab:
             self.step = gr.Slider(1, 2, value=2, step=1, label="step (both sides)", elem_id="cmp-step")
             self.chart = gr.Plot(label="distance between the two trajectories", show_label=False, elem_id="cmp-chart")
             self.table = gr.Markdown(elem_id="cmp-table", elem_classes=["studio-summary"])
-            self.download = gr.DownloadButton("⬇ Download comparison (.zip)", elem_id="cmp-download", size="sm")
-        self.study = StudyPanel(form, catalog)
+        # one download below the comparison and the study: whichever finished last
+        self.download = gr.DownloadButton("⬇ Download (.zip)", elem_id="cmp-download", size="sm", visible=False,
+                                          render=False)
+        self.study = StudyPanel(form, catalog, self.download)
+        self.download.render()
 
     @property
     def inputs(self) -> set[gr.components.Component]:
@@ -153,7 +156,8 @@ class CompareTab:
             self.chart: charts.distances(trajectory_distances(pair[0].run, pair[1].run), range(1, total + 1),
                                          "RMS distance between A and B at every step"),
             self.table: compare_table(pair),
-            self.download: results.zipped(session.compare_folder),
+            self.download: gr.update(value=results.zipped(session.compare_folder), visible=True,
+                                     label="⬇ Download comparison (.zip)"),
         }
         for shown, result in zip(self.pairs, pair):
             out[shown] = results.step_pairs(result, len(result.run.trajectory.timesteps))

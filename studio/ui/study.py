@@ -41,10 +41,12 @@ def curves_figure(curves: dict[str, dict[str, list[float]]], title: str) -> Any:
 
 
 class StudyPanel:
-    """Controls, table, chart and download of one study; reads the run settings from the Sample tab's form."""
+    """Controls, table and chart of one study, and the tab's `download`; reads the run settings from the Sample
+    tab's form."""
 
-    def __init__(self, form: RunForm, catalog: Catalog) -> None:
+    def __init__(self, form: RunForm, catalog: Catalog, download: gr.DownloadButton) -> None:
         self.form = form
+        self.download = download
         with gr.Accordion("Which denoiser behaves like a trained network?", open=False,
                           elem_id="study") as self.accordion:
             gr.Markdown(EXPLAIN, elem_classes=["studio-small"])
@@ -58,7 +60,6 @@ class StudyPanel:
             self.run_btn = gr.Button("▶  Run study", variant="primary", elem_id="study-run")
             self.table = gr.Markdown(elem_id="study-table", elem_classes=["studio-summary"])  # a status line, the table
             self.chart = gr.Plot(show_label=False, elem_id="study-chart")
-            self.download = gr.DownloadButton("⬇ Download study (.zip)", elem_id="study-download", size="sm")
 
     @property
     def inputs(self) -> set[gr.components.Component]:
@@ -106,7 +107,8 @@ class StudyPanel:
         return {self.table: f"done · {len(denoisers)} denoiser(s) × {repeats} repeat(s) against {reference}\n\n"
                             + table_markdown(rows),
                 self.chart: curves_figure(curves, title),
-                self.download: results.zipped(Path(folder))}
+                self.download: gr.update(value=results.zipped(Path(folder)), visible=True,
+                                         label="⬇ Download study (.zip)")}
 
     def wire(self) -> None:
         self.run_btn.click(self.run, self.inputs, self.outputs,
