@@ -241,5 +241,5 @@ def test_warm_up_stays_on_the_cpu(fake_spaces, monkeypatch):
     resolve = engine.resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(engine, "resolve_device", lambda name: asked.append(name) or resolve("cpu"))
-    start(warm_up=True).join(60)
+    start(warm_up=True, delay=0).join(60)
     assert asked == ["cpu"]

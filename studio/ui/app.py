@@ -32,6 +32,7 @@ CSS_FILE = resource_dir("assets") / "studio.css"
 PLAYER_JS = CSS_FILE.with_name("player.js")  # the run player and classroom mode
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
+CONCURRENCY = "4"  # events of one listener running at once, unless GRADIO_DEFAULT_CONCURRENCY_LIMIT says otherwise
 
 
 def analytics_enabled() -> bool:
@@ -43,6 +44,7 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
     """The page, wired (no torch: the engine is loaded when `serve` starts the server)."""
     catalog = current(presets_folder)
     by_title = {p.title: p for p in catalog.presets}
+    os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", CONCURRENCY)  # read as the page's queue is made
     with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=analytics_enabled()) as demo:
         session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
@@ -169,7 +171,6 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
           quiet: bool = False, warm_up: bool = False, on_loaded: Callable[[], None] | None = None) -> gr.Blocks:
     """Serve the page in the background (`demo.local_url` says where, `demo.close()` stops it), then load the
     engine in the background; `warm_up` also prepares the default run."""
-    demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
                 **launch_options())
     loader.start(warm_up, on_loaded)

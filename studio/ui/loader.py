@@ -1,6 +1,10 @@
 """The engine loads in the background: the page is served before torch, the registries and the engine are imported,
-and the handlers that compute call `load()` first, which returns at once when the background load is done and
-otherwise waits for it (`ready()` tells a handler whether to say "loading the engine…" first)."""
+and the handlers that compute call `load()` first, which returns at once when the engine is loaded and otherwise
+loads it or waits for the load under way (`ready()` tells a handler whether to say "loading the engine…" first).
+
+The background thread starts when the server listens but gives the first page FIRST_SCREEN_S to show before it
+imports (an import holds the interpreter and slows the server's answers to the browser); the first page's dataset
+preview needs the engine and loads it as soon as that page has shown."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analy
           "pandas")  # pandas: Gradio's tables (the start defers it, studio.ui.gradio_startup)
 TRITON_TILES = "studio.denoisers.masked.triton_tiles"  # its optional warm_up() compiles the GPU kernels
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
+FIRST_SCREEN_S = 3.0
 
 _lock = threading.Lock()
 _ready = threading.Event()
@@ -81,11 +86,13 @@ def prepare_default_run(cfg: Any = None) -> None:
     charts.per_step(run.metrics["per_step"])
 
 
-def start(warm_up: bool = True, on_loaded: Callable[[], None] | None = None) -> threading.Thread:
-    """Load the engine in a background thread (then call `on_loaded`), warm the GPU kernels and, with `warm_up`,
-    the default run."""
+def start(warm_up: bool = True, on_loaded: Callable[[], None] | None = None,
+          delay: float = FIRST_SCREEN_S) -> threading.Thread:
+    """In a background thread, after `delay` seconds: load the engine (then call `on_loaded`), warm the GPU kernels
+    and, with `warm_up`, the default run."""
 
     def work() -> None:
+        time.sleep(delay)
         try:
             load()
             if on_loaded is not None:

@@ -3,7 +3,8 @@ the memorisation score (nearest / second-nearest distance; below 1/3 = a copy)."
 
 from __future__ import annotations
 
-from typing import Any
+import html
+from typing import Any, Sequence
 
 import gradio as gr
 
@@ -13,6 +14,16 @@ from studio.ui.session import Session
 
 HEADERS = ["sample", "nearest #", "class", "distance", "2nd distance", "score (d1/d2)", "memorised"]
 EMPTY = "Run something on the Sample tab: its samples' nearest training images appear here."
+
+
+def table_html(rows: Sequence[Sequence[Any]]) -> str:
+    """The rows under HEADERS as a table; a memorised sample's row is marked (red, like its frame; new: green)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    body = "".join(
+        f'<tr class="studio-{"copy" if row[-1] == "yes" else "new"}">'
+        + "".join(f"<td>{html.escape('' if cell is None else str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows)
+    return f'<table class="studio-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def neighbour_table(session: Session, step: int, k: int) -> tuple[str, Any, list[list], Any]:
@@ -63,7 +74,7 @@ class NeighboursTab:
                                     type="pil", interactive=False, elem_id="nb-picture",
                                     elem_classes=["studio-pixels"])
             self.plot = gr.Plot(visible=False, show_label=False, elem_id="nb-plot")
-            self.table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="nb-table", max_height=520)
+            self.table = gr.HTML(table_html([]), elem_id="nb-table", js_on_load=None)
 
     @property
     def outputs(self) -> list:
@@ -71,11 +82,12 @@ class NeighboursTab:
 
     def update(self, session: Session, step: float, k: float) -> Updates:
         if session.sample is None:
-            return {self.summary: EMPTY, self.picture: None, self.plot: gr.update(visible=False), self.table: None}
+            return {self.summary: EMPTY, self.picture: None, self.plot: gr.update(visible=False),
+                    self.table: table_html([])}
         loader.load()
         text, picture, rows, plot = neighbour_table(session, int(step), int(k))
         return {self.summary: text, self.picture: gr.update(value=picture, visible=picture is not None),
-                self.plot: gr.update(value=plot, visible=plot is not None), self.table: rows}
+                self.plot: gr.update(value=plot, visible=plot is not None), self.table: table_html(rows)}
 
     def after_run(self, session: Session, k: float) -> Updates:
         """Jump to the final step of the new run."""
