@@ -305,3 +305,23 @@ def test_dataset_preview_shows_a_strip_and_the_facts_or_the_problem():
     size = next(w for p, w in form.dataset.widgets("digits") if p.name == "size")
     shown = form.preview({**values, size: 5000})[form.dataset_info]
     assert "<img" not in shown and shown.startswith("<p>⚠️ dataset.size: 5000 is out of range")
+
+
+def test_a_pulled_comparison_is_told_from_a_run_and_shown_on_the_compare_tab(tmp_path):
+    from studio.runs import save_run
+    from studio.ui.hubshare import is_comparison
+
+    base = RunConfig.from_dict({"dataset": {"name": "digits", "size": 100}, "n": 2, "sampler": {"steps": 3}})
+    a, b = (engine.execute(cfg) for cfg in compare_pair(base))
+    save_run(a, tmp_path / "pair" / "a")
+    save_run(b, tmp_path / "pair" / "b")
+    single = save_run(a, tmp_path / "single")
+    assert is_comparison(tmp_path / "pair") and not is_comparison(single)
+    with gr.Blocks():
+        form = RunForm(current())
+        tab = compare.CompareTab(gr.State(), form, current())
+    session = Session()
+    shown = tab.show_pulled(session, tmp_path / "pair", "alice/runs ")
+    assert [r.run.config.sampler.name for r in session.compare] == ["ddpm", "ddim"]
+    assert "Same seed (0)" in shown[tab.table] and shown[tab.download]["value"].endswith(".zip")
+    assert "pulled pair from alice/runs" in shown[tab.progress]
