@@ -1,4 +1,4 @@
-() => {
+(() => {
   // The run player (studio/ui/player.py writes the feed it plays): the hidden #player-feed holds one element
   // per step with its x_t and x̂0 as data URLs; this plays them at the chosen pace, while the run computes
   // and after, however fast it computed. Also: classroom mode from ?classroom=1.
@@ -127,4 +127,4 @@
     else if (!box) setTimeout(syncToggle, 200);
   };
   syncToggle();
-}
+})();

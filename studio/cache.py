@@ -1,4 +1,5 @@
-"""Content-keyed cache under $STUDIO_CACHE: every entry is keyed by a fingerprint, never by a name alone."""
+"""Content-keyed cache under $STUDIO_CACHE: every entry is keyed by a fingerprint, never by a name alone.
+Importing it does not import torch (the page reads its catalog from here before the engine loads)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable
 
 from studio.limits import Limits
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cache_root() -> Path:
@@ -32,8 +34,9 @@ def cache_root() -> Path:
 def digest(*parts: Any) -> str:
     """A stable hash of JSON-able parts, tensors and bytes."""
     h = hashlib.sha256()
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
     for part in parts:
-        if isinstance(part, torch.Tensor):
+        if torch is not None and isinstance(part, torch.Tensor):
             t = part.detach().cpu().contiguous()
             h.update(str((t.dtype, tuple(t.shape))).encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -200,6 +203,8 @@ def finish_writes() -> None:
 
 
 def _store(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file  # imported here: importing the cache does not import torch
+
     atomic_write(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
     trim_cache(keep=path)
 
@@ -220,6 +225,8 @@ def cached_tensors(namespace: str, key: str, build: Callable[[], dict[str, torch
     entry as recently used, a store trims the cache to STUDIO_MAX_CACHE_BYTES. `in_background` stores a built
     value from a thread (copy to the host and write: 2.7 s for a 3x64x64 Gaussian fit) while the caller goes on;
     the tensors must then not be changed in place. Stores still running are awaited at exit and by readers."""
+    from safetensors.torch import load_file
+
     path = entry_path(namespace, key)
     _written(path)
     if path.exists():

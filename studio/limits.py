@@ -36,6 +36,12 @@ def shared_instance() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+def space_oauth() -> bool:
+    """Whether Hugging Face OAuth really runs here (on a Space with `hf_oauth: true`); elsewhere Gradio mocks the
+    sign-in with the server's own saved token, which a visitor must never get."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
 class LimitError(ValueError):
     """A request over one of the instance's limits."""
 

@@ -18,13 +18,14 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from studio import resource_dir
-from studio.config import RunConfig
-from studio.denoisers.registry import denoiser_names
+
+if TYPE_CHECKING:  # the config and the registries import torch: imported where a preset is parsed
+    from studio.config import RunConfig
 
 SAMPLER_FIELDS = ("steps", "spacing", "clip_x0")  # sampler keys that survive a change of sampler
 DEFAULT_PAIR = {"a": {"sampler": {"name": "ddpm"}}, "b": {"sampler": {"name": "ddim", "eta": 0.0}}}
@@ -51,6 +52,8 @@ def parse_study(raw: Any, name: str) -> dict[str, Any]:
     """A preset's `study:` section with defaults filled; ValueError naming the field."""
     if not isinstance(raw, dict) or set(raw) - {"denoisers", "reference", "repeats"}:
         raise ValueError(f"preset {name}: study: expected a mapping of denoisers, reference and repeats")
+    from studio.denoisers.registry import denoiser_names
+
     names = set(denoiser_names())
     denoisers = raw.get("denoisers") or []
     reference = str(raw.get("reference", "unet"))
@@ -82,6 +85,8 @@ def presets_dir() -> Path:
 def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
     """A copy of `cfg` with `changes` (RunConfig YAML shape) applied; a new dataset, denoiser or sampler
     name drops the old one's own parameters, since they belong to it."""
+    from studio.config import RunConfig
+
     base = cfg.to_dict()
     for key, value in (changes or {}).items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -123,6 +128,8 @@ def parse_preset(text: str, name: str) -> Preset:
     if not isinstance(compare, dict) or set(compare) - {"a", "b"} or not all(
             isinstance(v, dict) for v in compare.values()):
         raise ValueError(f"preset {name}: compare: expected a mapping with sides a and b of config overrides")
+    from studio.config import RunConfig
+
     try:
         cfg = RunConfig.from_dict(data)
         compare_pair(cfg, compare or None)

@@ -12,7 +12,7 @@ from studio.config import RunConfig
 from studio.limits import LimitError, Limits
 from studio.serving import policy
 from studio.ui.form import RunForm
-from studio.ui.forward import ForwardTab
+from studio.ui.forward import training_item
 
 SECRET = "root:x:0:0:SECRET-LINE"
 
@@ -79,11 +79,8 @@ def no_loading(monkeypatch):
         raise AssertionError("a dataset was loaded before the policy gate refused the request")
 
     import studio.data.registry as registry
-    import studio.ui.form as form
-    import studio.ui.forward as forward
 
-    for module in (registry, form, forward):
-        monkeypatch.setattr(module, "load_dataset", refuse)
+    monkeypatch.setattr(registry, "load_dataset", refuse)  # the page's handlers import it from here as they run
 
 
 def test_every_path_calls_the_gate_first(space, monkeypatch, no_loading):
@@ -91,11 +88,11 @@ def test_every_path_calls_the_gate_first(space, monkeypatch, no_loading):
     full_digits = RunConfig.from_dict({"dataset": {"name": "digits"}, "n": 2})  # 1,797 items
     events = list(worker.stream([full_digits], inline=True))
     assert [e.kind for e in events] == ["error"] and "STUDIO_MAX_DATASET" in events[0].message
-    view, info = RunForm.preview(SimpleNamespace(dataset=SimpleNamespace(read=lambda v: ("digits", {}))))
-    assert view is None and "STUDIO_MAX_DATASET" in info
-    tab = SimpleNamespace(form=SimpleNamespace(read=lambda values: full_digits))
+    form = SimpleNamespace(dataset=SimpleNamespace(read=lambda values: ("digits", {})), dataset_info="info")
+    info = RunForm.preview(form, {})["info"]
+    assert "<img" not in info and "STUDIO_MAX_DATASET" in info
     with pytest.raises(LimitError, match="STUDIO_MAX_DATASET"):
-        ForwardTab._item(tab, [], "training image", 0, None)
+        training_item(full_digits, "training image", 0, None)
     outside = cfg(dataset={"name": "folder", "path": str(space.outside)})
     with pytest.raises(LimitError, match="dataset.path"):
-        ForwardTab._item(SimpleNamespace(form=SimpleNamespace(read=lambda values: outside)), [], "upload", 0, None)
+        training_item(outside, "upload", 0, None)

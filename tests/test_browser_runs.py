@@ -195,7 +195,7 @@ def test_on_a_phone_run_and_the_live_pictures_are_on_the_first_screen(browser, a
     print("screenshots:", tmp_path)
 
 
-def test_forward_slider_follows_the_keyboard_and_inversion_is_explained(page, tmp_path):
+def test_forward_slider_follows_the_keyboard_and_dragging_and_inversion_is_explained(page, tmp_path):
     page.get_by_role("tab", name="Forward process").click()
     page.wait_for_function("document.querySelector('#fw-info')?.innerText.includes('t = 500')")
     slider = page.locator("#fw-t input[type=range]")
@@ -203,14 +203,25 @@ def test_forward_slider_follows_the_keyboard_and_inversion_is_explained(page, tm
     for _ in range(3):
         slider.press("ArrowRight")
     page.wait_for_function("document.querySelector('#fw-info').innerText.includes('t = 503')", timeout=20_000)
+    box = slider.bounding_box()  # drag the thumb from t = 503 to about a quarter of the way
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.503, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.25, y, steps=8)
+    page.mouse.up()
+    dragged = int(slider.input_value())
+    assert 150 < dragged < 350, dragged
+    page.wait_for_function(f"document.querySelector('#fw-info').innerText.includes('t = {dragged} ')",
+                           timeout=20_000)
+    explained = page.inner_text("#tab-forward .studio-explain")  # before anything is inverted
+    assert "scaled copy" in explained and "whitened, noise-like" in explained
     assert page.input_value("#fw-denoiser input") == "wiener"  # the textbook picture by default
     page.locator("#fw-steps input").fill("20")
     page.click("#fw-invert")
     page.wait_for_function("document.querySelector('#fw-inv-info').innerText.includes('reconstruction error')")
     info = page.inner_text("#fw-inv-info")
     std = float(re.search(r"x_T std ([\d.]+)", info).group(1))
-    assert info.startswith("wiener") and 0.5 < std < 1.5, info  # optimal's faded copy has std ≈ 0.3
-    assert "faded copy of itself" in info
+    assert info.startswith("wiener") and 0.5 < std < 1.5, info  # optimal's scaled copy has std ≈ 0.3
     page.screenshot(path=str(tmp_path / "00-forward.png"), full_page=True)
     print("screenshots:", tmp_path)
 

@@ -52,14 +52,18 @@ def test_a_background_store_is_awaited_by_readers_and_never_builds_twice(tmp_pat
     the write instead of building again, and the stored value equals the built one."""
     monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
     builds = []
-    release = __import__("threading").Event()
-    real_save = cache.save_file
+    import threading
+
+    import safetensors.torch
+
+    release = threading.Event()
+    real_save = safetensors.torch.save_file
 
     def slow_save(tensors, path):
         release.wait(5)  # hold the write until the caller has its value back
         real_save(tensors, path)
 
-    monkeypatch.setattr(cache, "save_file", slow_save)
+    monkeypatch.setattr(safetensors.torch, "save_file", slow_save)
 
     def build():
         builds.append(1)
@@ -79,7 +83,9 @@ def test_a_failed_background_store_warns_and_costs_only_a_rebuild(tmp_path, monk
     def full_disk(tensors, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache, "save_file", full_disk)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
     out = cache.cached_tensors("fits", "k", lambda: {"x": torch.ones(3)}, in_background=True)
     cache.finish_writes()
     assert torch.equal(out["x"], torch.ones(3)) and not cache.is_cached("fits", "k")

@@ -1,5 +1,6 @@
 """The import-time patch of Gradio (studio.ui.gradio_startup): it patches exactly what it claims, renders event
-docstrings as Gradio's jinja2 would, and leaves modules alone when the patched names are missing."""
+docstrings as Gradio's jinja2 would, defers pandas to its first use, and leaves modules alone when the patched
+names are missing."""
 
 import json
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 from jinja2 import Template
 
 from studio.ui import gradio_startup
-from studio.ui.gradio_startup import GradioStartupFinder, patch_component_meta, patch_events, render_doc, skip_pyi
+from studio.ui.gradio_startup import (Deferred, GradioStartupFinder, deferring, patch_component_meta, patch_events,
+                                      render_doc, skip_pyi)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +27,12 @@ from jinja2 import Template
 from studio.ui.gradio_startup import GradioStartupFinder, skip_pyi
 
 raw = next(e for e in gr.Textbox.EVENTS if e == "submit").copy().listener.__doc__
+deferred = "pandas" not in sys.modules
+import gradio.caching
+table = gradio.caching.pd.DataFrame({"a": [1]})  # the first use imports it
 print(json.dumps({
+    "pandas_deferred": deferred,
+    "pandas_on_first_use": type(table).__module__.startswith("pandas") and "pandas" in sys.modules,
     "pyi_skipped": meta.create_or_modify_pyi is skip_pyi,
     "set_doc_patched": EventListener.set_doc.__module__ == "studio.ui.gradio_startup",
     "finder_left": any(isinstance(f, GradioStartupFinder) for f in sys.meta_path),
@@ -40,7 +47,7 @@ def test_a_fresh_import_through_studio_ui_is_patched():
     out = subprocess.run([sys.executable, "-c", FRESH_IMPORT], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
-        "pyi_skipped": True, "set_doc_patched": True, "finder_left": False, "loader": "SourceFileLoader",
+        "pandas_deferred": True, "pandas_on_first_use": True, "pyi_skipped": True, "set_doc_patched": True, "finder_left": False, "loader": "SourceFileLoader",
         "doc_is_jinja": True, "raw_had_placeholder": True}
 
 
@@ -147,3 +154,16 @@ def test_install_is_idempotent_and_late_installs_do_nothing(monkeypatch):
     gradio_startup.install()
     gradio_startup.install()
     assert sum(isinstance(f, GradioStartupFinder) for f in sys.meta_path) == 1
+
+
+def test_a_deferred_module_is_imported_on_first_use(tmp_path, monkeypatch):
+    (tmp_path / "slow_to_import.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_to_import", raising=False)
+    with deferring(["slow_to_import"]):
+        import slow_to_import as bound
+    assert isinstance(bound, Deferred) and "slow_to_import" not in sys.modules
+    assert bound.VALUE == 42 and type(sys.modules["slow_to_import"]).__name__ == "module"
+    with deferring(["slow_to_import"]):  # already imported: nothing to defer
+        import slow_to_import as again
+    assert again is sys.modules["slow_to_import"]

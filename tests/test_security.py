@@ -135,14 +135,12 @@ def test_uploaded_pictures_are_decoded_only_as_png_jpeg_or_webp(app):
     from PIL import Image
     from space_app import Page
 
-    inputs = app.demo.fns[app.fn_index("noise")].inputs
-    defaults = [getattr(c, "value", None) for c in inputs]
-    slot = [i for i, c in enumerate(inputs) if getattr(c, "elem_id", None) == "fw-upload"][0]
+    inputs = app.demo.fns[app.fn_index("noise")].inputs  # the page sends them by component; the API in id order
+    defaults = {getattr(c, "elem_id", None) or i: getattr(c, "value", None) for i, c in enumerate(inputs)}
 
     def noise_of(picture: dict) -> dict:
-        data = list(defaults)
-        data[slot - 2], data[slot] = "upload", picture  # source, (index), upload
-        return Page(app).call("noise", *data)
+        data = {**defaults, "fw-source": "upload", "fw-upload": picture}
+        return Page(app).call("noise", *data.values())
 
     png, gif = io.BytesIO(), io.BytesIO()
     Image.new("L", (12, 12), 200).save(png, format="PNG")

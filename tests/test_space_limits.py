@@ -220,9 +220,13 @@ def test_dataset_size_hint_and_data_roots(monkeypatch, tmp_path):
 def test_inversion_steps_limit(app, monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_STEPS", "20")
     inputs = app.demo.fns[app.fn_index("invert")].inputs
-    defaults = [getattr(c, "value", None) for c in inputs[:-1]]  # every control as the page starts, K last
-    done = Page(app).call("invert", *defaults, 21)
+    steps = next(i for i, c in enumerate(inputs) if c.elem_id == "fw-steps")
+
+    def invert(k: int) -> dict:  # every control as the page starts, K as given
+        return Page(app).call("invert", *(k if i == steps else getattr(c, "value", None) for i, c in enumerate(inputs)))
+
+    done = invert(21)
     assert done["success"] is False
     assert done["output"]["error"] == ("inversion steps K: 21 is over this instance's limit of 20 "
                                        "(set STUDIO_MAX_STEPS to change it)")
-    assert Page(app).call("invert", *defaults, 5)["success"]
+    assert invert(5)["success"]

@@ -98,6 +98,7 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
     import gradio as gr
 
     from studio.studies.study import table_markdown
+    from studio.ui.catalog import current
     from studio.ui.form import RunForm
     from studio.ui.study import StudyPanel
 
@@ -105,22 +106,27 @@ def test_the_page_shows_the_table_on_disk_and_refuses_bad_seeds(tmp_path, monkey
     cfg = RunConfig.from_dict({"dataset": {"name": "digits", "size": 64}, "denoiser": {"name": "optimal"},
                                "sampler": {"name": "ddim", "steps": 3}, "n": 4, "seed": 1, "device": "cpu"})
     with gr.Blocks():
-        form = RunForm(cfg)
-        panel = StudyPanel(form)
-    values = [c.value for c in form.inputs]
-    status, table, figure, archive = panel.run(["optimal", "wiener"], "wiener", 2, *values)
+        form = RunForm(current(), cfg.to_dict())
+        panel = StudyPanel(form, current(), gr.DownloadButton())
+    values = {c: c.value for c in form.inputs}
+
+    def run(denoisers: list[str], reference: str, repeats: int) -> dict:
+        return panel.run({**values, panel.denoisers: denoisers, panel.reference: reference, panel.repeats: repeats})
+
+    out = run(["optimal", "wiener"], "wiener", 2)
+    shown, figure, archive = out[panel.table], out[panel.chart], out[panel.download]
     folders = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
-    assert len(folders) == 1 and "2 denoiser(s) × 2 repeat(s)" in status
+    assert len(folders) == 1 and shown.startswith("done · 2 denoiser(s) × 2 repeat(s)")
     assert re.search(r"-study-digits-[0-9a-f]{16}$", folders[0].name)  # 64 random bits: not guessable
     on_disk = json.loads((folders[0] / "table.json").read_text())
-    assert table == table_markdown(on_disk)
+    assert shown.endswith("\n\n" + table_markdown(on_disk))
     assert [r["denoiser"] for r in on_disk] == ["optimal", "wiener"] and on_disk[1]["final_r2_median"] == 1.0
     assert {trace.name for trace in figure.data} == {"optimal", "wiener"}
-    assert archive.endswith(".zip")
+    assert archive["value"].endswith(".zip") and archive["visible"] is True
     with pytest.raises(gr.Error, match="repeats"):
-        panel.run(["optimal"], "wiener", 9, *values)
+        run(["optimal"], "wiener", 9)
     with pytest.raises(gr.Error, match="denoisers"):
-        panel.run([], "wiener", 1, *values)
+        run([], "wiener", 1)
 
 
 def test_repeats_draw_disjoint_noise():

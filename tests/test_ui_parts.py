@@ -1,7 +1,10 @@
-"""The studio's page parts without a server: generated controls, the form round trip, the tab handlers' numbers."""
+"""The studio's page parts without a server: generated controls, the form round trip, the tab handlers' numbers.
+Handlers take the page's values by component and give updates by component, as the page does."""
 
+import base64
 import copy
 import importlib.util
+import io
 import math
 from pathlib import Path
 
@@ -21,26 +24,28 @@ from studio.diffusion.samplers import SAMPLERS
 from studio.diffusion.schedules import Schedule
 from studio.presets import compare_pair, list_presets
 from studio.ui import compare, controls, forward, neighbours, pictures
+from studio.ui.catalog import current
 from studio.ui.form import RunForm
 from studio.ui.locality import LocalityTab
 from studio.ui.session import Result, Session, progress_html
 from studio.serving.worker import Job
 
 
-def widget_values(components) -> list:
-    return [c.value for c in components]
+def page_values(components) -> dict:
+    """What the page holds in these components when it opens."""
+    return {c: c.value for c in components}
 
 
-def apply(outputs, updates, inputs, values) -> list:
-    """What `inputs` (holding `values`) hold after a handler returned `updates` for `outputs`."""
-    new = dict(zip(outputs, updates))
-    out = []
-    for component, old in zip(inputs, values):
-        update = new.get(component, {"__type__": "update"})
+def applied(values: dict, updates: dict) -> dict:
+    """What the components of `values` hold after a handler returned `updates` (by component)."""
+    out = dict(values)
+    for component, update in updates.items():
+        if component not in out:
+            continue
         if isinstance(update, dict) and update.get("__type__") == "update":
-            out.append(update.get("value", old))
+            out[component] = update.get("value", out[component])
         else:
-            out.append(update)
+            out[component] = update
     return out
 
 
@@ -57,6 +62,7 @@ def test_every_declared_parameter_gets_a_widget_that_round_trips_its_default():
     with gr.Blocks():
         for p in all_params():
             widget = controls.component_for(p, "t")
+            assert widget.label.startswith(p.name) and widget.info == (p.help or None)
             value = controls.from_widget(p, controls.to_widget(p, p.default))
             assert p.coerce(value, "t") == p.default or (value is None and p.default is None), p
             if p.kind is bool:
@@ -71,20 +77,35 @@ def test_the_form_shows_and_reads_back_every_preset():
     presets, problems = list_presets()
     assert not problems
     with gr.Blocks():
-        form = RunForm(RunConfig().validate())
-    defaults = widget_values(form.inputs)
+        form = RunForm(current())
+    defaults = page_values(form.inputs)
     assert form.read(defaults).to_dict() == RunConfig().validate().to_dict()
-    for preset in presets:
-        shown = apply(form.outputs, form.fill(preset.config), form.inputs, defaults)
+    shown = defaults
+    for preset in presets:  # one after the other, as a visitor clicks through them
+        shown = applied(shown, form.fill(preset.config.to_dict()))
         assert form.read(shown).to_dict() == preset.config.to_dict(), preset.name
+
+
+def test_entries_share_parameter_widgets_and_a_choice_shows_its_own():
+    with gr.Blocks():
+        form = RunForm(current())
+    panel = form.dataset
+    assert len(panel.slots) < sum(len(params) for params in panel.options.values()) / 5
+    for name, params in panel.options.items():  # every parameter of every entry has a widget of its kind
+        assert [type(w) for _, w in panel.widgets(name)] == [type(controls.component_for(p, "x")) for p in params]
+    shown = panel.show("moons")
+    visible = [w for w in panel.slots if shown[w].get("visible")]
+    assert [shown[w]["label"] for w in visible] == ["size", "seed", "noise"]
+    assert shown[visible[2]]["maximum"] == 1.0 and shown[visible[0]]["value"] == 1000
+    values = applied(page_values(form.inputs), {form.dataset.dropdown: "moons", **shown})
+    assert form.read(values).dataset.name == "moons"
 
 
 def test_the_form_names_the_field_of_a_bad_value():
     with gr.Blocks():
-        form = RunForm(RunConfig().validate())
-    values = widget_values(form.inputs)
-    steps = form.inputs.index(form.method.steps)
-    values[steps] = 0
+        form = RunForm(current())
+    values = page_values(form.inputs)
+    values[form.method.steps] = 0
     with pytest.raises(ValueError, match=r"sampler\.steps: 0 is out of range \[1, 1000\]"):
         form.read(values)
 
@@ -130,8 +151,8 @@ def test_locality_tab_shows_the_analysis_mask_and_wiener_row():
     dataset = load_dataset("digits", size=300)
     with gr.Blocks():
         tab = LocalityTab(gr.State())
-    body, picture, info, row_fig, mask_fig, note, strip_fig, patch = tab.update(
-        Session(sample=Result(run, dataset)), 2, 3, 5, "R", 4)
+    out = tab.update(Session(sample=Result(run, dataset)), 2, 3, 5, "R", 4)
+    body, picture, info, row_fig, mask_fig, note, strip_fig, patch = (out[c] for c in tab.outputs)
     view = locality_view(dataset, (5, 3), int(run.trajectory.timesteps[3]), float(run.trajectory.alpha_bar[3]),
                          mask_threshold=cfg.denoiser.params["mask_threshold"])
     assert "pixel (x=3, y=5) of sample 2 · step 4/6" in info
@@ -158,17 +179,19 @@ def test_forward_noise_and_upload(tmp_path):
 
 def test_forward_tab_reports_alpha_bar_snr_and_a_faithful_inversion():
     with gr.Blocks():
-        form = RunForm(RunConfig().validate())
+        form = RunForm(current())
         tab = forward.ForwardTab(form)
-    values = widget_values(form.inputs)
-    picture, info, chart = tab.noise(*values, "training image", 3, None, 250, 0)
+    values = {**page_values(form.inputs), tab.source: "training image", tab.index: 3, tab.upload: None,
+              tab.t: 250, tab.seed: 0, tab.steps: 20, tab.inv_denoiser: forward.SAMPLE_TABS}
+    out = tab.noise(values)
+    picture, info = out[tab.picture], out[tab.info]
     ab = Schedule.build().ab(250)
     assert f"ā_t = {ab:.5f}" in info and f"SNR = ā/(1-ā) = {ab / (1 - ab):.4g}" in info
     assert picture.size[0] > 3 * picture.size[1] / 2
-    _, inv = tab.invert(*values, "training image", 3, None, 20)
+    inv = tab.invert(values)[tab.inv_info]
     assert "optimal, DDIM η = 0, 20 steps" in inv and "RMS 0.0000" in inv
     with pytest.raises(gr.Error, match=r"training image #: 5000 is out of range \[0, 1796\]"):
-        tab.noise(*values, "training image", 5000, None, 250, 0)
+        tab.noise({**values, tab.index: 5000})
 
 
 def test_pairs_picture_and_progress_bar():
@@ -244,10 +267,10 @@ def test_locality_tab_charts_the_patch_size_of_local_score_runs():
     with gr.Blocks():
         tab = LocalityTab(gr.State())
     out = tab.update(Session(sample=Result(run, load_dataset("digits", size=300))), 1, 4, 4, "R", 1)
-    patch = out[-1]
+    patch = out[tab.patch]
     assert patch["visible"] is True
     assert list(patch["value"].data[0].y) == [float(s["patch_size"]) for s in run.trajectory.shared]
-    assert "the mask pca_locality would use here" in out[5]
+    assert "the mask pca_locality would use here" in out[tab.mask_note]
 
 
 def test_exported_config_runs_with_the_cli(tmp_path):
@@ -256,15 +279,15 @@ def test_exported_config_runs_with_the_cli(tmp_path):
 
     preset = next(p for p in list_presets()[0] if p.name == "wiener_blurs")
     with gr.Blocks():
-        tab = SampleTab(gr.State(), RunConfig().validate())
-    values = apply(tab.form.outputs, tab.form.fill(preset.config), tab.form.inputs, widget_values(tab.form.inputs))
-    text = tab.export(*values)
+        tab = SampleTab(gr.State(), current())
+    values = applied(page_values(tab.form.inputs), tab.form.fill(preset.config.to_dict()))
+    text = tab.export(values)[tab.yaml]
     assert RunConfig.from_yaml(text).to_dict() == preset.config.to_dict()
     (tmp_path / "config.yaml").write_text(text)
     assert main(["sample", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"),
                  "--steps", "3", "--n", "2"]) == 0
     assert (tmp_path / "run" / "samples.png").is_file()
-    shown = apply(tab.form.outputs, tab.import_yaml(text), tab.form.inputs, widget_values(tab.form.inputs))
+    shown = applied(page_values(tab.form.inputs), tab.import_yaml(text))
     assert tab.form.read(shown).to_dict() == preset.config.to_dict()
     with pytest.raises(gr.Error, match=r"n: 0 is out of range"):
         tab.import_yaml(text.replace("n: 16", "n: 0"))
@@ -272,16 +295,36 @@ def test_exported_config_runs_with_the_cli(tmp_path):
 
 def test_dataset_preview_shows_a_strip_and_the_facts_or_the_problem():
     with gr.Blocks():
-        form = RunForm(RunConfig().validate())
-    values = widget_values(form.dataset.inputs)
-    strip, facts = form.preview(*values)
-    assert facts.startswith("**N = 1,797** · shape 1×8×8 · 10 classes") and "license: CC BY 4.0" in facts
-    assert "<summary>source and license</summary>scikit-learn load_digits" in facts
+        form = RunForm(current())
+    values = page_values(form.dataset.inputs)
+    shown = form.preview(values)[form.dataset_info]
+    assert "<b>N = 1,797</b> · shape 1×8×8 · 10 classes" in shown and "license: CC BY 4.0" in shown
+    assert "<summary>source and license</summary>scikit-learn load_digits" in shown
+    strip = Image.open(io.BytesIO(base64.b64decode(shown.split('src="data:image/png;base64,')[1].split('"')[0])))
     assert strip.size == (16 * 9 * 4 + 4, 9 * 4 + 4)  # 16 digits in a row, 1 px pad, upscaled x4
-    size = form.dataset.inputs.index(next(c for n, p, c in form.dataset.fields if n == "digits" and p.name == "size"))
-    values[size] = 5000
-    strip, facts = form.preview(*values)
-    assert strip is None and facts.startswith("⚠️ dataset.size: 5000 is out of range")
+    size = next(w for p, w in form.dataset.widgets("digits") if p.name == "size")
+    shown = form.preview({**values, size: 5000})[form.dataset_info]
+    assert "<img" not in shown and shown.startswith("<p>⚠️ dataset.size: 5000 is out of range")
+
+
+def test_a_pulled_comparison_is_told_from_a_run_and_shown_on_the_compare_tab(tmp_path):
+    from studio.runs import save_run
+    from studio.ui.hubshare import is_comparison
+
+    base = RunConfig.from_dict({"dataset": {"name": "digits", "size": 100}, "n": 2, "sampler": {"steps": 3}})
+    a, b = (engine.execute(cfg) for cfg in compare_pair(base))
+    save_run(a, tmp_path / "pair" / "a")
+    save_run(b, tmp_path / "pair" / "b")
+    single = save_run(a, tmp_path / "single")
+    assert is_comparison(tmp_path / "pair") and not is_comparison(single)
+    with gr.Blocks():
+        form = RunForm(current())
+        tab = compare.CompareTab(gr.State(), form, current())
+    session = Session()
+    shown = tab.show_pulled(session, tmp_path / "pair", "alice/runs ")
+    assert [r.run.config.sampler.name for r in session.compare] == ["ddpm", "ddim"]
+    assert "Same seed (0)" in shown[tab.table] and shown[tab.download]["value"].endswith(".zip")
+    assert "pulled pair from alice/runs" in shown[tab.progress]
 
 
 def test_colour_gifs_keep_every_frame_and_stay_faithful():

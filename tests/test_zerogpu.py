@@ -235,11 +235,11 @@ def test_the_page_runs_its_job_inside_one_gpu_call(fake_spaces, gpu_work_only_in
 
 def test_warm_up_stays_on_the_cpu(fake_spaces, monkeypatch):
     """spaces shows a GPU outside its calls; the background warm-up must not use it."""
-    from studio.ui.app import warm_up
+    from studio.ui.loader import start
 
     asked = []
     resolve = engine.resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(engine, "resolve_device", lambda name: asked.append(name) or resolve("cpu"))
-    warm_up().join(60)
+    start(warm_up=True, delay=0).join(60)
     assert asked == ["cpu"]

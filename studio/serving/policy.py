@@ -12,16 +12,10 @@ from pathlib import Path
 
 from studio.config import RunConfig
 from studio.data.registry import get_entry, resolve_options
-from studio.limits import LimitError, Limits, shared_instance
+from studio.limits import LimitError, Limits, shared_instance, space_oauth
 
 __all__ = ["check_config", "check_dataset", "check_loaded", "check_sources", "data_roots", "shared_instance",
            "space_oauth", "visitor_token"]
-
-
-def space_oauth() -> bool:
-    """Whether Hugging Face OAuth really runs here (on a Space with `hf_oauth: true`); elsewhere Gradio mocks the
-    sign-in with the server's own saved token, which a visitor must never get."""
-    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
 
 
 def visitor_token(typed: str | None, oauth_token: str | None = None) -> str | bool | None:

@@ -20,11 +20,11 @@ import logging
 import os
 from dataclasses import replace
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from studio.serving import worker
-from studio.config import RunConfig
-from studio.serving.worker import TERMINAL, Event, Job, SaveTo
+if TYPE_CHECKING:  # the worker imports torch; this module is imported when the page is built
+    from studio.config import RunConfig
+    from studio.serving.worker import Event, Job, SaveTo
 
 log = logging.getLogger("studio.serving.zerogpu")
 
@@ -54,6 +54,8 @@ def enabled() -> bool:
 
 
 def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    from studio.config import RunConfig
+
     return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(dict(cfg))
 
 
@@ -85,7 +87,10 @@ def gpu(fn: Callable, duration: int | Callable[..., int] | None = None) -> Calla
 
 def _job_on_gpu(configs: list[dict[str, Any]]) -> Iterator[Event]:
     """Inside the GPU call: the whole job, inline; the datasets stay behind (the server reloads its copy)."""
-    for event in worker.job_events(Job([RunConfig.from_dict(c) for c in configs])):
+    from studio.config import RunConfig
+    from studio.serving import worker
+
+    for event in worker.job_events(worker.Job([RunConfig.from_dict(c) for c in configs])):
         yield replace(event, dataset=None)
 
 
@@ -98,15 +103,17 @@ def stream(configs: Sequence[RunConfig], save_to: SaveTo | None = None,
            on_job: Callable[[Job], None] | None = None) -> Iterator[Event]:
     """The events of a job, like `worker.stream`: on ZeroGPU its steps run in one `spaces.GPU` call sized by
     `estimate_seconds`, and Cancel closes that call within one step."""
+    from studio.serving import worker
+
     if not enabled():
         yield from worker.stream(configs, save_to, on_job=on_job)
         return
     try:
         worker.admit(configs)
     except ValueError as err:
-        yield Event("error", message=str(err))
+        yield worker.Event("error", message=str(err))
         return
-    job = Job(list(configs))  # the page's handle: nothing runs on it here, cancel() closes the GPU call
+    job = worker.Job(list(configs))  # the page's handle: nothing runs on it here, cancel() closes the GPU call
     if on_job:
         on_job(job)
     events = _gpu_job()([cfg.to_dict() for cfg in job.configs])
@@ -117,10 +124,10 @@ def stream(configs: Sequence[RunConfig], save_to: SaveTo | None = None,
                 event = _server_side(event, job.configs[event.part], save_to)
             last_k = event.k if event.kind == "step" else last_k
             yield event
-            if event.kind in TERMINAL:
+            if event.kind in worker.TERMINAL:
                 return
             if job.cancelled:
-                yield Event("cancelled", k=last_k, message=f"cancelled after {last_k} step(s)")
+                yield worker.Event("cancelled", k=last_k, message=f"cancelled after {last_k} step(s)")
                 return
     finally:
         events.close()
@@ -129,6 +136,7 @@ def stream(configs: Sequence[RunConfig], save_to: SaveTo | None = None,
 def _server_side(event: Event, cfg: RunConfig, save_to: SaveTo | None) -> Event:
     """Give a `ready`/`result` event back its dataset and write the finished run here, in the server."""
     from studio.data.registry import load_dataset
+    from studio.serving import worker
 
     try:
         dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
@@ -137,7 +145,7 @@ def _server_side(event: Event, cfg: RunConfig, save_to: SaveTo | None) -> Event:
             folder = worker.save_result(event.run, dataset, save_to(event.part, event.run))
     except (OSError, ValueError) as err:
         log.exception("could not finish part %s on the server", event.part)
-        return Event("error", part=event.part, message=f"the run could not be saved: {type(err).__name__}: {err}")
+        return worker.Event("error", part=event.part, message=f"the run could not be saved: {type(err).__name__}: {err}")
     return replace(event, dataset=dataset, folder=folder)
 
 

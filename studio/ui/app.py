@@ -1,35 +1,38 @@
 """The studio page: header, presets, and one tab per module (sample, neighbours, locality, compare, forward).
 
-Building the page reads only the registries (names and declared parameters); datasets are loaded when a
-page asks for them, and `warm_up` prepares the default run in the background after the server starts.
-"""
+The first screen is built from the catalog (studio.ui.catalog: the registries' declarations and the presets as
+plain data), so building and serving it imports neither torch nor the engine; `serve` then starts loading the
+engine in the background (studio.ui.loader) and the handlers that compute wait for it. Handlers get their inputs
+and give their outputs by component, never by position."""
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import os
-import threading
+import re
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from studio import resource_dir
-from studio.config import RunConfig
-from studio.presets import Preset, compare_pair, list_presets
+from studio.ui import loader
+from studio.ui.catalog import PresetEntry, current
 from studio.ui.compare import CompareTab
+from studio.ui.form import Updates, Values
 from studio.ui.forward import ForwardTab
+from studio.ui.hubshare import HubPanel, is_comparison
 from studio.ui.locality import LocalityTab
 from studio.ui.neighbours import NeighboursTab
 from studio.ui.sample import SampleTab
 from studio.ui.session import Session, outputs_root
 
-log = logging.getLogger("studio.ui")
-
 CSS_FILE = resource_dir("assets") / "studio.css"
 PLAYER_JS = CSS_FILE.with_name("player.js")  # the run player and classroom mode
 TITLE = "Analytic Diffusion Studio"
 NO_PRESET = "(your own settings)"
+CONCURRENCY = "4"  # events of one listener running at once, unless GRADIO_DEFAULT_CONCURRENCY_LIMIT says otherwise
 
 
 def analytics_enabled() -> bool:
@@ -38,9 +41,10 @@ def analytics_enabled() -> bool:
 
 
 def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
-    presets, problems = list_presets(presets_folder)
-    by_title = {p.title: p for p in presets}
-    cfg = RunConfig().validate()
+    """The page, wired (no torch: the engine is loaded when `serve` starts the server)."""
+    catalog = current(presets_folder)
+    by_title = {p.title: p for p in catalog.presets}
+    os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", CONCURRENCY)  # read as the page's queue is made
     with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=analytics_enabled()) as demo:
         session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
@@ -53,122 +57,127 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
                 gr.Checkbox(False, label="Classroom mode (large text and pictures; also ?classroom=1)",
                             elem_id="classroom", container=False)
         preset_text = gr.Markdown(elem_id="preset-description", elem_classes=["studio-preset"])
-        if problems:
-            gr.Markdown("⚠️ Presets not loaded: " + "; ".join(problems), elem_classes=["studio-small"])
+        if catalog.problems:
+            gr.Markdown("⚠️ Presets not loaded: " + "; ".join(catalog.problems), elem_classes=["studio-small"])
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Sample", id="sample"):
-                sample = SampleTab(session, cfg)
+                sample = SampleTab(session, catalog)
             with gr.Tab("Neighbours", id="neighbours", elem_id="tab-neighbours"):
                 neighbours = NeighboursTab(session)
             with gr.Tab("Locality", id="locality", elem_id="tab-locality"):
                 locality = LocalityTab(session)
             with gr.Tab("Compare", id="compare"):
-                compare = CompareTab(session, sample.form, cfg)
-            with gr.Tab("Forward process", id="forward") as forward_tab:
+                compare = CompareTab(session, sample.form, catalog)
+            with gr.Tab("Forward process", id="forward", elem_id="tab-forward") as forward_tab:
                 forward = ForwardTab(sample.form)
+        hub = HubPanel({"share": "Share the last run", "share_compare": "Share the last comparison"})
 
-        result_events = sample.wire()
-        filled, preset_runs = wire_presets(by_title, preset, preset_text, tabs, session, sample, compare)
-        result_events.append(preset_runs)
-        neighbours.wire(result_events)
-        locality.wire(result_events)
+        sample.wire(demo)
+        wire_presets(by_title, preset, preset_text, tabs, session, sample, compare)
+        neighbours.wire(sample.shown)
+        locality.wire(sample.shown)
         compare.wire()
         forward.wire(forward_tab)
-
-        form = sample.form
-        demo.load(form.preview, form.dataset.inputs, [form.dataset_view, form.dataset_info],
-                  api_visibility="private", show_progress="hidden")
+        wire_hub(hub, session, tabs, sample, compare)
     return demo
 
 
-def wire_presets(by_title: dict[str, Preset], preset: gr.Dropdown, preset_text: gr.Markdown, tabs: gr.Tabs,
-                 session: gr.State, sample: SampleTab, compare: CompareTab) -> tuple[Any, Any]:
-    """One click per lesson: choosing a preset fills every control, runs it (both sides for a comparison) and
-    opens the tab where its point is seen. Returns (the fill event, the Sample run it starts)."""
-    form = sample.form
+def wire_hub(hub: HubPanel, session: gr.State, tabs: gr.Tabs, sample: SampleTab, compare: CompareTab) -> None:
+    """Share the last run or comparison; a pulled one is shown on its tab."""
+    hub.wire_share("share", lambda s: s.sample.folder if s.sample else None, session)
+    hub.wire_share("share_compare", lambda s: s.compare_folder, session)
 
-    study = compare.study
+    def show(state: Session, folder: Path, repo: str) -> Updates:
+        if is_comparison(folder):
+            return {**compare.show_pulled(state, folder, repo), tabs: gr.Tabs(selected="compare")}
+        return {**sample.show_pulled(state, folder, repo), tabs: gr.Tabs(selected="sample")}
 
-    def apply_preset(title: str) -> list:
+    hub.wire_pull(session, show, [*sample.result_outputs, *compare.result_outputs, tabs])
+
+
+def wire_presets(by_title: dict[str, PresetEntry], preset: gr.Dropdown, preset_text: gr.Markdown, tabs: gr.Tabs,
+                 session: gr.State, sample: SampleTab, compare: CompareTab) -> None:
+    """One click per lesson: choosing a preset fills every control it sets, runs it (both sides for a comparison,
+    or its study) and opens the tab where its point is seen."""
+    form, study = sample.form, compare.study
+
+    def apply_preset(title: str) -> Updates:
         chosen = by_title.get(title)
         if chosen is None:
-            return [gr.skip()] * (len(form.outputs) + len(compare.fill_outputs) + len(study.fill_outputs) + 1) + [""]
-        a, b = compare_pair(chosen.config, chosen.compare or None)
+            return {preset_text: ""}
+        shown = study.fill(chosen.study) if chosen.study else {}
         first = "compare" if chosen.opens == "compare" else "sample"  # the run streams there
-        shown = study.fill(chosen.study) if chosen.study else [gr.skip()] * len(study.fill_outputs)
-        return [*form.fill(chosen.config), *compare.fill(a, b), *shown, gr.Tabs(selected=first), chosen.description]
+        return {**form.fill(chosen.config), **compare.fill(*chosen.pair), **shown, tabs: gr.Tabs(selected=first),
+                preset_text: chosen.description}
 
-    def run_sample(title: str, state: Session, *values: Any):
-        chosen = by_title.get(title)
-        if chosen is not None and chosen.opens != "compare":
-            yield from sample.run(state, *values)
+    def chosen_for(values: Values, opens_compare: bool) -> PresetEntry | None:
+        chosen = by_title.get(values[preset])
+        return chosen if chosen is not None and (chosen.opens == "compare") == opens_compare else None
 
-    def run_compare(title: str, state: Session, *values: Any):
-        chosen = by_title.get(title)
-        if chosen is not None and chosen.opens == "compare" and not chosen.study:
-            yield from compare.run(state, *values)
+    def run_sample(values: Values) -> Iterator[Updates]:
+        chosen = chosen_for(values, opens_compare=False)
+        if chosen:
+            yield from sample.run(values)
+            yield {tabs: gr.Tabs(selected=chosen.opens)}  # the run went through: where its point is seen
 
-    def run_study(title: str, *values: Any) -> list:
-        chosen = by_title.get(title)
-        if chosen is None or not chosen.study:
-            return [gr.skip()] * len(study.outputs)
-        return study.run(*values)
+    def run_compare(values: Values) -> Iterator[Updates]:
+        chosen = chosen_for(values, opens_compare=True)
+        if chosen and not chosen.study:
+            yield from compare.run(values)
 
-    def open_tab(title: str) -> Any:
-        chosen = by_title.get(title)
-        return gr.skip() if chosen is None or chosen.opens == "compare" else gr.Tabs(selected=chosen.opens)
+    def run_study(values: Values) -> Updates:
+        chosen = by_title.get(values[preset])
+        return study.run(values) if chosen is not None and chosen.study else {}
 
     filled = preset.change(apply_preset, preset, [*form.outputs, *compare.fill_outputs, *study.fill_outputs, tabs,
                                                   preset_text], api_name="preset", show_progress="hidden")
-    runs = filled.then(run_sample, [preset, session, *form.inputs], sample.result_outputs,
-                       api_visibility="private", show_progress="hidden", concurrency_limit=None)
-    runs.success(open_tab, preset, tabs, api_visibility="private", show_progress="hidden", queue=False)
-    filled.then(run_compare, [preset, *compare.inputs], compare.result_outputs, api_visibility="private",
+    filled.then(run_sample, {preset, session, *form.inputs}, [*sample.result_outputs, tabs],
+                api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    filled.then(run_compare, {preset, *compare.inputs}, compare.result_outputs, api_visibility="private",
                 show_progress="hidden", concurrency_limit=None)
-    filled.then(run_study, [preset, *study.inputs], study.outputs, api_visibility="private",
+    filled.then(run_study, {preset, *study.inputs}, study.outputs, api_visibility="private",
                 concurrency_limit=1, concurrency_id="study")
-    return filled, runs
+
+
+def studio_css() -> str | None:
+    """The studio's stylesheet for the page config, without its comments (Gradio scopes it to the page)."""
+    if not CSS_FILE.is_file():
+        return None
+    return re.sub(r"\s+", " ", re.sub(r"/\*.*?\*/", "", CSS_FILE.read_text(), flags=re.S)).strip()
+
+
+def player_script() -> tuple[str, list[str]]:
+    """The page head's link to the player script, and that file: served as a file that browsers cache (the link
+    names its content's hash), not as text inside the page config."""
+    if not PLAYER_JS.is_file():
+        return "", []
+    version = hashlib.sha256(PLAYER_JS.read_bytes()).hexdigest()[:12]
+    return f'<script src="gradio_api/file={quote(str(PLAYER_JS))}?v={version}"></script>', [str(PLAYER_JS)]
 
 
 def launch_options() -> dict[str, Any]:
-    """Theme, CSS and file access for `demo.launch`."""
+    """Theme, stylesheet, player script and file access for `demo.launch`."""
+    from studio.serving.launch import launch_limits
+
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate")
     root = outputs_root()
     root.mkdir(parents=True, exist_ok=True)
-    from studio.serving.launch import launch_limits
-
-    return dict(theme=theme, css_paths=[CSS_FILE] if CSS_FILE.is_file() else None, allowed_paths=[str(root)],
-                js=PLAYER_JS.read_text() if PLAYER_JS.is_file() else None,
+    head, script = player_script()
+    return dict(theme=theme, css=studio_css(), head=head, allowed_paths=[str(root), *script],
                 footer_links=["api", "gradio", "settings"], run_history=False, ssr_mode=False, **launch_limits())
 
 
-def start(host: str = "127.0.0.1", port: int | None = None, share: bool = False, quiet: bool = False,
-          presets_folder: str | Path | None = None) -> gr.Blocks:
-    """Build the page and serve it in the background; `demo.local_url` says where, `demo.close()` stops it."""
-    demo = build_app(presets_folder)
-    demo.queue(default_concurrency_limit=4)
+def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          quiet: bool = False, warm_up: bool = False, on_loaded: Callable[[], None] | None = None) -> gr.Blocks:
+    """Serve the page in the background (`demo.local_url` says where, `demo.close()` stops it), then load the
+    engine in the background; `warm_up` also prepares the default run."""
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
                 **launch_options())
+    loader.start(warm_up, on_loaded)
     return demo
 
 
-def warm_up(cfg: RunConfig | None = None) -> threading.Thread:
-    """Load the default dataset, fit the default denoiser and build its neighbour index in the background,
-    so the first Run streams at once."""
-
-    def work() -> None:
-        try:
-            from studio import engine
-            from studio.serving import zerogpu
-            from studio.ui import charts  # noqa: F401  (imports plotly)
-
-            # on ZeroGPU the GPU exists only inside spaces.GPU calls: warm the data and imports on the CPU
-            device = "cpu" if zerogpu.enabled() else "auto"
-            run = engine.execute(cfg or RunConfig.from_dict({"sampler": {"steps": 3}, "device": device}))
-            charts.per_step(run.metrics["per_step"])
-        except Exception:  # noqa: BLE001 - warming up is an optimisation; a real run reports real errors
-            log.exception("warm-up failed")
-
-    thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
-    thread.start()
-    return thread
+def start(host: str = "127.0.0.1", port: int | None = None, share: bool = False, quiet: bool = False,
+          presets_folder: str | Path | None = None, warm_up: bool = False) -> gr.Blocks:
+    """Build the page and serve it (`serve`)."""
+    return serve(build_app(presets_folder), host, port, share, quiet, warm_up)

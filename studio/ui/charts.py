@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 COLORS = ("#4f46e5", "#ea580c", "#059669", "#db2777")

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import gradio as gr
-import torch
 
 from studio.serving import zerogpu
-from studio.config import RunConfig
-from studio.data.registry import get_entry, load_dataset
-from studio.presets import compare_pair
-from studio.runs import load_run, stamped_id
-from studio.ui import charts, explain, hubshare, messages, pictures, results
-from studio.ui.form import MethodPanels, RunForm
-from studio.ui.hubshare import HubPanel
+from studio.ui import charts, explain, loader, messages
+from studio.ui.catalog import Catalog
+from studio.ui.form import RunForm, Updates, Values
 from studio.ui.session import Result, Session, progress_html, run_folder
+from studio.ui.side import SidePanel
 from studio.ui.study import StudyPanel
+
+if TYPE_CHECKING:
+    import torch
+
+    from studio.config import RunConfig
 
 SIDES = ("a", "b")
 FRAME_S = 0.15
@@ -48,6 +49,8 @@ def trajectory_distances(a, b) -> dict[str, list[float]]:
 
 def side_config(base: RunConfig, sections: dict[str, Any]) -> RunConfig:
     """`base` (data, schedule, samples, seed, device) with one side's denoiser and sampler."""
+    from studio.config import RunConfig
+
     data = base.to_dict()
     data["denoiser"] = sections["denoiser"]
     data["sampler"] = {**sections["sampler"], "spacing": base.sampler.spacing, "clip_x0": base.sampler.clip_x0}
@@ -77,73 +80,70 @@ def _rate(rate: float | None) -> str:
 
 
 class CompareTab:
-    def __init__(self, session: gr.State, form: RunForm, cfg: RunConfig) -> None:
+    def __init__(self, session: gr.State, form: RunForm, catalog: Catalog) -> None:
         self.session = session
         self.form = form
-        pair = compare_pair(cfg)
+        pair = catalog.default_pair
         gr.Markdown(explain.COMPARE, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
-        gr.Markdown("Both sides use the **Sample** tab's dataset, schedule, spacing, number of samples and seed.",
-                    elem_classes=["studio-small"])
-        self.sides: list[MethodPanels] = []
+        self.sides: list[SidePanel] = []
         with gr.Row(equal_height=False):
             for name, side_cfg in zip(SIDES, pair):
                 with gr.Column(min_width=300, elem_classes=["studio-controls"]):
                     gr.Markdown(f"### Side {name.upper()}", elem_classes=["studio-side"])
-                    self.sides.append(MethodPanels(side_cfg, f"cmp-{name}", explain_text=False))
+                    self.sides.append(SidePanel(catalog, side_cfg, name))
+        form.panels.extend(self.sides)  # the sides follow the Sample tab's dataset
         with gr.Row():
             self.run_btn = gr.Button("▶  Run both", variant="primary", elem_id="cmp-run", scale=2)
             self.cancel_btn = gr.Button("■  Cancel", variant="stop", elem_id="cmp-cancel", scale=1)
         self.progress = gr.HTML(progress_html("idle", text=EMPTY), elem_id="cmp-progress")
         self.message = messages.area("cmp-message")
-        self.live: list[tuple[gr.Image, gr.Image]] = []
-        self.pairs: list[gr.Image] = []
-        with gr.Row(equal_height=False):
-            for name in SIDES:
-                with gr.Column(min_width=300):
-                    with gr.Row():
-                        self.live.append((self._image(f"{name.upper()}: x_t", f"cmp-{name}-xt"),
-                                          self._image(f"{name.upper()}: x̂0", f"cmp-{name}-x0")))
+        with gr.Row(equal_height=False):  # each side's x_t | x̂0: live while the runs stream, then at the chosen step
+            self.pairs = [gr.Image(label=f"{name.upper()}: x_t | x̂0", format="png", type="pil", interactive=False,
+                                   elem_id=f"cmp-{name}-pairs", elem_classes=["studio-pixels"], min_width=300,
+                                   buttons=["download", "fullscreen"]) for name in SIDES]
         with gr.Column(visible=False, elem_id="cmp-results") as self.results:
             self.stale = gr.HTML("", elem_id="cmp-stale-banner", js_on_load=None)
             self.step = gr.Slider(1, 2, value=2, step=1, label="step (both sides)", elem_id="cmp-step")
-            with gr.Row(equal_height=False):
-                for name in SIDES:
-                    self.pairs.append(self._image(f"{name.upper()}: x_t | x̂0 at this step", f"cmp-{name}-pairs"))
             self.chart = gr.Plot(label="distance between the two trajectories", show_label=False, elem_id="cmp-chart")
             self.table = gr.Markdown(elem_id="cmp-table", elem_classes=["studio-summary"])
-            self.download = gr.DownloadButton("⬇ Download comparison (.zip)", elem_id="cmp-download", size="sm")
-        self.hub = HubPanel("compare")
-        self.study = StudyPanel(form)
-
-    @staticmethod
-    def _image(label: str, elem_id: str) -> gr.Image:
-        return gr.Image(label=label, format="png", type="pil", interactive=False, elem_id=elem_id,
-                        elem_classes=["studio-pixels"], buttons=["download", "fullscreen"])
+        # one download below the comparison and the study: whichever finished last
+        self.download = gr.DownloadButton("⬇ Download (.zip)", elem_id="cmp-download", size="sm", visible=False,
+                                          render=False)
+        self.study = StudyPanel(form, catalog, self.download)
+        self.download.render()
 
     @property
-    def inputs(self) -> list:
-        return [self.session, *self.form.inputs, *(c for side in self.sides for c in side.inputs)]
+    def inputs(self) -> set[gr.components.Component]:
+        return {self.session, *self.form.inputs, *(c for side in self.sides for c in side.inputs)}
 
     @property
-    def fill_outputs(self) -> list:
+    def fill_outputs(self) -> list[gr.blocks.Block]:
         return [c for side in self.sides for c in side.outputs]
 
     @property
     def result_outputs(self) -> list:
         return [self.progress, self.results, self.step, *self.pairs, self.chart, self.table, self.download,
-                *(img for pair in self.live for img in pair), self.message, self.stale]
+                self.message, self.stale]
 
-    def fill(self, a: RunConfig, b: RunConfig) -> list:
-        return [*self.sides[0].fill(a), *self.sides[1].fill(b)]
+    def fill(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> Updates:
+        """Updates that show the two sides of a comparison (RunConfig YAML shape)."""
+        return {**self.sides[0].fill(a), **self.sides[1].fill(b)}
 
-    def configs(self, values: Sequence[Any]) -> tuple[RunConfig, RunConfig]:
-        nf = len(self.form.inputs)
-        base = self.form.read(values[:nf])
-        rest = values[nf:]
-        na = len(self.sides[0].inputs)
-        return (side_config(base, self.sides[0].read(rest[:na])), side_config(base, self.sides[1].read(rest[na:])))
+    def configs(self, values: Values) -> tuple[RunConfig, RunConfig]:
+        """The two runs: the Sample tab's form with each side's denoiser and sampler."""
+        base = self.form.read(values)
+        pair = []
+        for side in self.sides:
+            sections = side.read(values)
+            try:
+                pair.append(side_config(base, sections))
+            except ValueError as err:
+                raise ValueError(f"side {side.name.upper()}: {err}") from None
+        return pair[0], pair[1]
 
-    def show(self, session: Session, text: str) -> dict:
+    def show(self, session: Session, text: str) -> Updates:
+        from studio.ui import results
+
         pair = session.compare
         ks = [len(r.run.trajectory.timesteps) for r in pair]
         total = max(ks)
@@ -156,23 +156,31 @@ class CompareTab:
             self.chart: charts.distances(trajectory_distances(pair[0].run, pair[1].run), range(1, total + 1),
                                          "RMS distance between A and B at every step"),
             self.table: compare_table(pair),
-            self.download: results.zipped(session.compare_folder),
+            self.download: gr.update(value=results.zipped(session.compare_folder), visible=True,
+                                     label="⬇ Download comparison (.zip)"),
         }
-        for side, result, (xt, x0) in zip(self.pairs, pair, self.live):
-            traj = result.run.trajectory
-            out[side] = results.step_pairs(result, len(traj.timesteps))
-            out[xt] = pictures.view(traj.x_t[-1], results.background(result))
-            out[x0] = pictures.view(traj.x0[-1], results.background(result))
+        for shown, result in zip(self.pairs, pair):
+            out[shown] = results.step_pairs(result, len(result.run.trajectory.timesteps))
         return out
 
-    def show_step(self, session: Session, k: float) -> list:
+    def show_step(self, session: Session, k: float) -> Updates:
+        """Both sides at the (aligned) step k."""
         pair = session.compare
         if len(pair) != 2:
-            return [gr.skip(), gr.skip()]
-        ks = [len(r.run.trajectory.timesteps) for r in pair]
-        return [results.step_pairs(r, aligned(K, max(ks))[min(int(k), max(ks)) - 1] + 1) for r, K in zip(pair, ks)]
+            return {}
+        from studio.ui import results
 
-    def run(self, session: Session, *values: Any) -> Iterator[dict]:
+        ks = [len(r.run.trajectory.timesteps) for r in pair]
+        return {shown: results.step_pairs(r, aligned(K, max(ks))[min(int(k), max(ks)) - 1] + 1)
+                for shown, r, K in zip(self.pairs, pair, ks)}
+
+    def run(self, values: Values) -> Iterator[Updates]:
+        """Both runs as one job of this session, streamed side by side."""
+        yield from loader.load_visibly(self.progress)
+        from studio.runs import stamped_id
+        from studio.ui import pictures
+
+        session = values[self.session]
         try:
             a, b = self.configs(values)
         except ValueError as err:
@@ -198,11 +206,10 @@ class CompareTab:
                 if final or now - last >= FRAME_S:
                     last = now
                     k_sum, K_sum = (sum(v[i] for v in progress.values()) for i in (0, 1))
-                    xt, x0 = self.live[event.part]
-                    bg = backgrounds.get(event.part)
                     yield {self.progress: progress_html("running", k_sum, K_sum, " · ".join(
                                f"{SIDES[p].upper()}: step {k}/{K}" for p, (k, K) in progress.items())),
-                           xt: pictures.view(event.step.x_t, bg), x0: pictures.view(event.step.x0, bg)}
+                           self.pairs[event.part]: pictures.pairs(event.step.x_t, event.step.x0,
+                                                                  backgrounds.get(event.part))}
             elif event.kind == "result":
                 done[event.part] = Result(event.run, event.dataset, event.folder)
             elif event.kind == "done":
@@ -216,51 +223,33 @@ class CompareTab:
             elif event.kind == "error":
                 yield from self.refuse(event.message)
 
-    def refuse(self, text: str) -> Iterator[dict]:
+    def refuse(self, text: str) -> Iterator[Updates]:
         headline, details = messages.short(text)
         yield {self.progress: progress_html("error", 0, 0, headline), self.message: messages.show(headline, details)}
         raise messages.refuse(text)
 
-    def pull(self, session: Session, repo: str, run_id: str, token: str, oauth: gr.OAuthToken | None = None) -> dict:
-        try:
-            folder = hubshare.pull(repo, run_id, token, hubshare.oauth_value(oauth))
-            parts = sorted(p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file())
-            if len(parts) != 2:
-                raise ValueError(f"{Path(folder).name} is not a comparison of two runs; pull it on the Sample tab")
-            pair = []
-            for part in parts:
-                run = load_run(part)
-                pair.append(Result(run, load_dataset(run.config.dataset.name, **run.config.dataset.options), part))
-        except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        session.compare, session.compare_folder = pair, Path(folder)
-        out = self.show(session, f"pulled {Path(folder).name} from {repo.strip()}")
-        out[self.hub.status] = f"✅ Pulled `{Path(folder).name}`"
-        out[self.hub.token] = ""
-        return out
+    def show_pulled(self, session: Session, folder: Path, repo: str) -> Updates:
+        """A comparison pulled from the Hub (two runs in part folders), shown as this session's comparison."""
+        from studio.data.registry import load_dataset
+        from studio.runs import load_run
+
+        pair = []
+        for part in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.yaml").is_file()):
+            run = load_run(part)
+            pair.append(Result(run, load_dataset(run.config.dataset.name, **run.config.dataset.options), part))
+        session.compare, session.compare_folder = pair, folder
+        return self.show(session, f"pulled {folder.name} from {repo.strip()}")
 
     def wire(self) -> None:
         for side in self.sides:
             side.wire()
         self.study.wire()
-        self.form.dataset.dropdown.change(
-            lambda name, *dens: [side.kind_changed(_kind(name), d) for side, d in zip(self.sides, dens)],
-            [self.form.dataset.dropdown, *(side.denoiser.dropdown for side in self.sides)],
-            [side.denoiser.dropdown for side in self.sides], queue=False, show_progress="hidden",
-            api_visibility="private")
         self.run_btn.click(self.run, self.inputs, self.result_outputs, api_name="compare",
                            api_visibility="undocumented", concurrency_limit=None, trigger_mode="once",
                            show_progress="hidden")
         self.cancel_btn.click(_stop, self.session, None, queue=False, api_visibility="private")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
                         show_progress="hidden", api_visibility="private")
-        self.hub.wire_share(lambda s: s.compare_folder, self.session)
-        self.hub.pull.click(self.pull, [self.session, self.hub.repo, self.hub.run_id, self.hub.token],
-                            [*self.result_outputs, self.hub.status, self.hub.token], api_visibility="private")
-
-
-def _kind(dataset_name: str) -> str:
-    return get_entry(dataset_name).kind
 
 
 def _stop(session: Session) -> None:

@@ -106,7 +106,8 @@ At high noise the row spreads over the whole image; as the noise falls it shrink
 COMPARE = r"""
 Two runs from the **same starting noise** (same seed), side by side. The default pair is DDPM vs DDIM with the
 same denoiser: DDIM's path is deterministic, DDPM adds fresh noise every step. The chart shows the RMS distance
-between the two trajectories at every step.
+between the two trajectories at every step. Both sides use the **Sample** tab's dataset, schedule, spacing, number
+of samples and seed.
 """
 
 FORWARD = r"""
@@ -116,7 +117,13 @@ The signal-to-noise ratio is $\mathrm{SNR}(t) = \bar\alpha_t/(1-\bar\alpha_t)$.
 **DDIM inversion** runs deterministic DDIM ($\eta=0$) backwards, clean → noise:
 $x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\varepsilon$ with $\hat\varepsilon$
 estimated at the level it climbs to. Sampling from that $x_T$ with DDIM should give the image back; the
-reconstruction error shows how well (exact only in the limit of many steps).
+reconstruction error shows how well (exact only in the limit of many steps). Inverting a training image shows what
+a denoiser believes: the exact memorising denoiser (*optimal*) predicts $\hat x_0 = x_0$ for its own training
+image, so $\hat\varepsilon \approx 0$ and $x_T$ is a scaled copy of the image ($\approx\sqrt{\bar\alpha_T}\,x_0$),
+not Gaussian noise, while the Wiener (Gaussian) model maps its Gaussian onto $\mathcal N(0, I)$ and inverts the
+image to a whitened, noise-like $x_T$.
+
+Uses the **Sample** tab's dataset, schedule and spacing (and its denoiser, if chosen below).
 """
 
 

@@ -1,41 +1,38 @@
 """Forward process tab: a training image (or an upload) noised to any t with q(x_t | x0), with ā and the SNR;
-DDIM inversion to x_T with the Sample tab's denoiser, and the reconstruction with its error."""
+DDIM inversion to x_T with the Sample tab's denoiser (or another), and the reconstruction with its error."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
+from studio.limits import LimitError
 from studio.serving import zerogpu
-from studio.serving.policy import check_loaded, check_sources
-from studio.config import RunConfig
-from studio.data.folder import UNREADABLE, open_picture
-from studio.data.registry import load_dataset
-from studio.diffusion.inversion import ddim_invert, reconstruct
-from studio.diffusion.schedules import Schedule
-from studio.diffusion.spacing import timesteps
-from studio.limits import LimitError, Limits
-from studio.presets import override
-from studio.ui import charts, explain, messages, pictures
-from studio.ui.form import RunForm
+from studio.ui import charts, explain, loader, messages
+from studio.ui.form import RunForm, Updates, Values
+
+if TYPE_CHECKING:
+    import torch
+
+    from studio.config import RunConfig
+    from studio.data.dataset import Dataset
 
 SOURCES = ("training image", "upload")
 POINTS_SHOWN = 500
 SAMPLE_TABS = "the Sample tab's denoiser"
-INVERSION_NOTE = ("DDIM inversion runs the deterministic sampler backwards: an exact memorising denoiser "
-                  "(optimal, nearest) inverts a training image to a faded copy of itself, √ā_T·x0, not to "
-                  "Gaussian noise; a denoiser that models the data (wiener) gives an x_T nearer to noise, with "
-                  "std nearer 1, though the image's outline survives wherever the data are not Gaussian.")
 
 
 def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
     """An uploaded picture as one item of the dataset's shape [C, H, W], values in [-1, 1]; only PNG, JPEG and
     WebP are decoded (the upload arrives as a file, not through PIL's every format)."""
+    import torch
+
+    from studio.data.folder import UNREADABLE, open_picture
+
     C, H, W = shape
     try:
         with open_picture(path, "upload") as opened:
@@ -51,16 +48,85 @@ def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
 
 def noised(x0: torch.Tensor, ab: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_t, ε) with x_t = sqrt(ā) x0 + sqrt(1-ā) ε, ε from a seeded CPU generator."""
+    import torch
+
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
     return math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps, eps
+
+
+def training_item(cfg: RunConfig, source: str, index: Any, upload: str | None) -> tuple[Dataset, torch.Tensor]:
+    """(the run's dataset, the item to noise or invert as a batch of one; points: the first training points),
+    after the policy gate."""
+    from studio.data.registry import load_dataset
+    from studio.serving.policy import check_loaded, check_sources
+
+    check_sources(cfg)  # the policy gate, before any loading
+    dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
+    check_loaded(dataset.n)
+    if dataset.kind == "points":
+        return dataset, dataset.x[:POINTS_SHOWN]
+    if source == "upload":
+        if upload is None:
+            raise ValueError("upload: choose a picture to upload first")
+        return dataset, upload_as_item(upload, dataset.shape)[None]
+    i = int(index or 0)
+    if not 0 <= i < dataset.n:
+        raise ValueError(f"training image #: {i} is out of range [0, {dataset.n - 1}]")
+    return dataset, dataset.x[i:i + 1]
+
+
+def schedule_of(cfg: RunConfig) -> Any:
+    from studio.diffusion.schedules import Schedule
+
+    return Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
+
+
+def invert(config: dict[str, Any], source: str, index: Any, upload: str | None, steps: Any,
+           denoiser: str) -> tuple[Any, str]:
+    """(picture, text) of x0 -> x_T -> reconstruction with the run's denoiser, or `denoiser` at its defaults. Plain
+    arguments and results: on ZeroGPU this runs in the GPU process."""
+    from studio import engine
+    from studio.config import RunConfig
+    from studio.diffusion.inversion import ddim_invert, reconstruct
+    from studio.diffusion.spacing import timesteps
+    from studio.limits import Limits
+    from studio.presets import override
+    from studio.ui import pictures
+
+    try:
+        cfg = RunConfig.from_dict(config)
+        dataset, x0 = training_item(cfg, source, index, upload)
+        if denoiser and denoiser != SAMPLE_TABS and denoiser != cfg.denoiser.name:
+            cfg = override(cfg, {"denoiser": {"name": denoiser}})
+        K = int(steps or 0)
+        Limits.from_env().check("max_steps", K, "inversion steps K")
+        ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
+        device = engine.resolve_device(cfg.device)
+        fitted = engine.fitted_denoiser(cfg, dataset, device)
+    except ValueError as err:
+        raise messages.refuse(str(err).replace("sampler.steps", "inversion steps K")) from None
+    schedule = schedule_of(cfg)
+    x_T = ddim_invert(fitted, x0.to(device), schedule, ts)
+    back = reconstruct(fitted, x_T, schedule, ts).cpu()
+    x_T = x_T.cpu()
+    err = (back - x0).reshape(len(x0), -1)
+    rel = float(err.norm(dim=1).div(x0.reshape(len(x0), -1).norm(dim=1).clamp_min(1e-12)).mean())
+    rms = float(err.pow(2).mean().sqrt())
+    if dataset.kind == "points":
+        picture = pictures.hstack([pictures.view(v, dataset.x) for v in (x0, x_T, back)])
+    else:
+        shown = (back - x0).abs().clamp(max=2) - 1  # |error| on the images' own scale: black = none
+        picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
+    info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}) · x_T std "
+            f"{float(x_T.std()):.3f} · reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
+            + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0"))
+    return picture, info
 
 
 class ForwardTab:
     def __init__(self, form: RunForm) -> None:
         self.form = form
         gr.Markdown(explain.FORWARD, latex_delimiters=explain.LATEX, elem_classes=["studio-explain"])
-        gr.Markdown("Uses the **Sample** tab's dataset, schedule and spacing (and its denoiser, if chosen below).",
-                    elem_classes=["studio-small"])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 self.source = gr.Radio(list(SOURCES), value=SOURCES[0], label="image", elem_id="fw-source")
@@ -73,7 +139,7 @@ class ForwardTab:
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
                 self.inv_denoiser = gr.Dropdown([SAMPLE_TABS, "wiener", "optimal", "pca_locality"], value="wiener",
                                                 label="denoiser for the inversion", elem_id="fw-denoiser",
-                                                info="wiener: nearest to the textbook picture (x_T like noise); optimal: a faded copy")
+                                                info="wiener: a whitened, noise-like x_T; optimal: a scaled copy")
                 self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
             with gr.Column(scale=7):
                 self.message = messages.area("fw-message")
@@ -85,35 +151,25 @@ class ForwardTab:
                                             type="pil", interactive=False, elem_id="fw-inversion",
                                             elem_classes=["studio-pixels"])
                 self.inv_info = gr.Markdown(elem_id="fw-inv-info", elem_classes=["studio-summary"])
+        self.invert_on_device = zerogpu.gpu(invert)  # on ZeroGPU a spaces.GPU call, registered at the start
 
-    def _item(self, values: Sequence[Any], source: str, index: float, upload) -> tuple[RunConfig, Any, torch.Tensor]:
-        cfg = self.form.read(values)
-        check_sources(cfg)  # the policy gate, before any loading
-        dataset = load_dataset(cfg.dataset.name, **cfg.dataset.options)
-        check_loaded(dataset.n)
-        if dataset.kind == "points":
-            return cfg, dataset, dataset.x[:POINTS_SHOWN]
-        if source == "upload":
-            if upload is None:
-                raise ValueError("upload: choose a picture to upload first")
-            return cfg, dataset, upload_as_item(upload, dataset.shape)[None]
-        i = int(index or 0)
-        if not 0 <= i < dataset.n:
-            raise ValueError(f"training image #: {i} is out of range [0, {dataset.n - 1}]")
-        return cfg, dataset, dataset.x[i:i + 1]
-
-    def noise(self, *args: Any) -> list:
-        *values, source, index, upload, t, seed = args
+    def noise(self, values: Values) -> Updates:
+        """x0 | x_t | ε at the chosen t, with ā, the SNR and the schedule's chart."""
+        source, upload = values[self.source], values[self.upload]
         if source == "upload" and upload is None:
-            return [gr.skip()] * 3
+            return {}
+        loader.load()
+        from studio.ui import pictures
+
         try:
-            cfg, dataset, x0 = self._item(values, source, index, upload)
+            cfg = self.form.read(values)
+            dataset, x0 = training_item(cfg, source, values[self.index], upload)
         except ValueError as err:
             raise messages.refuse(str(err)) from None
-        schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
-        t = min(int(t), schedule.T - 1)
+        schedule = schedule_of(cfg)
+        t = min(int(values[self.t]), schedule.T - 1)
         ab = schedule.ab(t)
-        x_t, eps = noised(x0, ab, seed)
+        x_t, eps = noised(x0, ab, values[self.seed])
         if dataset.kind == "points":
             picture = pictures.hstack([pictures.view(x0, dataset.x), pictures.view(x_t, dataset.x)])
         else:
@@ -121,61 +177,32 @@ class ForwardTab:
         snr = ab / (1 - ab)
         info = (f"t = {t} of {schedule.T} · ā_t = {ab:.5f} · √ā_t = {math.sqrt(ab):.4f} · √(1-ā_t) = "
                 f"{math.sqrt(1 - ab):.4f} · SNR = ā/(1-ā) = {snr:.4g} ({10 * math.log10(snr):.1f} dB)")
-        return [picture, info, charts.schedule(schedule.alpha_bar, t)]
+        return {self.picture: picture, self.info: info, self.chart: charts.schedule(schedule.alpha_bar, t)}
 
-    def invert(self, *args: Any, denoiser: str | None = None) -> list:
-        """x0 -> x_T -> reconstruction with the Sample tab's denoiser, or with `denoiser` (its defaults)."""
-        *values, source, index, upload, steps = args
+    def invert(self, values: Values) -> Updates:
+        """The inversion of the chosen item (the form's values become plain arguments for the device)."""
+        loader.load()
         try:
-            cfg, dataset, x0 = self._item(values, source, index, upload)
-            if denoiser and denoiser != SAMPLE_TABS and denoiser != cfg.denoiser.name:
-                cfg = override(cfg, {"denoiser": {"name": denoiser}})
-            from studio import engine
-
-            K = int(steps or 0)
-            Limits.from_env().check("max_steps", K, "inversion steps K")
-            ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
-            device = engine.resolve_device(cfg.device)
-            denoiser = engine.fitted_denoiser(cfg, dataset, device)
+            config = self.form.read(values).to_dict()
         except ValueError as err:
-            raise messages.refuse(str(err).replace("sampler.steps", "inversion steps K")) from None
-        schedule = Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
-        x_T = ddim_invert(denoiser, x0.to(device), schedule, ts)
-        back = reconstruct(denoiser, x_T, schedule, ts).cpu()
-        x_T = x_T.cpu()
-        err = (back - x0).reshape(len(x0), -1)
-        rel = float(err.norm(dim=1).div(x0.reshape(len(x0), -1).norm(dim=1).clamp_min(1e-12)).mean())
-        rms = float(err.pow(2).mean().sqrt())
-        if dataset.kind == "points":
-            picture = pictures.hstack([pictures.view(v, dataset.x) for v in (x0, x_T, back)])
-        else:
-            shown = (back - x0).abs().clamp(max=2) - 1  # |error| on the images' own scale: black = none
-            picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
-        info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}) · x_T std "
-                f"{float(x_T.std()):.3f} · reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
-                + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0")
-                + "\n\n" + INVERSION_NOTE)
-        return [picture, info]
-
-    def invert_with(self, denoiser: str, *args: Any) -> list:
-        return self.invert(*args, denoiser=denoiser)
+            raise messages.refuse(str(err)) from None
+        picture, info = self.invert_on_device(config, values[self.source], values[self.index], values[self.upload],
+                                              values[self.steps], values[self.inv_denoiser])
+        return {self.inv_picture: picture, self.inv_info: info}
 
     def wire(self, tab: gr.Tab) -> None:
-        inputs = [*self.form.inputs, self.source, self.index, self.upload]
-        noise_inputs = [*inputs, self.t, self.seed]
+        picked = {*self.form.inputs, self.source, self.index, self.upload}
+        noise_inputs = {*picked, self.t, self.seed}
         outputs = [self.picture, self.info, self.chart, self.message]
-        noise = messages.to_page(self.noise, 3)
-        self.t.release(noise, noise_inputs, outputs, api_name="noise", api_visibility="undocumented",
-                       trigger_mode="always_last", show_progress="minimal")
-        # keyboard (arrow keys) and dragging change the value without a release: follow them too
-        self.t.input(noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
-                     show_progress="hidden")
-        for control in (self.index, self.seed, self.source, self.upload):
-            control.change(noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
-                           show_progress="minimal")
-        tab.select(noise, noise_inputs, outputs, api_visibility="private", show_progress="minimal")
+        noise = messages.to_page(self.noise, self.message)
+        # t follows the keyboard (arrow keys) and dragging as it moves, without the progress timer flickering
+        self.t.input(noise, noise_inputs, outputs, api_name="noise", api_visibility="undocumented",
+                     trigger_mode="always_last", show_progress="hidden")
+        gr.on([tab.select, *(control.change for control in (self.index, self.seed, self.source, self.upload))],
+              noise, noise_inputs, outputs, api_visibility="private", trigger_mode="always_last",
+              show_progress="minimal")
         self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
                            show_progress="hidden", api_visibility="private")
-        self.invert_btn.click(messages.to_page(zerogpu.gpu(self.invert_with), 2),
-                              [self.inv_denoiser, *inputs, self.steps], [self.inv_picture, self.inv_info, self.message],
-                              api_name="invert", api_visibility="undocumented", concurrency_limit=2)
+        self.invert_btn.click(messages.to_page(self.invert, self.message), {*picked, self.inv_denoiser, self.steps},
+                              [self.inv_picture, self.inv_info, self.message], api_name="invert",
+                              api_visibility="undocumented", concurrency_limit=2)

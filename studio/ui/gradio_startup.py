@@ -1,16 +1,19 @@
 """Skip Gradio's import-time developer tooling, most of `import gradio` on a small CPU (gradio-app/gradio#7791):
 every component class rewrites its .pyi stub (already shipped in the wheel) and renders each event docstring
 with a freshly compiled jinja2 template. `install()` patches both as Gradio's modules load; if Gradio no longer
-has the names patched here, its modules load untouched."""
+has the names patched here, its modules load untouched. It also defers pandas (half a second), which Gradio
+imports at start only in gradio.caching, for functions that run later: there it is imported on first use."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import re
 import sys
+from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 COMPONENT = re.compile(r"\{\{\s*component\s*\}\}")
 JINJA_SYNTAX = ("{{", "{%", "{#", "\r")  # anything the plain substitution below would not render like jinja2
@@ -55,24 +58,53 @@ def patch_events(module: ModuleType) -> None:
     listener_class.set_doc = set_doc
 
 
+def no_patch(module: ModuleType) -> None:
+    """The patch of a module that is only loaded with some of its imports deferred."""
+
+
+class Deferred(ModuleType):
+    """Stands in for a module inside the one Gradio module that imports it at start: the real module is imported
+    on the first use of any of its names."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+@contextmanager
+def deferring(names: Sequence[str]) -> Iterator[None]:
+    """While a module executes, `import name` binds a Deferred stand-in for each of `names` not yet imported;
+    afterwards the import system finds the real module again."""
+    stand_ins = {name: Deferred(name) for name in names if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+
+
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "gradio.events": patch_events,
     "gradio.component_meta": patch_component_meta,
+    "gradio.caching": no_patch,
 }
+DEFERRED: dict[str, tuple[str, ...]] = {"gradio.caching": ("pandas",)}  # what each module imports on first use
 
 
 class PatchingLoader(importlib.abc.Loader):
-    """Gradio's own loader, followed by one patch on the executed module."""
+    """Gradio's own loader (with some of the module's imports deferred), followed by one patch on the module."""
 
     def __init__(self, loader: importlib.abc.Loader, patch: Callable[[ModuleType], None],
-                 done: Callable[[], None]) -> None:
-        self.loader, self.patch, self.done = loader, patch, done
+                 done: Callable[[], None], defer: Sequence[str] = ()) -> None:
+        self.loader, self.patch, self.done, self.defer = loader, patch, done, defer
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        self.loader.exec_module(module)
+        with deferring(self.defer):
+            self.loader.exec_module(module)
         module.__loader__ = module.__spec__.loader = self.loader
         self.patch(module)
         self.done()
@@ -85,8 +117,10 @@ class GradioStartupFinder(importlib.abc.MetaPathFinder):
     """Wraps the loaders the other finders give for the patched Gradio modules; leaves `sys.meta_path` once
     all are loaded (from a loader, as the import system iterates the live list while finding)."""
 
-    def __init__(self, patches: dict[str, Callable[[ModuleType], None]] = PATCHES) -> None:
+    def __init__(self, patches: dict[str, Callable[[ModuleType], None]] = PATCHES,
+                 deferred: dict[str, tuple[str, ...]] = DEFERRED) -> None:
         self.pending = dict(patches)
+        self.deferred = deferred
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None):
         patch = self.pending.pop(fullname, None)
@@ -96,7 +130,7 @@ class GradioStartupFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = PatchingLoader(spec.loader, patch, self.finished)
+                    spec.loader = PatchingLoader(spec.loader, patch, self.finished, self.deferred.get(fullname, ()))
                 return spec
         return None
 

@@ -4,14 +4,11 @@ the run as a strip, and the patch size per step of the LS/ELS machines."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
 import numpy as np
 
-from studio.analysis.locality import locality_stack
-from studio.images import column_indices
-from studio.ui import charts, explain, pictures
+from studio.ui import charts, explain, loader
+from studio.ui.form import Updates
 from studio.ui.session import Session
 
 CLICK_SIDE = 288  # the clickable sample is shown about this many pixels wide
@@ -77,10 +74,17 @@ class LocalityTab:
     def controls(self) -> list:
         return [self.sample, self.x, self.y, self.channel, self.step]
 
-    def update(self, session: Session, sample: float, x: float, y: float, channel: str, step: float) -> list:
+    def update(self, session: Session, sample: float, x: float, y: float, channel: str, step: float) -> Updates:
+        """The filter row, the mask and the strip for one output pixel at one step of the session's run."""
         result = session.sample
         if result is None or not result.run.is_image:
-            return [gr.update(visible=False), None, NO_RUN, None, None, "", None, gr.update(visible=False)]
+            return {self.body: gr.update(visible=False), self.picture: None, self.info: NO_RUN, self.row_plot: None,
+                    self.mask_plot: None, self.mask_note: "", self.strip: None, self.patch: gr.update(visible=False)}
+        loader.load()
+        from studio.analysis.locality import locality_stack
+        from studio.images import column_indices
+        from studio.ui import pictures
+
         run, dataset = result.run, result.dataset
         traj = run.trajectory
         C, H, W = dataset.shape
@@ -117,40 +121,43 @@ class LocalityTab:
                 f"input values ({100 * used / mask.size:.1f}%) enter this pixel's softmax; the whole mask at this "
                 f"level keeps {100 * stack.mask_densities[now]:.1f}%. The strip shows the mask at every step.")
         picture = pictures.with_marker(traj.x0[-1, i], px, py, scale_for(max(H, W)))
-        return [gr.update(visible=True), picture, info, row_fig, mask_fig, note, strip_fig, patch_update]
+        return {self.body: gr.update(visible=True), self.picture: picture, self.info: info, self.row_plot: row_fig,
+                self.mask_plot: mask_fig, self.mask_note: note, self.strip: strip_fig, self.patch: patch_update}
 
-    def after_run(self, session: Session, *values: Any) -> list:
+    def after_run(self, session: Session, sample: float, x: float, y: float, channel: str, step: float) -> Updates:
         """Resize the sliders to the new run, keep the pixel where it fits, show the middle step."""
         result = session.sample
         if result is None or not result.run.is_image:
-            return [gr.skip()] * 5 + self.update(session, *values)
+            return self.update(session, sample, x, y, channel, step)
         C, H, W = result.dataset.shape
         K = len(result.run.trajectory.timesteps)
         n = result.run.trajectory.x0.shape[1]
-        x, y = min(int(values[1]), W - 1), min(int(values[2]), H - 1)
+        x, y = min(int(x), W - 1), min(int(y), H - 1)
         x, y = (W // 2, H // 2) if (x, y) == (0, 0) else (x, y)
         step = max(1, K // 2)
-        ups = [gr.update(maximum=max(n, 2), value=min(int(values[0]), n), interactive=n > 1),
-               gr.update(maximum=W - 1, value=x), gr.update(maximum=H - 1, value=y),
-               gr.update(visible=C == 3), gr.update(maximum=max(K, 2), value=step, interactive=K > 1)]
-        return ups + self.update(session, values[0], x, y, values[3], step)
+        return {self.sample: gr.update(maximum=max(n, 2), value=min(int(sample), n), interactive=n > 1),
+                self.x: gr.update(maximum=W - 1, value=x), self.y: gr.update(maximum=H - 1, value=y),
+                self.channel: gr.update(visible=C == 3),
+                self.step: gr.update(maximum=max(K, 2), value=step, interactive=K > 1),
+                **self.update(session, sample, x, y, channel, step)}
 
-    def clicked(self, session: Session, evt: gr.SelectData) -> list:
-        """Pixel coordinates of a click on the upscaled sample."""
+    def clicked(self, session: Session, sample: float, x: float, y: float, channel: str, step: float,
+                evt: gr.SelectData) -> Updates:
+        """The pixel clicked on the upscaled sample, and its views."""
         if session.sample is None or not session.sample.run.is_image:
-            return [gr.skip(), gr.skip()]
+            return {}
         _, H, W = session.sample.dataset.shape
         scale = scale_for(max(H, W))
         cx, cy = evt.index
-        return [min(int(cx) // scale, W - 1), min(int(cy) // scale, H - 1)]
+        x, y = min(int(cx) // scale, W - 1), min(int(cy) // scale, H - 1)
+        return {self.x: x, self.y: y, **self.update(session, sample, x, y, channel, step)}
 
-    def wire(self, result_events: list) -> None:
+    def wire(self, shown: gr.State) -> None:
+        """The controls and a click on the sample redraw; a new result (`shown` changes) resizes the controls."""
         inputs = [self.session, *self.controls]
-        for control in self.controls:
-            control.input(self.update, inputs, self.outputs, api_visibility="private", trigger_mode="always_last",
-                          show_progress="minimal")
-        self.picture.select(self.clicked, self.session, [self.x, self.y], api_visibility="private").then(
-            self.update, inputs, self.outputs, api_visibility="private", show_progress="minimal")
-        for event in result_events:
-            event.success(self.after_run, inputs, [*self.controls, *self.outputs], api_visibility="private",
-                          show_progress="hidden")
+        gr.on([control.input for control in self.controls], self.update, inputs, self.outputs,
+              api_visibility="private", trigger_mode="always_last", show_progress="minimal")
+        self.picture.select(self.clicked, inputs, [self.x, self.y, *self.outputs], api_visibility="private",
+                            show_progress="minimal")
+        shown.change(self.after_run, inputs, [*self.controls, *self.outputs], api_visibility="private",
+                     show_progress="hidden")

@@ -56,17 +56,17 @@ def refuse(text: str) -> gr.Error:
     return gr.Error(readable(text), visible=False, print_exception=False)
 
 
-def to_page(handler: Callable[..., Any], outputs: int, fail: bool = True) -> Callable[..., Iterator[list]]:
-    """`handler` (which raises gr.Error on bad input) for the page: its `outputs` values and a cleared message
-    area (the last output); when it refuses, the refusal goes to the message area first and, with `fail`, the
-    event still fails for API clients."""
-    def wrapped(*args: Any) -> Iterator[list]:
+def to_page(handler: Callable[..., dict], area: gr.HTML, fail: bool = True) -> Callable[..., Iterator[dict]]:
+    """`handler` (updates by component; raises gr.Error on bad input) for the page: its updates and a cleared
+    message `area`; when it refuses, the refusal goes to the message area first and, with `fail`, the event still
+    fails for API clients."""
+    def wrapped(*args: Any) -> Iterator[dict]:
         try:
             out = handler(*args)
         except gr.Error as err:
-            yield [gr.skip()] * outputs + [show(err.message)]
+            yield {area: show(err.message)}
             if fail:
                 raise refuse(err.message) from None
             return
-        yield [*(out if isinstance(out, (list, tuple)) else [out]), ""]
+        yield {**out, area: ""}
     return wrapped

@@ -3,20 +3,34 @@ the memorisation score (nearest / second-nearest distance; below 1/3 = a copy)."
 
 from __future__ import annotations
 
-from typing import Any
+import html
+from typing import Any, Sequence
 
 import gradio as gr
 
-from studio.analysis.neighbours import MEMORISED_RATIO, nearest
-from studio.ui import charts, explain, pictures
+from studio.ui import charts, explain, loader
+from studio.ui.form import Updates
 from studio.ui.session import Session
 
 HEADERS = ["sample", "nearest #", "class", "distance", "2nd distance", "score (d1/d2)", "memorised"]
 EMPTY = "Run something on the Sample tab: its samples' nearest training images appear here."
 
 
+def table_html(rows: Sequence[Sequence[Any]]) -> str:
+    """The rows under HEADERS as a table; a memorised sample's row is marked (red, like its frame; new: green)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    body = "".join(
+        f'<tr class="studio-{"copy" if row[-1] == "yes" else "new"}">'
+        + "".join(f"<td>{html.escape('' if cell is None else str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows)
+    return f'<table class="studio-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def neighbour_table(session: Session, step: int, k: int) -> tuple[str, Any, list[list], Any]:
     """(summary, picture, table rows, 2-D plot or None) for x̂0 at 1-based `step` of the session's run."""
+    from studio.analysis.neighbours import MEMORISED_RATIO, nearest
+    from studio.ui import pictures
+
     result = session.sample
     traj, dataset = result.run.trajectory, result.dataset
     K = len(traj.timesteps)
@@ -60,30 +74,32 @@ class NeighboursTab:
                                     type="pil", interactive=False, elem_id="nb-picture",
                                     elem_classes=["studio-pixels"])
             self.plot = gr.Plot(visible=False, show_label=False, elem_id="nb-plot")
-            self.table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="nb-table", max_height=520)
+            self.table = gr.HTML(table_html([]), elem_id="nb-table", js_on_load=None)
 
     @property
     def outputs(self) -> list:
         return [self.summary, self.picture, self.plot, self.table]
 
-    def update(self, session: Session, step: float, k: float) -> list:
+    def update(self, session: Session, step: float, k: float) -> Updates:
         if session.sample is None:
-            return [EMPTY, None, gr.update(visible=False), None]
+            return {self.summary: EMPTY, self.picture: None, self.plot: gr.update(visible=False),
+                    self.table: table_html([])}
+        loader.load()
         text, picture, rows, plot = neighbour_table(session, int(step), int(k))
-        return [text, gr.update(value=picture, visible=picture is not None),
-                gr.update(value=plot, visible=plot is not None), rows]
+        return {self.summary: text, self.picture: gr.update(value=picture, visible=picture is not None),
+                self.plot: gr.update(value=plot, visible=plot is not None), self.table: table_html(rows)}
 
-    def after_run(self, session: Session, k: float) -> list:
+    def after_run(self, session: Session, k: float) -> Updates:
         """Jump to the final step of the new run."""
         if session.sample is None:
-            return [gr.skip(), *self.update(session, 1, k)]
+            return self.update(session, 1, k)
         K = len(session.sample.run.trajectory.timesteps)
-        return [gr.update(minimum=1, maximum=max(K, 2), value=K, interactive=K > 1), *self.update(session, K, k)]
+        return {self.step: gr.update(minimum=1, maximum=max(K, 2), value=K, interactive=K > 1),
+                **self.update(session, K, k)}
 
-    def wire(self, result_events: list) -> None:
-        for slider in (self.step, self.k):
-            slider.input(self.update, [self.session, self.step, self.k], self.outputs, api_visibility="private",
-                         trigger_mode="always_last", show_progress="minimal")
-        for event in result_events:
-            event.success(self.after_run, [self.session, self.k], [self.step, *self.outputs],
-                          api_visibility="private", show_progress="hidden")
+    def wire(self, shown: gr.State) -> None:
+        """The sliders redraw; a new result (`shown` changes) jumps to its final step."""
+        gr.on([self.step.input, self.k.input], self.update, [self.session, self.step, self.k], self.outputs,
+              api_visibility="private", trigger_mode="always_last", show_progress="minimal")
+        shown.change(self.after_run, [self.session, self.k], [self.step, *self.outputs], api_visibility="private",
+                     show_progress="hidden")

@@ -14,10 +14,10 @@ import html
 import io
 import math
 import uuid
+from typing import TYPE_CHECKING
 
-import torch
-
-from studio import images
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_PX = 160  # every 8x8 sample is shown at least this wide
 FEED_BYTES = 24_000_000  # a run's feed stays under this; beyond it the player gets every n-th step (and the last)
@@ -55,6 +55,8 @@ def data_url(picture) -> str:
 
 def picture(x: torch.Tensor, background: torch.Tensor | None = None):
     """One step's batch at its own resolution (images) or as a scatter (2-D points)."""
+    from studio import images  # imports torch: the page is built before the engine loads
+
     if x.dim() == 2:
         return images.scatter(x, background, size=POINTS_PX)
     return images.grid(x, scale=1)

@@ -1,22 +1,24 @@
 """Sample tab: the run form, Run/Cancel, the live x_t | x̂0 stream with a step k/K bar, and the finished run
-(trajectory viewer, final grid, animation, per-step charts, 2-D paths, download, Hub share/pull)."""
+(trajectory viewer, final grid, animation, per-step charts, 2-D paths, download)."""
 
 from __future__ import annotations
 
 import html
 import time
-from typing import Any, Iterator
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
 
 from studio.serving import zerogpu
-from studio.config import RunConfig
-from studio.data.registry import load_dataset
-from studio.runs import load_run
-from studio.ui import charts, explain, hubshare, messages, player, results
-from studio.ui.form import RunForm
-from studio.ui.hubshare import HubPanel
-from studio.ui.session import Result, Session, progress_html, run_folder, shown_folder
+from studio.ui import charts, explain, loader, messages, player
+from studio.ui.catalog import Catalog
+from studio.ui.form import RunForm, Updates, Values
+from studio.ui.session import Result, Session, progress_html, run_folder
+
+if TYPE_CHECKING:
+    from studio.config import RunConfig
 
 FRAME_S = 0.12  # at most about eight live frames a second reach the page; the last step always does
 IDLE = "Pick a preset or set the controls, then press Run."
@@ -28,11 +30,11 @@ def _image(label: str, elem_id: str, **kw) -> gr.Image:
 
 
 class SampleTab:
-    def __init__(self, session: gr.State, cfg: RunConfig) -> None:
+    def __init__(self, session: gr.State, catalog: Catalog) -> None:
         self.session = session
         with gr.Row(equal_height=False, elem_classes=["studio-main"]):
             with gr.Column(scale=4, min_width=340, elem_classes=["studio-controls"]):
-                self.form = RunForm(cfg)
+                self.form = RunForm(catalog)
                 with gr.Accordion("Export / import config (YAML)", open=False, elem_id="config-accordion"):
                     with gr.Row():
                         self.export_btn = gr.Button("Export config", size="sm", elem_id="export-config")
@@ -63,15 +65,17 @@ class SampleTab:
                     self.charts = gr.Plot(label="Per-step statistics", show_label=False, elem_id="step-charts")
                     self.paths = gr.Plot(label="Sample paths (2-D)", show_label=False, visible=False, elem_id="paths")
                     self.download = gr.DownloadButton("⬇ Download run (.zip)", elem_id="download", size="sm")
-                self.hub = HubPanel("sample")
+        self.shown = gr.State("")  # changes whenever a new result is shown: the other tabs follow it
 
     # ---- outputs -------------------------------------------------------------------------------------------
     @property
     def result_outputs(self) -> list:
         return [self.progress, self.results, self.summary, self.final, self.anim, self.step, self.pairs,
-                self.charts, self.paths, self.download, self.feed, self.message, self.stale, self.intro]
+                self.charts, self.paths, self.download, self.feed, self.message, self.stale, self.intro, self.shown]
 
-    def show_result(self, result: Result, text: str, feed: str | None = None) -> dict:
+    def show_result(self, result: Result, text: str, feed: str | None = None) -> Updates:
+        from studio.ui import results
+
         run = result.run
         K = len(run.trajectory.timesteps)
         bg = results.background(result)
@@ -92,10 +96,11 @@ class SampleTab:
             self.download: results.zipped(result.folder),
             self.feed: feed if feed is not None else player.of_trajectory(traj, bg),
             self.intro: gr.update(open=False),  # make room for the results; one click brings it back
+            self.shown: uuid.uuid4().hex,
         }
 
     # ---- handlers ----------------------------------------------------------------------------------------------
-    def previous(self, session: Session, note: str) -> dict:
+    def previous(self, session: Session, note: str) -> Updates:
         """A banner over the previous run's results (which it greys out) while a new run streams or after it
         stopped; the results themselves stay as they were."""
         if session.sample is None:
@@ -103,7 +108,7 @@ class SampleTab:
         return {self.stale: f'<div class="studio-stale-banner" role="status"><b>Previous run</b> '
                             f'({html.escape(session.sample.run.run_id)}) — {html.escape(note)}</div>'}
 
-    def stream(self, session: Session, cfg: RunConfig) -> Iterator[dict]:
+    def stream(self, session: Session, cfg: RunConfig) -> Iterator[Updates]:
         """Run `cfg` as this session's job and stream it to the page: every step goes to the player's feed."""
         K = cfg.sampler.steps
         yield {self.progress: progress_html("preparing", 0, K, "starting…"), self.message: "",
@@ -144,23 +149,28 @@ class SampleTab:
             elif event.kind == "error":
                 yield from self.refuse(event.message, self.previous(session, "the new run failed (see above)."))
 
-    def refuse(self, text: str, also: dict | None = None) -> Iterator[dict]:
+    def refuse(self, text: str, also: Updates | None = None) -> Iterator[Updates]:
         """Show a problem in this tab's message area (and the bar), then end the event as failed for API clients."""
         headline, details = messages.short(text)
         yield {self.progress: progress_html("error", 0, 0, text), self.message: messages.show(headline, details),
                **(also or {})}
         raise messages.refuse(text)
 
-    def run(self, session: Session, *values: Any) -> Iterator[dict]:
+    def run(self, values: Values) -> Iterator[Updates]:
+        """Run the form's config as this session's job."""
+        yield from loader.load_visibly(self.progress)
         try:
             cfg = self.form.read(values)
         except ValueError as err:
             yield from self.refuse(str(err))
             return
-        yield from self.stream(session, cfg)
+        yield from self.stream(values[self.session], cfg)
 
-    def run_yaml(self, session: Session, text: str) -> Iterator[dict]:
+    def run_yaml(self, session: Session, text: str) -> Iterator[Updates]:
         """The same run from a config YAML (the API endpoint `/run_config`)."""
+        yield from loader.load_visibly(self.progress)
+        from studio.config import RunConfig
+
         try:
             cfg = RunConfig.from_yaml(text)
         except ValueError as err:
@@ -172,56 +182,54 @@ class SampleTab:
     def cancel(session: Session) -> Any:
         return gr.skip() if session.cancel() else progress_html("idle", text="Nothing is running.")
 
-    def export(self, *values: Any) -> str:
+    def export(self, values: Values) -> Updates:
+        """The form's config as YAML in the config box."""
         try:
-            return self.form.read(values).to_yaml()
+            return {self.yaml: self.form.read(values).to_yaml()}
         except ValueError as err:
             raise messages.refuse(str(err)) from None
 
-    def import_yaml(self, text: str) -> list:
+    def import_yaml(self, text: str) -> Updates:
+        """A config YAML shown in the form's controls."""
+        loader.load()
+        from studio.config import RunConfig
+
         try:
-            return self.form.fill(RunConfig.from_yaml(text))
+            return self.form.fill(RunConfig.from_yaml(text).to_dict())
         except ValueError as err:
             raise messages.refuse(str(err)) from None
 
     def show_step(self, session: Session, k: float) -> Any:
+        loader.load()
+        from studio.ui import results
+
         return gr.skip() if session.sample is None else results.step_pairs(session.sample, int(k))
 
-    def pull(self, session: Session, repo: str, run_id: str, token: str, oauth: gr.OAuthToken | None = None) -> dict:
-        try:
-            folder = hubshare.pull(repo, run_id, token, hubshare.oauth_value(oauth))
-            run = load_run(folder)
-            dataset = load_dataset(run.config.dataset.name, **run.config.dataset.options)
-        except ValueError as err:
-            raise gr.Error(messages.readable(err), print_exception=False) from None
-        session.sample = Result(run, dataset, folder)
-        out = self.show_result(session.sample, f"pulled run {run.run_id} from {repo.strip()}")
-        out[self.hub.status] = f"✅ Pulled `{run.run_id}` into `{shown_folder(folder)}`"
-        out[self.hub.token] = ""
-        return out
+    def show_pulled(self, session: Session, folder: Path, repo: str) -> Updates:
+        """A run pulled from the Hub, shown as this session's result."""
+        from studio.data.registry import load_dataset
+        from studio.runs import load_run
 
-    def wire(self) -> list:
-        """Connect the handlers; returns the events that produce a new result, for other tabs to follow."""
-        self.form.wire()
-        inputs = [self.session, *self.form.inputs]
-        run_event = self.run_btn.click(self.run, inputs, self.result_outputs, api_name="run",
-                                       api_visibility="undocumented", concurrency_limit=None, trigger_mode="once",
-                                       show_progress="hidden")
-        yaml_event = self.yaml_btn.click(self.run_yaml, [self.session, self.yaml], self.result_outputs,
+        run = load_run(folder)
+        session.sample = Result(run, load_dataset(run.config.dataset.name, **run.config.dataset.options), folder)
+        return self.show_result(session.sample, f"pulled run {run.run_id} from {repo.strip()}")
+
+    def wire(self, demo: gr.Blocks) -> None:
+        """Connect the handlers (the other tabs follow `shown` for new results)."""
+        self.form.wire(demo)
+        self.run_btn.click(self.run, {self.session, *self.form.inputs}, self.result_outputs,
+                                       api_name="run", api_visibility="undocumented", concurrency_limit=None,
+                                       trigger_mode="once", show_progress="hidden")
+        self.yaml_btn.click(self.run_yaml, [self.session, self.yaml], self.result_outputs,
                                          api_name="run_config", concurrency_limit=None, trigger_mode="once",
                                          show_progress="hidden")
         self.cancel_btn.click(self.cancel, self.session, self.progress, queue=False, api_name="cancel",
                               show_progress="hidden")
-        self.export_btn.click(messages.to_page(self.export, 1, fail=False), self.form.inputs, [self.yaml, self.message],
-                              api_name="export_config",
-                              api_visibility="undocumented", show_progress="hidden")
-        self.import_btn.click(messages.to_page(self.import_yaml, len(self.form.outputs), fail=False), self.yaml,
-                              [*self.form.outputs, self.message], api_visibility="private",
+        self.export_btn.click(messages.to_page(self.export, self.message, fail=False), self.form.inputs,
+                              [self.yaml, self.message], api_name="export_config", api_visibility="undocumented",
                               show_progress="hidden")
+        self.import_btn.click(messages.to_page(self.import_yaml, self.message, fail=False), self.yaml,
+                              [*self.form.outputs, self.message], api_visibility="private", show_progress="hidden")
         self.step.input(self.show_step, [self.session, self.step], self.pairs, trigger_mode="always_last",
                         show_progress="hidden", api_visibility="private")
-        self.hub.wire_share(lambda s: s.sample.folder if s.sample else None, self.session)
-        pull_event = self.hub.pull.click(
-            self.pull, [self.session, self.hub.repo, self.hub.run_id, self.hub.token],
-            [*self.result_outputs, self.hub.status, self.hub.token], api_visibility="private")
-        return [run_event, yaml_event, pull_event]
+

@@ -9,10 +9,12 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from studio.serving.policy import shared_instance
-from studio.serving.worker import Job
+from studio.limits import shared_instance
+
+if TYPE_CHECKING:
+    from studio.serving.worker import Job
 
 
 @dataclass

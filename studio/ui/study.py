@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gradio as gr
 
-from studio.denoisers.registry import denoiser_names
 from studio.limits import Limits
 from studio.presets import MAX_STUDY_REPEATS as MAX_REPEATS
-from studio.runs import stamped_id
-from studio.studies.study import STUDY_DENOISERS, run_study, save_study, table_markdown
-from studio.ui import results
-from studio.ui.form import RunForm
+from studio.ui import loader
+from studio.ui.catalog import Catalog
+from studio.ui.form import RunForm, Updates, Values
 from studio.ui.session import run_folder
 
 DEFAULT = ("optimal", "wiener", "pca_locality", "ls")
@@ -43,47 +41,54 @@ def curves_figure(curves: dict[str, dict[str, list[float]]], title: str) -> Any:
 
 
 class StudyPanel:
-    """Controls, table, chart and download of one study; reads the run settings from the Sample tab's form."""
+    """Controls, table and chart of one study, and the tab's `download`; reads the run settings from the Sample
+    tab's form."""
 
-    def __init__(self, form: RunForm) -> None:
+    def __init__(self, form: RunForm, catalog: Catalog, download: gr.DownloadButton) -> None:
         self.form = form
+        self.download = download
         with gr.Accordion("Which denoiser behaves like a trained network?", open=False,
                           elem_id="study") as self.accordion:
             gr.Markdown(EXPLAIN, elem_classes=["studio-small"])
             with gr.Row():
-                self.denoisers = gr.CheckboxGroup(list(STUDY_DENOISERS), value=list(DEFAULT), label="denoisers",
+                self.denoisers = gr.CheckboxGroup(list(catalog.study_denoisers), value=list(DEFAULT), label="denoisers",
                                                   elem_id="study-denoisers")
-                self.reference = gr.Dropdown(denoiser_names(), value="unet", label="reference",
+                self.reference = gr.Dropdown(list(catalog.denoisers), value="unet", label="reference",
                                              elem_id="study-reference")
                 self.repeats = gr.Slider(1, MAX_REPEATS, value=1, step=1, label="repeats (fresh noise each)",
                                          elem_id="study-repeats")
             self.run_btn = gr.Button("▶  Run study", variant="primary", elem_id="study-run")
-            self.status = gr.Markdown(elem_id="study-status")
-            self.table = gr.Markdown(elem_id="study-table", elem_classes=["studio-summary"])
+            self.table = gr.Markdown(elem_id="study-table", elem_classes=["studio-summary"])  # a status line, the table
             self.chart = gr.Plot(show_label=False, elem_id="study-chart")
-            self.download = gr.DownloadButton("⬇ Download study (.zip)", elem_id="study-download", size="sm")
 
     @property
-    def inputs(self) -> list:
-        return [self.denoisers, self.reference, self.repeats, *self.form.inputs]
+    def inputs(self) -> set[gr.components.Component]:
+        return {self.denoisers, self.reference, self.repeats, *self.form.inputs}
 
     @property
     def outputs(self) -> list:
-        return [self.status, self.table, self.chart, self.download]
+        return [self.table, self.chart, self.download]
 
     @property
     def fill_outputs(self) -> list:
         return [self.accordion, self.denoisers, self.reference, self.repeats]
 
-    def fill(self, study: dict[str, Any]) -> list:
+    def fill(self, study: dict[str, Any]) -> Updates:
         """A preset's study shown in the panel (opened): its denoisers, reference and repeats."""
-        return [gr.Accordion(open=True), study["denoisers"], study["reference"], study["repeats"]]
+        return {self.accordion: gr.Accordion(open=True), self.denoisers: study["denoisers"],
+                self.reference: study["reference"], self.repeats: study["repeats"]}
 
-    def run(self, denoisers: Sequence[str], reference: str, repeats: float, *values: Any) -> list:
+    def run(self, values: Values) -> Updates:
         """Run, save, and show what was saved; one clear message for bad input."""
+        loader.load()
+        from studio.runs import stamped_id
+        from studio.studies.study import run_study, save_study, table_markdown
+        from studio.ui import results
+
+        denoisers, reference = values[self.denoisers], values[self.reference]
         try:
             cfg = self.form.read(values)
-            repeats = int(repeats)
+            repeats = int(values[self.repeats])
             if not 1 <= repeats <= MAX_REPEATS:
                 raise ValueError(f"repeats: {repeats} is out of range; choose 1 to {MAX_REPEATS}")
             if not denoisers:
@@ -99,8 +104,11 @@ class StudyPanel:
         rows = json.loads((Path(folder) / "table.json").read_text())
         curves = json.loads((Path(folder) / "r2_curves.json").read_text())["r2_traj_median"]
         title = f"r² of x̂0 along the trajectory vs {reference} ({cfg.dataset.name}, {repeats} repeat(s))"
-        return [f"done · {len(denoisers)} denoiser(s) × {repeats} repeat(s) against {reference}",
-                table_markdown(rows), curves_figure(curves, title), results.zipped(Path(folder))]
+        return {self.table: f"done · {len(denoisers)} denoiser(s) × {repeats} repeat(s) against {reference}\n\n"
+                            + table_markdown(rows),
+                self.chart: curves_figure(curves, title),
+                self.download: gr.update(value=results.zipped(Path(folder)), visible=True,
+                                         label="⬇ Download study (.zip)")}
 
     def wire(self) -> None:
         self.run_btn.click(self.run, self.inputs, self.outputs,
