@@ -24,7 +24,7 @@ WARMABLE = ("optimal", "nearest", "wiener", "pca_locality", "scfdm", "ls", "els"
 STEPS = 3  # a DDIM run of 3 steps: the loop's own kernels and pinned copies, and three noise levels
 # The masked denoisers send all-ones mask columns (and ELS its whole-image windows) to `optimal`'s kernel.
 ALSO = {"pca_locality": ("optimal",), "ls": ("optimal",), "els": ("optimal",)}
-_WARMED: set[tuple[str, str, int, bool]] = set()
+_WARMED: set[tuple[str, str, bool]] = set()  # (denoiser, device, n a multiple of 16): the channels change no kernel
 _LOCK = threading.Lock()
 
 
@@ -45,7 +45,7 @@ def warm_up(name: str, device: torch.device | str, channels: int = 3, n_multiple
     once per process and kind of run. `n_multiple_of_16` matches the real data's count: Triton compiles one kernel per
     divisibility class of its integer arguments. True when it ran, False when there was nothing to do."""
     device = torch.device(device)
-    key = (name, str(device), channels, n_multiple_of_16)
+    key = (name, str(device), n_multiple_of_16)
     if device.type != "cuda" or name not in WARMABLE:
         return False
     with _LOCK:  # one warm-up of a kind at a time; a second caller waits for the first and returns
@@ -66,7 +66,7 @@ def warm_up_in_background(name: str, device: torch.device | str, channels: int =
     """Start warm_up in a daemon thread (None when there is nothing to warm). A failure is logged, never raised:
     the real run then simply pays its first-use costs itself."""
     device = torch.device(device)
-    if device.type != "cuda" or name not in WARMABLE or (name, str(device), channels, n_multiple_of_16) in _WARMED:
+    if device.type != "cuda" or name not in WARMABLE or (name, str(device), n_multiple_of_16) in _WARMED:
         return None
 
     def work() -> None:

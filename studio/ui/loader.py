@@ -22,7 +22,6 @@ log = logging.getLogger("studio.ui")
 ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
           "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects",
           "pandas")  # pandas: Gradio's tables (the start defers it, studio.ui.gradio_startup)
-TRITON_TILES = "studio.denoisers.masked.triton_tiles"  # its optional warm_up() compiles the GPU kernels
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
 FIRST_SCREEN_S = 3.0
 
@@ -56,21 +55,17 @@ def load_visibly(progress: Any) -> Iterator[dict]:
 
 
 def warm_gpu_kernels() -> None:
-    """Compile the Triton kernels ahead of the first run, where there is a GPU outside ZeroGPU calls and the
-    kernels offer a `warm_up()`."""
+    """Pay the GPU's first-use costs (CUDA libraries, the Triton kernels of pca_locality and optimal, for data
+    counts of both divisibility classes) ahead of the first run, where there is a GPU outside ZeroGPU calls."""
     import torch
 
+    from studio.diffusion.warm import warm_up
     from studio.serving import zerogpu
 
     if zerogpu.enabled() or not torch.cuda.is_available():
         return
-    try:
-        tiles = importlib.import_module(TRITON_TILES)
-    except ImportError:  # no Triton here: the torch tiles need no warming
-        return
-    warm = getattr(tiles, "warm_up", None)
-    if callable(warm):
-        warm()
+    for n_multiple_of_16 in (True, False):
+        warm_up("pca_locality", "cuda", 3, n_multiple_of_16)
 
 
 def prepare_default_run(cfg: Any = None) -> None:
