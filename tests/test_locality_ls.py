@@ -1,6 +1,7 @@
 """Local score machines against float64 brute force, border pixels included; patch-size schedules."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ import torch
 from locality_data import as_dataset, noisy, rel, smooth_images
 from studio.denoisers import make_denoiser
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, full_window, load_schedule, save_schedule
-from studio.denoisers.reference import els_ref, ls_ref, optimal_ref
+from studio.denoisers.reference import els_ref, els_unfold_fp32, ls_ref, optimal_ref
+from studio.denoisers.windows import torch_scan
+from studio.denoisers.windows.geometry import KeyBanks
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +46,49 @@ def els_loops(x_t: torch.Tensor, data: torch.Tensor, ab: float, k: int) -> torch
 
 
 @pytest.mark.parametrize("ab", [0.1, 0.7])
-@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
 def test_els_matches_loops_and_reference(tiny, ab, k):
+    """k = 9 on 5 x 6 images: windows as tall as the image, so one shape holds a pixel at every row offset."""
     x = noisy(tiny.x, ab, b=2)
     loops = els_loops(x, tiny.x, ab, k)
     assert rel(els_ref(x, tiny.x, ab, k), loops) < 1e-12
     out = make_denoiser("els", patch_size=k, chunk_size=3).fit(tiny).denoise(x, 0, ab)
     assert rel(out.x0, loops) < 1e-5 and out.shared == {"patch_size": k}
+    assert rel(els_unfold_fp32(x, tiny.x, ab, k, chunk=4), loops) < 1e-5  # the previous release, bench's yardstick
+
+
+@pytest.fixture(scope="module")
+def levels():
+    """Gray images on 5 levels: many training windows repeat (the deduplicated keys carry their counts)."""
+    x = torch.round(smooth_images(40, (1, 7, 8), seed=3) * 2) / 2
+    return as_dataset(x, "levels")
+
+
+@pytest.mark.parametrize("ab", [0.05, 0.5, 0.995])
+@pytest.mark.parametrize("k", [3, 5])
+def test_els_is_exact_whatever_the_parts_threads_tiles_and_duplicates(levels, ab, k):
+    x = noisy(levels.x, ab, b=5)
+    ref = els_ref(x, levels.x, ab, k)
+    den = make_denoiser("els", patch_size=k).fit(levels)
+    kept = den.key_banks(k)
+    raw = sum(levels.n * g.positions(7, 8) for g in kept.groups)
+    assert kept.kept is not None and sum(v.n for v in kept.kept.values()) < 0.75 * raw  # duplicates merged
+    streamed = KeyBanks(den.images, k, budget=0)
+    assert streamed.kept is None
+    outs = [den.denoise_at(x, ab, k).x0]
+    for banks in (kept, streamed):
+        for opts in ({"threads": 1}, {"threads": 2, "chunk": 3}, {"threads": 3, "chunk": 1, "tile": 64}):
+            outs.append(torch_scan.els_mean(x, banks, ab, **opts))
+    for out in outs:
+        assert rel(out, ref) < 1e-5
+    assert rel(outs[1], outs[0]) < 1e-6
+
+
+def test_els_parts_give_the_same_bits_on_any_number_of_threads(levels):
+    x = noisy(levels.x, 0.3, b=4)
+    banks = make_denoiser("els", patch_size=3).fit(levels).key_banks(3)
+    one = torch_scan.els_mean(x, banks, 0.3, chunk=2, threads=1)
+    assert torch.equal(torch_scan.els_mean(x, banks, 0.3, chunk=2, threads=2), one)
 
 
 @pytest.mark.parametrize("ab", [0.05, 0.6, 0.99])
@@ -130,3 +169,49 @@ def test_missing_file_and_bad_patch_size(tmp_path, tiny):
     points.x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="image"):
         make_denoiser("els").fit(points)
+
+
+def _triton_cases():
+    """(data, k) pairs for the Triton kernel: fractional data (hi + lo halves) and 8-bit data (exact fp16 integers
+    255 x), windows narrower than, as tall as, and within one pixel of the image."""
+    smooth = smooth_images(12, (3, 5, 6), seed=4)
+    eight_bit = torch.round(smooth * 255) / 255
+    return [(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)]
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
+def test_els_triton_kernel_interpreted_matches_float64():
+    """The kernel itself, run by Triton's interpreter on the CPU (TRITON_INTERPRET=1 python -m pytest -k triton)."""
+    pytest.importorskip("triton")
+    from studio.denoisers.windows import triton_scan
+
+    for data, k in _triton_cases():
+        train = triton_scan.Training.build(data)
+        assert train.exact == bool((torch.round(data * 255) / 255 == data).all())
+        for ab, b in ((0.02, 3), (0.6, 1), (0.995, 2)):
+            x = noisy(data, ab, b=b)
+            assert rel(triton_scan.els_mean(x, train, k, ab), els_ref(x, data, ab, k)) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["triton", "torch"])
+def test_els_on_gpu_matches_float64(kernel):
+    for data, k in _triton_cases():
+        den = make_denoiser("els", device="cuda", kernel=kernel, patch_size=k).fit(as_dataset(data, "gpu"))
+        for ab in (0.02, 0.6, 0.995):
+            for b in (1, 5, 19):
+                x = noisy(data, ab, b=b)
+                out = den.denoise(x.cuda(), 0, ab).x0
+                assert out.is_cuda and rel(out.cpu(), els_ref(x, data, ab, k)) < 1e-5
+
+
+@pytest.mark.gpu
+def test_els_triton_at_a_larger_size_matches_float64():
+    """RGB 16 x 16 photo-like images, 150 of them, patch sizes up to a window nearly as wide as the image."""
+    data = as_dataset(smooth_images(150, (3, 16, 16), seed=2), "rgb16")
+    den = make_denoiser("els", device="cuda", kernel="triton").fit(data)
+    for k in (1, 3, 5, 9, 15, 29):
+        for ab in (0.05, 0.5, 0.98):
+            x = noisy(data.x, ab, b=6)
+            out = den.denoise_at(x.cuda(), ab, k).x0.cpu()
+            assert rel(out, els_ref(x, data.x, ab, k)) < 1e-5
