@@ -105,8 +105,8 @@ class Keys:
         M, width = windows.shape
         counts = None
         if dedup:
-            unique, counts = torch.unique(windows, dim=0, return_counts=True)
-            windows, M = unique, unique.shape[0]
+            windows, counts = distinct_rows(windows)
+            M = windows.shape[0]
         rows = torch.empty(M, width + 3, device=windows.device)
         rows[:, :width] = windows
         rows[:, width] = (windows.double() ** 2).sum(1).float()
@@ -115,6 +115,29 @@ class Keys:
         cols = g.value_columns(C).to(windows.device)
         values_t = torch.cat([windows[:, cols].T, torch.ones(1, M, device=windows.device)]).contiguous()
         return cls(rows, values_t)
+
+
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of x [M, D] and how often each occurs. Rows are sorted by a hash of their bits and equal
+    neighbours merged (only equal rows merge; a hash collision merely leaves a duplicate unmerged). Much
+    faster than torch.unique(dim=0), which sorts the rows lexicographically."""
+    M, D = x.shape
+    x = x + 0.0  # -0.0 becomes +0.0: equal values, equal bits
+    bits = x.view(torch.int32).long() & 0xFFFFFFFF  # [M, D], each < 2^32
+    mult = torch.randint(1, 1 << 20, (D,), generator=torch.Generator().manual_seed(D)).to(x.device)
+    h = torch.zeros(M, dtype=torch.long, device=x.device)
+    for lo in range(0, D, 1024):  # < 2^52 per product, < 2^62 per block of 1024: no overflow
+        h = (h + (bits[:, lo:lo + 1024] * mult[lo:lo + 1024]).sum(1)) % _PRIME
+    order = torch.sort(h, stable=True).indices
+    x = x[order]
+    first = torch.ones(M, dtype=torch.bool, device=x.device)
+    first[1:] = (x[1:] != x[:-1]).any(1)
+    starts = first.nonzero().squeeze(1)
+    counts = torch.diff(starts, append=torch.tensor([M], device=x.device))
+    return x[starts], counts
+
+
+_PRIME = (1 << 61) - 1
 
 
 def key_bytes(images: torch.Tensor, k: int) -> int:

@@ -128,16 +128,17 @@ def fold(q: torch.Tensor, keys: Keys, m: torch.Tensor, num: torch.Tensor, tile: 
     for lo in range(0, rows.shape[0], step):
         hi = min(lo + step, rows.shape[0])
         logits = torch.mm(q, rows[lo:hi].T, out=buf[:R * (hi - lo)].view(R, hi - lo))  # ℓ - m
-        top = logits.amax(1)
         if lo == 0:
-            logits.sub_(top.unsqueeze(1))
-            m.copy_(top)
-        elif not lazy or bool((top > SLACK).any()):
+            torch.amax(logits, 1, out=m)
+            logits.sub_(m.unsqueeze(1))
+            q[:, -1] = -m
+        elif not lazy or logits.max().item() > SLACK:
+            top = logits.amax(1)
             grow = torch.where(top > SLACK, top, 0.0)
             logits.sub_(grow.unsqueeze(1))
             m.add_(grow)
             num.mul_(torch.exp2(-grow))
-        q[:, -1] = -m
+            q[:, -1] = -m
         logits.clamp_min_(FLOOR2)
         torch.exp2(logits, out=logits)
         num.addmm_(values_t[:, lo:hi], logits.T)

@@ -66,7 +66,7 @@ def _els_kernel(
     rows = row0 + tl.arange(0, BQ)
     roff = tl.load(roff_ptr + rows)
     cols = tl.arange(0, CP)
-    total = N.to(tl.int64) * npos
+    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31
     per = tl.cdiv(tl.cdiv(total, SPLITS), BKEY) * BKEY
     lo = split * per
     hi = tl.minimum(lo + per, total)
@@ -77,33 +77,33 @@ def _els_kernel(
     for j0 in range(lo, hi, BKEY):
         j = j0 + tl.arange(0, BKEY)
         jmask = j < hi
+        j = tl.minimum(j, hi - 1)  # the tail reads the last key again; its logits are masked below
         n = j // npos
         pos = j - n * npos
         qy = pos // qw
         qx = pos - qy * qw
-        base = n * CHW + qy * W + qx  # int64 [BKEY]: the key window's first pixel
+        base = n * CHW + qy * W + qx  # [BKEY]: the key window's first pixel
         acc = tl.zeros((BQ, BKEY), tl.float32)
         for k0 in range(0, wpad, BK):
-            doff = tl.load(doff_ptr + dstart + k0 + kk)  # [BK]; -1 pads the window to wpad
-            kmask = (doff >= 0)[:, None] & jmask[None, :]
+            doff = tl.load(doff_ptr + dstart + k0 + kk)  # [BK]; padding points at the window's first pixel
             src = base[None, :] + doff[:, None]
-            w_hi = tl.load(khi_ptr + src, mask=kmask, other=0.0)  # [BK, BKEY] fp16
-            q_at = rows.to(tl.int64)[:, None] * WP + (k0 + kk)[None, :]
-            a_hi = tl.load(qhi_ptr + q_at)  # [BQ, BK] fp16 (zero padded)
+            w_hi = tl.load(khi_ptr + src)  # [BK, BKEY] fp16
+            q_at = rows[:, None] * WP + (k0 + kk)[None, :]
+            a_hi = tl.load(qhi_ptr + q_at)  # [BQ, BK] fp16, zero in the padding columns
             a_lo = tl.load(qlo_ptr + q_at)
             acc = tl.dot(a_hi, w_hi, acc)
             acc = tl.dot(a_lo, w_hi, acc)
             if not EXACT:
-                w_lo = tl.load(klo_ptr + src, mask=kmask, other=0.0)
+                w_lo = tl.load(klo_ptr + src)
                 acc = tl.dot(a_hi, w_lo, acc)
         # |w|² from the summed-area table [N, H+1, W+1] (float64)
         sat = sat_ptr + n * ((H + 1) * (W + 1))
         y0 = qy * (W + 1)
         y1 = (qy + kh) * (W + 1)
-        s11 = tl.load(sat + y1 + qx + kw, mask=jmask, other=0.0)
-        s01 = tl.load(sat + y0 + qx + kw, mask=jmask, other=0.0)
-        s10 = tl.load(sat + y1 + qx, mask=jmask, other=0.0)
-        s00 = tl.load(sat + y0 + qx, mask=jmask, other=0.0)
+        s11 = tl.load(sat + y1 + qx + kw)
+        s01 = tl.load(sat + y0 + qx + kw)
+        s10 = tl.load(sat + y1 + qx)
+        s00 = tl.load(sat + y0 + qx)
         sq = ((s11 - s01) - (s10 - s00)).to(tl.float32)
         logits = acc * a_scale - (sq * ns)[None, :]
         logits = tl.where(jmask[None, :], logits, float("-inf"))
@@ -117,11 +117,11 @@ def _els_kernel(
             left = tl.load(offs_ptr + 2 * (ostart + o) + 1)
             mine = roff == o
             for c in tl.static_range(C):
-                v = tl.load(x_ptr + base + c * HW + up * W + left, mask=jmask, other=0.0)  # [BKEY] fp32
+                v = tl.load(x_ptr + base + c * HW + up * W + left)  # [BKEY] fp32
                 part = tl.sum(p * v[None, :], 1)
                 num += tl.where(mine[:, None] & (cols == c)[None, :], part[:, None], 0.0)
         m_run = m_new
-    at = split.to(tl.int64) * R_PAD + rows
+    at = split * R_PAD + rows
     tl.store(m_ptr + at, m_run)
     tl.store(den_ptr + at, den)
     tl.store(num_ptr + at[:, None] * CP + cols[None, :], num)
@@ -179,7 +179,7 @@ class LevelLayout:
     3 distinct offsets, 4 where they start in `offs`, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width,
     17 padded width, 18 start of the shape's coordinate offsets in `doff`); per row the index of its offset
     among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
-    dx, -1 pads); and where each row's result goes."""
+    dx; the padding repeats 0, which zero query columns cancel); and where each row's result goes."""
 
     meta: torch.Tensor     # int32 [n_blocks, META]
     roff: torch.Tensor     # int32 [R_pad]
@@ -201,7 +201,7 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
         WP = max(WP, wpad)
         c, dy, dx = torch.meshgrid(torch.arange(C), torch.arange(g.kh), torch.arange(g.kw), indexing="ij")
         table = (c * H * W + dy * W + dx).reshape(-1)
-        doff.append(torch.cat([table, torch.full((wpad - width,), -1)]))
+        doff.append(torch.cat([table, torch.zeros(wpad - width, dtype=torch.long)]))
         # rows of the shape ordered by (offset, b, p)
         off_rows = g.off.repeat(B)  # [B * P]: offset of row b * P + p
         perm = torch.sort(off_rows * (B * g.pixels) + torch.arange(B * g.pixels), stable=True).indices
@@ -218,7 +218,7 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
             roff.append(local)
         row += -(-B * g.pixels // BQ) * BQ
         dpos += wpad
-    doff.append(torch.full((BK,), -1))
+    doff.append(torch.zeros(BK, dtype=torch.long))
     return LevelLayout(torch.tensor(meta, dtype=torch.int32, device=device),
                        torch.cat(roff).to(device, torch.int32), torch.tensor(offs, dtype=torch.int32, device=device),
                        torch.cat(doff).to(device, torch.int32),
@@ -256,6 +256,9 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
             layouts[key] = layout
     qs, ns = logit_scales(ab, temperature)
     groups = shape_groups(H, W, k)
+    if train.x.numel() >= 2**31 or train.x.shape[0] * H * W >= 2**31:
+        raise ValueError(f"denoiser.els: {train.x.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
+                         "Triton kernel's 32-bit indices; use kernel=torch")
     q = torch.zeros(layout.R_pad, layout.WP, device=x.device)
     for s, g in enumerate(groups):
         win = query_windows(x.float(), g)  # [B * P, width]
