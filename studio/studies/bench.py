@@ -142,6 +142,7 @@ CASES: list[BenchCase] = [
     BenchCase("scfdm M=10", "scfdm", synthetic_images, _scfdm_ref, {"copies": 10, "smoothing": 0.1, "seed": 0}),
     BenchCase("ls", "ls", capped(10_000), _ls_ref),
     BenchCase("els (ref: previous fp32)", "els", capped(10_000), _els_previous, repeats=2),
+    BenchCase("els kernel=torch", "els", capped(10_000), None, {"kernel": "torch"}, repeats=1),
     BenchCase("els k=5 16x16", "els", capped(2_000, [1, 16, 16]), lambda x, d, ab, t: els_ref(x, d.x, ab, 5),
               {"patch_size": 5}, repeats=3),
     BenchCase("els vs ls digits 16x50", "els", lambda opts: None, None, runner=digits_runs),  # type: ignore[arg-type]

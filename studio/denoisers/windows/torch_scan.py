@@ -31,8 +31,8 @@ FLOOR2 = EXP_FLOOR * LOG2E  # the same floor as shifted_exp, in base 2
 SLACK = 64.0  # a row's shift moves when a logit exceeds it by more than this (base 2; fp32 overflows at 128)
 CPU_TILE = 1 << 20  # logits per tile on the CPU (fewer, larger operations win over cache-sized ones)
 GPU_TILE = 1 << 26
-TILE_KEYS = 1024  # at most this many keys per tile: the fp32 sums of one product stay short (their rounding
-# error grows with their length; parts of the sum are then added tile by tile)
+TILE_KEYS = {"cpu": 1024, "cuda": 8192}  # at most this many keys per tile: the fp32 sums of one product stay short
+# (their rounding error grows with their length; the tiles' sums are then added one by one)
 PART_LOGITS = 1 << 23  # logits per part of the keys of a kept bank (the unit of work of a thread)
 ROW_BLOCK = 2048  # query rows per block (bounds a tile's rows, so it keeps enough keys)
 CHUNK_SHARE = 8  # streamed keys: a part takes at most 1/CHUNK_SHARE of the memory budget
@@ -121,7 +121,7 @@ def fold(q: torch.Tensor, keys: Keys, m: torch.Tensor, num: torch.Tensor, tile: 
     2^(EXP_FLOOR/ln 2) of the maximum)."""
     R = q.shape[0]
     rows, values_t = keys.rows, keys.values_t
-    step = max(16, min(TILE_KEYS, tile // max(R, 1)))
+    step = max(16, min(TILE_KEYS.get(q.device.type, 1024), tile // max(R, 1)))
     buf = torch.empty(R * min(step, rows.shape[0]), device=q.device)
     lazy = q.device.type == "cpu"  # asking whether any shift moves would synchronise a GPU
     q[:, -1] = 0.0

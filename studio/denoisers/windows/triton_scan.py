@@ -31,9 +31,12 @@ from studio.denoisers.windows.geometry import query_windows, shape_groups
 from studio.denoisers.windows.torch_scan import logit_scales
 
 # BQ: query rows per program (None: the cheapest of 16/32/64/128 for the level's shapes); BKEY: keys per step;
-# BK: window coordinates per product step; programs: aim for this many programs per SM (the key axis is split to
-# reach it); warps, stages: the launch.
-ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": 32, "programs_per_sm": 4, "warps": 8, "stages": 2}
+# BK: window coordinates per product step (None: the cheapest of 16/32/64); programs_per_sm: the key axis of each
+# block is split so that the level makes about this many programs per SM, heavier blocks in more slices;
+# pair_cost: the exponential and the sums of one (query, key) pair, in tensor-core multiply-adds (H100: 16
+# exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps (None: 4 for tiles up to 64 x 128, else 8), stages.
+ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": None,
+                     "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 FP16_ROOM = 2.0**14  # queries are scaled to at most this (headroom under fp16's 65504; lo halves stay normal)
 EXACT_SCALES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 255.0, 256.0, 510.0, 512.0, 1020.0, 1024.0)
@@ -45,7 +48,7 @@ LN2 = math.log(2.0)
 def _els_kernel(
     qhi_ptr, qlo_ptr, meta_ptr, roff_ptr, offs_ptr, khi_ptr, klo_ptr, sat_ptr, x_ptr, doff_ptr,
     m_ptr, den_ptr, num_ptr,
-    N, H, W, R_PAD, WP, SPLITS, a_scale, ns,
+    N, H, W, R_PAD, WP, a_scale, ns,
     C: tl.constexpr, CP: tl.constexpr, BQ: tl.constexpr, BKEY: tl.constexpr, BK: tl.constexpr,
     EXACT: tl.constexpr,
 ):
@@ -55,6 +58,7 @@ def _els_kernel(
     row0 = tl.load(mb + 1)
     n_off = tl.load(mb + 3)
     ostart = tl.load(mb + 4)
+    splits = tl.load(mb + 5)  # this block's share of the key axis: programs split >= splits have no keys
     kh = tl.load(mb + 12)
     kw = tl.load(mb + 13)
     qw = tl.load(mb + 14)
@@ -67,7 +71,7 @@ def _els_kernel(
     roff = tl.load(roff_ptr + rows)
     cols = tl.arange(0, CP)
     total = N * npos  # int32: the host checks that keys and pixels stay under 2^31
-    per = tl.cdiv(tl.cdiv(total, SPLITS), BKEY) * BKEY
+    per = tl.cdiv(tl.cdiv(total, splits), BKEY) * BKEY
     lo = split * per
     hi = tl.minimum(lo + per, total)
     m_run = tl.full((BQ,), float("-inf"), tl.float32)
@@ -181,7 +185,7 @@ class LevelLayout:
     among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
     dx; the padding repeats 0, which zero query columns cancel); and where each row's result goes."""
 
-    meta: torch.Tensor     # int32 [n_blocks, META]
+    meta: torch.Tensor     # int32 [n_blocks, META] (field 5, the block's key slices, set per training set)
     roff: torch.Tensor     # int32 [R_pad]
     offs: torch.Tensor     # int32 [Σ distinct offsets per block, 2]
     doff: torch.Tensor     # int32 [Σ padded widths + BK]
@@ -189,11 +193,25 @@ class LevelLayout:
     order: list[torch.Tensor]  # per shape: long [B * P], the shape's rows (b * P + p) in buffer order
     R_pad: int
     WP: int
+    work: torch.Tensor     # float64 [n_blocks]: a block's product and pair work per training image
+    device_meta: dict      # (N, programs) -> (meta with the slices filled in, on the device; most slices)
+
+    def meta_for(self, N: int, programs: int, BKEY: int) -> tuple[torch.Tensor, int]:
+        """The meta with each block's number of key slices (about `programs` in all, in proportion to the blocks'
+        work, at least one and at most one per BKEY keys), and the largest number of slices."""
+        if (N, programs) not in self.device_meta:
+            meta = self.meta.clone()
+            share = self.work * N / (self.work.sum() * N / programs)
+            most = (N * meta[:, 15].double() / BKEY).ceil()
+            meta[:, 5] = torch.minimum(share.round().clamp_min(1), most).to(torch.int32)
+            self.device_meta[(N, programs)] = (meta.to(self.roff.device), int(meta[:, 5].max()))
+        return self.device_meta[(N, programs)]
 
 
-def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, device: torch.device) -> LevelLayout:
+def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, device: torch.device,
+                 pair_cost: float = 0.0) -> LevelLayout:
     groups = shape_groups(H, W, k)
-    meta, roff, doff, starts, order, offs = [], [], [], [], [], []
+    meta, roff, doff, starts, order, offs, work = [], [], [], [], [], [], []
     row, dpos, WP = 0, 0, BK
     for s, g in enumerate(groups):
         width = C * g.kh * g.kw
@@ -214,25 +232,31 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
             meta.append([s, row + r0, len(rows_off), len(present), len(offs)] + [0] * 7
                         + [g.kh, g.kw, W - g.kw + 1, g.positions(H, W), width, wpad, dpos, 0])
             offs += [g.offsets[o] for o in present]
+            work.append(g.positions(H, W) * BQ * (2 * wpad + pair_cost))
             local = torch.tensor([present.index(o) for o in rows_off.tolist()] + [-1] * (BQ - len(rows_off)))
             roff.append(local)
         row += -(-B * g.pixels // BQ) * BQ
         dpos += wpad
     doff.append(torch.zeros(BK, dtype=torch.long))
-    return LevelLayout(torch.tensor(meta, dtype=torch.int32, device=device),
+    return LevelLayout(torch.tensor(meta, dtype=torch.int32),
                        torch.cat(roff).to(device, torch.int32), torch.tensor(offs, dtype=torch.int32, device=device),
                        torch.cat(doff).to(device, torch.int32),
-                       starts, [o.to(device) for o in order], row, WP)
+                       starts, [o.to(device) for o in order], row, WP, torch.tensor(work, dtype=torch.float64), {})
 
 
-def pick_bq(B: int, C: int, H: int, W: int, k: int) -> int:
-    """The rows per program that pad the level's products least (the larger on near ties: fewer programs)."""
-    costs = {}
-    for BQ in (16, 32, 64, 128):
-        costs[BQ] = sum(-(-B * g.pixels // BQ) * BQ * g.positions(H, W) * (C * g.kh * g.kw + 16)
-                        for g in shape_groups(H, W, k))
-    best = min(costs.values())
-    return max(bq for bq, c in costs.items() if c <= 1.15 * best)
+def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float) -> tuple[int, int]:
+    """(BQ, BK): the rows per program and coordinates per product step that pad the level's work least (the
+    larger on near ties: fewer programs, fewer steps)."""
+    groups = shape_groups(H, W, k)
+
+    def cost(BQ: int, BK: int) -> float:
+        return sum(-(-B * g.pixels // BQ) * BQ * g.positions(H, W) * (2 * -(-C * g.kh * g.kw // BK) * BK + pair_cost)
+                   for g in groups)
+
+    bks = [bk for bk in (16, 32, 64) if cost(64, bk) <= 1.1 * min(cost(64, b) for b in (16, 32, 64))]
+    BK = max(bks)
+    costs = {bq: cost(bq, BK) for bq in (16, 32, 64, 128)}
+    return max(bq for bq, c in costs.items() if c <= 1.15 * min(costs.values())), BK
 
 
 def _sm_count(device: torch.device) -> int:
@@ -246,12 +270,13 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     """x̂0 [B, C, H, W] for x [B, C, H, W] (fp32, on the training data's device)."""
     cfg = ELS_TRITON_CONFIG
     B, C, H, W = x.shape
-    BK, BKEY = cfg["BK"], cfg["BKEY"]
-    BQ = cfg["BQ"] or pick_bq(B, C, H, W, k)
+    BKEY = cfg["BKEY"]
+    BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"])
+    BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
     key = (B, C, H, W, k, BQ, BK)
     layout = layouts.get(key) if layouts is not None else None
     if layout is None:
-        layout = level_layout(B, C, H, W, k, BQ, BK, x.device)
+        layout = level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"])
         if layouts is not None:
             layouts[key] = layout
     qs, ns = logit_scales(ab, temperature)
@@ -266,18 +291,18 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     ry = _pow2_scale(float(q.abs().max()))
     q_hi = (q * ry).half()
     q_lo = (q * ry - q_hi.float()).half()
-    n_blocks = layout.meta.shape[0]
-    splits = max(1, min(-(-cfg["programs_per_sm"] * _sm_count(x.device) // n_blocks), 1024))
-    total_min = min(train.x.shape[0] * g.positions(H, W) for g in groups)
-    splits = max(1, min(splits, -(-total_min // BKEY)))
+    N = train.x.shape[0]
+    meta, splits = layout.meta_for(N, cfg["programs_per_sm"] * _sm_count(x.device), BKEY)
+    n_blocks = meta.shape[0]
     CP = max(2, triton.next_power_of_2(C))
     m = torch.empty(splits, layout.R_pad, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
+    warps = cfg["warps"] or (4 if BQ * BKEY <= 64 * 128 else 8)
     _els_kernel[(n_blocks, splits)](
-        q_hi, q_lo, layout.meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
-        m, den, num, train.x.shape[0], H, W, layout.R_pad, layout.WP, splits, qs / (ry * train.scale), ns,
-        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, num_warps=cfg["warps"], num_stages=cfg["stages"],
+        q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
+        m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns,
+        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, num_warps=warps, num_stages=cfg["stages"],
     )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
     out = torch.empty_like(x, dtype=torch.float32)
