@@ -11,7 +11,8 @@ from studio.denoisers import make_denoiser
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, full_window, load_schedule, save_schedule
 from studio.denoisers.reference import els_ref, els_unfold_fp32, ls_ref, optimal_ref
 from studio.denoisers.windows import torch_scan
-from studio.denoisers.windows.geometry import KeyBanks
+from studio.denoisers.windows.geometry import KeyBanks, shape_groups
+from studio.denoisers.windows.layout import Training, level_layout, pick_blocks
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +216,38 @@ def test_els_triton_at_a_larger_size_matches_float64():
             x = noisy(data.x, ab, b=6)
             out = den.denoise_at(x.cuda(), ab, k).x0.cpu()
             assert rel(out, els_ref(x, data.x, ab, k)) < 1e-5
+
+
+@pytest.mark.parametrize("shape, k, B", [((3, 5, 6), 3, 2), ((1, 8, 8), 5, 3), ((2, 5, 6), 9, 4), ((3, 12, 10), 7, 19)])
+def test_triton_layout_covers_every_row_once(shape, k, B):
+    """The kernel's block layout (built without Triton): each (shape, offset) block lists the offsets its rows use,
+    every query row sits in exactly one block, and the key slices add up to about the programs asked for."""
+    C, H, W = shape
+    BQ, BK = pick_blocks(B, C, H, W, k, 280.0)
+    lay = level_layout(B, C, H, W, k, BQ, BK, torch.device("cpu"), 280.0)
+    groups = shape_groups(H, W, k)
+    seen = torch.zeros(lay.R_pad, dtype=torch.long)
+    for blk in lay.meta.tolist():
+        s, row0, rows, n_off, ostart = blk[:5]
+        g = groups[s]
+        assert 1 <= rows <= BQ and (blk[12], blk[13]) == (g.kh, g.kw) and blk[17] % BK == 0 and blk[17] >= blk[16]
+        offs = [tuple(o) for o in lay.offs[ostart:ostart + n_off].tolist()]
+        for r in range(row0, row0 + rows):
+            local = int(lay.roff[r])
+            assert 0 <= local < n_off
+            seen[r] += 1
+            i = r - lay.starts[s]
+            p = int(lay.order[s][i]) % g.pixels  # the row's pixel
+            assert offs[local] == g.offsets[int(g.off[p])]
+    assert int(seen.sum()) == B * H * W and int(seen.max()) == 1
+    meta, most = lay.meta_for(50, 40, 128)
+    assert int(meta[:, 5].min()) >= 1 and most == int(meta[:, 5].max())
+
+
+def test_training_planes_are_exact_for_8_bit_data():
+    eight_bit = torch.round(smooth_images(5, (3, 4, 4), seed=1) * 255) / 255
+    train = Training.build(eight_bit)
+    assert train.exact and train.scale == 255 and bool((train.hi.float() / 255 == eight_bit).all())
+    assert not Training.build(smooth_images(5, (3, 4, 4), seed=1)).exact
+    sq = (eight_bit.double() ** 2).sum(1)
+    assert torch.allclose(train.sat[:, 1:3, 2:4].diff(dim=1).diff(dim=2).squeeze(), sq[:, 1, 2], rtol=0, atol=1e-12)

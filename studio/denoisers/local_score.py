@@ -32,6 +32,7 @@ from studio.denoisers.registry import register
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.denoisers.windows import torch_scan
 from studio.denoisers.windows.geometry import KeyBanks
+from studio.denoisers.windows.layout import Training
 from studio.params import Param
 
 PATCH_SIZE = Param("patch_size", int, None, "one odd k for every step (auto = follow patch_schedule)",
@@ -128,7 +129,7 @@ class EquivariantLocalScore(PatchSizes, Denoiser):
         elif use_triton(x.device, self.p["kernel"]):
             from studio.denoisers.windows import triton_scan  # imports triton: only where it runs
 
-            train = self.bank.derive("els-triton", lambda: triton_scan.Training.build(self.images))
+            train = self.bank.derive("els-triton", lambda: Training.build(self.images))
             x0 = triton_scan.els_mean(x, train, k, alpha_bar, tau, self.layouts)
         else:
             x0 = torch_scan.els_mean(x, self.key_banks(k), alpha_bar, tau, self.p["chunk_size"])

@@ -3,9 +3,10 @@
 A pixel's window is the k x k window centred on it, clipped to the image: shape (kh, kw), and the pixel sits at
 offset (up, left) inside it. ELS compares it with every window of that shape lying wholly inside a training
 image and averages the training pixel at the same offset. So all pixels of one shape share their candidates
-(the keys); only the offset of the averaged pixel differs (at most 4 offsets per shape: top/bottom x
-left/right borders). Identical training windows are one key with a multiplicity: log2(count) joins its logit,
-which is exact (count · e^ℓ = e^(ℓ + ln count)).
+(the keys); only the offset of the averaged pixel differs (top or bottom border, left or right: at most 4
+offsets per shape, unless the window is as tall or as wide as the image, when every row or column has its own).
+Identical training windows are one key with a multiplicity: log2(count) joins its logit, which is exact
+(count · e^ℓ = e^(ℓ + ln count)).
 """
 
 from __future__ import annotations
@@ -123,11 +124,13 @@ def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     faster than torch.unique(dim=0), which sorts the rows lexicographically."""
     M, D = x.shape
     x = x + 0.0  # -0.0 becomes +0.0: equal values, equal bits
-    bits = x.view(torch.int32).long() & 0xFFFFFFFF  # [M, D], each < 2^32
     mult = torch.randint(1, 1 << 20, (D,), generator=torch.Generator().manual_seed(D)).to(x.device)
     h = torch.zeros(M, dtype=torch.long, device=x.device)
-    for lo in range(0, D, 1024):  # < 2^52 per product, < 2^62 per block of 1024: no overflow
-        h = (h + (bits[:, lo:lo + 1024] * mult[lo:lo + 1024]).sum(1)) % _PRIME
+    rows = max(1, _HASH_BLOCK // max(D, 1))
+    for r0 in range(0, M, rows):
+        bits = x[r0:r0 + rows].view(torch.int32).long() & 0xFFFFFFFF  # each < 2^32
+        for lo in range(0, D, 1024):  # < 2^52 per product, < 2^62 per block of 1024 columns: no overflow
+            h[r0:r0 + rows] = (h[r0:r0 + rows] + (bits[:, lo:lo + 1024] * mult[lo:lo + 1024]).sum(1)) % _PRIME
     order = torch.sort(h, stable=True).indices
     x = x[order]
     first = torch.ones(M, dtype=torch.bool, device=x.device)
@@ -138,6 +141,7 @@ def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 _PRIME = (1 << 61) - 1
+_HASH_BLOCK = 1 << 22  # coordinates hashed at once (bounds the int64 temporaries)
 
 
 def key_bytes(images: torch.Tensor, k: int) -> int:

@@ -37,7 +37,7 @@ PART_LOGITS = 1 << 23  # logits per part of the keys of a kept bank (the unit of
 ROW_BLOCK = 2048  # query rows per block (bounds a tile's rows, so it keeps enough keys)
 CHUNK_SHARE = 8  # streamed keys: a part takes at most 1/CHUNK_SHARE of the memory budget
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 _POOL_LOCK = threading.Lock()
 
 
@@ -84,9 +84,11 @@ def els_mean(x: torch.Tensor, banks: KeyBanks, ab: float, temperature: float = 1
 def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:
-            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="els")
-        return _POOL
+        if _POOL is None or _POOL[0] < threads:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix="els"))
+        return _POOL[1]
 
 
 def _single_threaded(run: Callable, job):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -28,6 +27,7 @@ import triton.language as tl
 
 from studio.denoisers.online_softmax import merge_partials
 from studio.denoisers.windows.geometry import query_windows, shape_groups
+from studio.denoisers.windows.layout import Training, level_layout, pick_blocks, pow2_scale
 from studio.denoisers.windows.torch_scan import logit_scales
 
 # BQ: query rows per program (None: the cheapest of 16/32/64/128 for the level's shapes); BKEY: keys per step;
@@ -38,9 +38,6 @@ from studio.denoisers.windows.torch_scan import logit_scales
 ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": None,
                      "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
-FP16_ROOM = 2.0**14  # queries are scaled to at most this (headroom under fp16's 65504; lo halves stay normal)
-EXACT_SCALES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 255.0, 256.0, 510.0, 512.0, 1020.0, 1024.0)
-META = 20  # int32 fields per block (see LevelLayout)
 LN2 = math.log(2.0)
 
 
@@ -131,134 +128,6 @@ def _els_kernel(
     tl.store(num_ptr + at[:, None] * CP + cols[None, :], num)
 
 
-@dataclass
-class Training:
-    """The training images as the kernel reads them: fp16 planes (exact integers λ x, or hi + lo halves of x rx),
-    the float64 summed-area table of Σ_c x², and the fp32 images for the averaged pixels."""
-
-    hi: torch.Tensor   # fp16 [N, C, H, W]
-    lo: torch.Tensor   # fp16 [N, C, H, W] (a 1-element dummy when exact)
-    sat: torch.Tensor  # float64 [N, H+1, W+1]
-    x: torch.Tensor    # fp32 [N, C, H, W] contiguous
-    scale: float       # hi (+ lo) = scale · x
-    exact: bool
-
-    @classmethod
-    def build(cls, images: torch.Tensor) -> "Training":
-        x = images.float().contiguous()
-        scale = exact_scale(x)
-        exact = scale is not None
-        if exact:
-            hi, lo = torch.round(x * scale).half(), torch.zeros(1, dtype=torch.float16, device=x.device)
-        else:
-            scale = _pow2_scale(float(x.abs().max()))
-            hi = (x * scale).half()
-            lo = (x * scale - hi.float()).half()
-        sq = (x.double() ** 2).sum(1)  # [N, H, W]
-        sat = torch.zeros(x.shape[0], x.shape[2] + 1, x.shape[3] + 1, dtype=torch.float64, device=x.device)
-        sat[:, 1:, 1:] = sq.cumsum(1).cumsum(2)
-        return cls(hi.contiguous(), lo.contiguous(), sat, x, float(scale), exact)
-
-
-def exact_scale(x: torch.Tensor) -> float | None:
-    """The first λ of EXACT_SCALES with λ x integers of at most 2048 in magnitude (exact in fp16) whose fp32
-    quotient by λ gives back x exactly; None when there is none."""
-    top = float(x.abs().max())
-    for lam in EXACT_SCALES:
-        if lam * top > 2048:
-            break
-        ints = torch.round(x * lam)
-        if bool(((ints / lam) == x).all()):
-            return lam
-    return None
-
-
-def _pow2_scale(top: float) -> float:
-    return 2.0 ** math.floor(math.log2(FP16_ROOM / max(top, 1e-30)))
-
-
-@dataclass
-class LevelLayout:
-    """The blocks of one (H, W, k, batch, BQ): per block META int32 fields (0 shape, 1 first row, 2 rows,
-    3 distinct offsets, 4 where they start in `offs`, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width,
-    17 padded width, 18 start of the shape's coordinate offsets in `doff`); per row the index of its offset
-    among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
-    dx; the padding repeats 0, which zero query columns cancel); and where each row's result goes."""
-
-    meta: torch.Tensor     # int32 [n_blocks, META] (field 5, the block's key slices, set per training set)
-    roff: torch.Tensor     # int32 [R_pad]
-    offs: torch.Tensor     # int32 [Σ distinct offsets per block, 2]
-    doff: torch.Tensor     # int32 [Σ padded widths + BK]
-    starts: list[int]      # first row of each shape in the query buffer
-    order: list[torch.Tensor]  # per shape: long [B * P], the shape's rows (b * P + p) in buffer order
-    R_pad: int
-    WP: int
-    work: torch.Tensor     # float64 [n_blocks]: a block's product and pair work per training image
-    device_meta: dict      # (N, programs) -> (meta with the slices filled in, on the device; most slices)
-
-    def meta_for(self, N: int, programs: int, BKEY: int) -> tuple[torch.Tensor, int]:
-        """The meta with each block's number of key slices (about `programs` in all, in proportion to the blocks'
-        work, at least one and at most one per BKEY keys), and the largest number of slices."""
-        if (N, programs) not in self.device_meta:
-            meta = self.meta.clone()
-            share = self.work * N / (self.work.sum() * N / programs)
-            most = (N * meta[:, 15].double() / BKEY).ceil()
-            meta[:, 5] = torch.minimum(share.round().clamp_min(1), most).to(torch.int32)
-            self.device_meta[(N, programs)] = (meta.to(self.roff.device), int(meta[:, 5].max()))
-        return self.device_meta[(N, programs)]
-
-
-def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, device: torch.device,
-                 pair_cost: float = 0.0) -> LevelLayout:
-    groups = shape_groups(H, W, k)
-    meta, roff, doff, starts, order, offs, work = [], [], [], [], [], [], []
-    row, dpos, WP = 0, 0, BK
-    for s, g in enumerate(groups):
-        width = C * g.kh * g.kw
-        wpad = -(-width // BK) * BK
-        WP = max(WP, wpad)
-        c, dy, dx = torch.meshgrid(torch.arange(C), torch.arange(g.kh), torch.arange(g.kw), indexing="ij")
-        table = (c * H * W + dy * W + dx).reshape(-1)
-        doff.append(torch.cat([table, torch.zeros(wpad - width, dtype=torch.long)]))
-        # rows of the shape ordered by (offset, b, p)
-        off_rows = g.off.repeat(B)  # [B * P]: offset of row b * P + p
-        perm = torch.sort(off_rows * (B * g.pixels) + torch.arange(B * g.pixels), stable=True).indices
-        order.append(perm)
-        starts.append(row)
-        sorted_off = off_rows[perm]
-        for r0 in range(0, B * g.pixels, BQ):
-            rows_off = sorted_off[r0:r0 + BQ]
-            present = sorted(set(rows_off.tolist()))
-            meta.append([s, row + r0, len(rows_off), len(present), len(offs)] + [0] * 7
-                        + [g.kh, g.kw, W - g.kw + 1, g.positions(H, W), width, wpad, dpos, 0])
-            offs += [g.offsets[o] for o in present]
-            work.append(g.positions(H, W) * BQ * (2 * wpad + pair_cost))
-            local = torch.tensor([present.index(o) for o in rows_off.tolist()] + [-1] * (BQ - len(rows_off)))
-            roff.append(local)
-        row += -(-B * g.pixels // BQ) * BQ
-        dpos += wpad
-    doff.append(torch.zeros(BK, dtype=torch.long))
-    return LevelLayout(torch.tensor(meta, dtype=torch.int32),
-                       torch.cat(roff).to(device, torch.int32), torch.tensor(offs, dtype=torch.int32, device=device),
-                       torch.cat(doff).to(device, torch.int32),
-                       starts, [o.to(device) for o in order], row, WP, torch.tensor(work, dtype=torch.float64), {})
-
-
-def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float) -> tuple[int, int]:
-    """(BQ, BK): the rows per program and coordinates per product step that pad the level's work least (the
-    larger on near ties: fewer programs, fewer steps)."""
-    groups = shape_groups(H, W, k)
-
-    def cost(BQ: int, BK: int) -> float:
-        return sum(-(-B * g.pixels // BQ) * BQ * g.positions(H, W) * (2 * -(-C * g.kh * g.kw // BK) * BK + pair_cost)
-                   for g in groups)
-
-    bks = [bk for bk in (16, 32, 64) if cost(64, bk) <= 1.1 * min(cost(64, b) for b in (16, 32, 64))]
-    BK = max(bks)
-    costs = {bq: cost(bq, BK) for bq in (16, 32, 64, 128)}
-    return max(bq for bq, c in costs.items() if c <= 1.15 * min(costs.values())), BK
-
-
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -288,7 +157,7 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     for s, g in enumerate(groups):
         win = query_windows(x.float(), g)  # [B * P, width]
         q[layout.starts[s]:layout.starts[s] + win.shape[0], :win.shape[1]] = win[layout.order[s]]
-    ry = _pow2_scale(float(q.abs().max()))
+    ry = pow2_scale(float(q.abs().max()))
     q_hi = (q * ry).half()
     q_lo = (q * ry - q_hi.float()).half()
     N = train.x.shape[0]
