@@ -181,7 +181,7 @@ def _triton_cases():
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
-def test_els_triton_kernel_interpreted_matches_float64():
+def test_els_triton_kernel_interpreted_matches_float64(monkeypatch):
     """The kernel itself, run by Triton's interpreter on the CPU (TRITON_INTERPRET=1 python -m pytest -k triton)."""
     pytest.importorskip("triton")
     from studio.denoisers.windows import triton_scan
@@ -192,6 +192,15 @@ def test_els_triton_kernel_interpreted_matches_float64():
         for ab, b in ((0.02, 3), (0.6, 1), (0.995, 2)):
             x = noisy(data, ab, b=b)
             assert rel(triton_scan.els_mean(x, train, k, ab), els_ref(x, data, ab, k)) < 1e-5
+    # many key blocks split over several programs per block; the smallest tiles; a block layout reused
+    data = torch.round(smooth_images(16, (3, 9, 8), seed=6) * 255) / 255
+    train, layouts = triton_scan.Training.build(data), {}
+    for cfg in ({}, {"BQ": 16, "BK": 16, "BKEY": 32, "programs_per_sm": 4}):
+        monkeypatch.setattr(triton_scan, "ELS_TRITON_CONFIG", {**triton_scan.ELS_TRITON_CONFIG, **cfg})
+        for k, ab in ((3, 0.3), (5, 0.9), (5, 0.9)):
+            x = noisy(data, ab, b=3)
+            assert rel(triton_scan.els_mean(x, train, k, ab, layouts=layouts), els_ref(x, data, ab, k)) < 1e-5
+    assert len(layouts) == 4
 
 
 @pytest.mark.gpu
@@ -234,12 +243,25 @@ def test_triton_layout_covers_every_row_once(shape, k, B):
         offs = [tuple(o) for o in lay.offs[ostart:ostart + n_off].tolist()]
         for r in range(row0, row0 + rows):
             local = int(lay.roff[r])
-            assert 0 <= local < n_off
+            assert 0 <= local < n_off and bool(lay.rvalid[r]) and int(lay.rshape[r]) == s
             seen[r] += 1
-            i = r - lay.starts[s]
-            p = int(lay.order[s][i]) % g.pixels  # the row's pixel
-            assert offs[local] == g.offsets[int(g.off[p])]
-    assert int(seen.sum()) == B * H * W and int(seen.max()) == 1
+        up_left = torch.tensor([offs[int(lay.roff[r])] for r in range(row0, row0 + rows)])
+        real = lay.rvalid.nonzero().squeeze(1).tolist()
+        first = real.index(row0)
+        pix = lay.dest[first:first + rows, 0] - lay.rowbase[row0:row0 + rows]  # the pixel's place in its window
+        assert torch.equal(pix, up_left[:, 0] * W + up_left[:, 1])
+    assert int(seen.sum()) == B * H * W and int(seen.max()) == 1 and int(lay.rvalid.sum()) == B * H * W
+    assert sorted(lay.dest[:, 0].tolist()) == [b * C * H * W + i for b in range(B) for i in range(H * W)]
+    x = torch.randn(B, C, H, W)
+    q, out = lay.queries(x), torch.full_like(x, torch.nan)
+    lay.scatter(out, q[:, :C] * 0 + torch.arange(lay.R_pad)[:, None].float())  # each pixel gets its row number
+    for s, g in enumerate(groups):  # the rows of a shape hold the pixels' windows, zero beyond the width
+        for r in (lay.rshape == s).nonzero().squeeze(1).tolist():
+            if lay.rvalid[r]:
+                b, y, xx = int(lay.rowbase[r]) // (C * H * W), *divmod(int(lay.rowbase[r]) % (H * W), W)
+                want = x[b, :, y:y + g.kh, xx:xx + g.kw].reshape(-1)
+                assert torch.equal(q[r, :want.numel()], want) and not q[r, want.numel():].any()
+    assert not out.isnan().any()
     meta, most = lay.meta_for(50, 40, 128)
     assert int(meta[:, 5].min()) >= 1 and most == int(meta[:, 5].max())
 

@@ -67,18 +67,35 @@ class LevelLayout:
     3 distinct offsets, 4 where they start in `offs`, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width,
     17 padded width, 18 start of the shape's coordinate offsets in `doff`); per row the index of its offset
     among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
-    dx; the padding repeats 0, which zero query columns cancel); and where each row's result goes."""
+    dx; the padding repeats 0, which zero query columns cancel); and the gathers that build the query rows from
+    the batch and put the rows' results back (flat indices into [B, C, H, W])."""
 
     meta: torch.Tensor     # int32 [n_blocks, META] (field 5, the block's key slices, set per training set)
     roff: torch.Tensor     # int32 [R_pad]
     offs: torch.Tensor     # int32 [Σ distinct offsets per block, 2]
     doff: torch.Tensor     # int32 [Σ padded widths + BK]
-    starts: list[int]      # first row of each shape in the query buffer
-    order: list[torch.Tensor]  # per shape: long [B * P], the shape's rows (b * P + p) in buffer order
+    rowbase: torch.Tensor  # long [R_pad]: the row's window's first pixel (b, c=0, top, left); padding rows: 0
+    rshape: torch.Tensor   # long [R_pad]: the row's shape
+    rvalid: torch.Tensor   # bool [R_pad]: a real row (not padding)
+    dtab: torch.Tensor     # long [shapes, WP]: window coordinate offsets per shape, -1 past the width
+    dest: torch.Tensor     # long [B * H * W, C]: where the real rows' results go (channel c at dest + c·H·W)
     R_pad: int
     WP: int
     work: torch.Tensor     # float64 [n_blocks]: a block's product and pair work per training image
     device_meta: dict      # (N, programs) -> (meta with the slices filled in, on the device; most slices)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """[R_pad, WP] fp32: every row's clipped window of the batch x [B, C, H, W], zero past its width and in the
+        padding rows (one gather)."""
+        flat = torch.cat([x.reshape(-1), x.new_zeros(1)])  # the last element is the zero the padding reads
+        cols = self.dtab[self.rshape]  # [R_pad, WP]
+        at = torch.where((cols >= 0) & self.rvalid[:, None], self.rowbase[:, None] + cols, x.numel())
+        return flat[at]
+
+    def scatter(self, out: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write the real rows' results rows [R_pad, >= C] into out [B, C, H, W] (one scatter)."""
+        C = self.dest.shape[1]
+        out.view(-1)[self.dest] = rows[self.rvalid][:, :C]
 
     def meta_for(self, N: int, programs: int, BKEY: int) -> tuple[torch.Tensor, int]:
         """The meta with each block's number of key slices (about `programs` in all, in proportion to the blocks'
@@ -95,20 +112,26 @@ class LevelLayout:
 def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, device: torch.device,
                  pair_cost: float = 0.0) -> LevelLayout:
     groups = shape_groups(H, W, k)
-    meta, roff, doff, starts, order, offs, work = [], [], [], [], [], [], []
-    row, dpos, WP = 0, 0, BK
+    meta, roff, doff, offs, work, tables = [], [], [], [], [], []
+    rowbase, rshape, rvalid, dest = [], [], [], []
+    row, dpos, WP, CHW = 0, 0, BK, C * H * W
     for s, g in enumerate(groups):
         width = C * g.kh * g.kw
         wpad = -(-width // BK) * BK
         WP = max(WP, wpad)
         c, dy, dx = torch.meshgrid(torch.arange(C), torch.arange(g.kh), torch.arange(g.kw), indexing="ij")
         table = (c * H * W + dy * W + dx).reshape(-1)
+        tables.append(table)
         doff.append(torch.cat([table, torch.zeros(wpad - width, dtype=torch.long)]))
         # rows of the shape ordered by (offset, b, p)
         off_rows = g.off.repeat(B)  # [B * P]: offset of row b * P + p
         perm = torch.sort(off_rows * (B * g.pixels) + torch.arange(B * g.pixels), stable=True).indices
-        order.append(perm)
-        starts.append(row)
+        b, p = perm // g.pixels, perm % g.pixels
+        pad = -(-B * g.pixels // BQ) * BQ - B * g.pixels
+        rowbase += [b * CHW + g.tops[p] * W + g.lefts[p], torch.zeros(pad, dtype=torch.long)]
+        rshape.append(torch.full((B * g.pixels + pad,), s, dtype=torch.long))
+        rvalid += [torch.ones(B * g.pixels, dtype=torch.bool), torch.zeros(pad, dtype=torch.bool)]
+        dest.append(b * CHW + g.ys[p] * W + g.xs[p])
         sorted_off = off_rows[perm]
         for r0 in range(0, B * g.pixels, BQ):
             rows_off = sorted_off[r0:r0 + BQ]
@@ -122,10 +145,15 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
         row += -(-B * g.pixels // BQ) * BQ
         dpos += wpad
     doff.append(torch.zeros(BK, dtype=torch.long))
+    dtab = torch.full((len(groups), WP), -1, dtype=torch.long)
+    for s, table in enumerate(tables):
+        dtab[s, :table.numel()] = table
+    dest_all = torch.cat(dest)[:, None] + torch.arange(C)[None, :] * (H * W)
     return LevelLayout(torch.tensor(meta, dtype=torch.int32),
                        torch.cat(roff).to(device, torch.int32), torch.tensor(offs, dtype=torch.int32, device=device),
-                       torch.cat(doff).to(device, torch.int32),
-                       starts, [o.to(device) for o in order], row, WP, torch.tensor(work, dtype=torch.float64), {})
+                       torch.cat(doff).to(device, torch.int32), torch.cat(rowbase).to(device),
+                       torch.cat(rshape).to(device), torch.cat(rvalid).to(device), dtab.to(device),
+                       dest_all.to(device), row, WP, torch.tensor(work, dtype=torch.float64), {})
 
 
 def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float) -> tuple[int, int]:

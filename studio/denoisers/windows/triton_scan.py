@@ -26,7 +26,6 @@ import triton
 import triton.language as tl
 
 from studio.denoisers.online_softmax import merge_partials
-from studio.denoisers.windows.geometry import query_windows, shape_groups
 from studio.denoisers.windows.layout import Training, level_layout, pick_blocks, pow2_scale
 from studio.denoisers.windows.torch_scan import logit_scales
 
@@ -140,23 +139,20 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     cfg = ELS_TRITON_CONFIG
     B, C, H, W = x.shape
     BKEY = cfg["BKEY"]
-    BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"])
-    BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
-    key = (B, C, H, W, k, BQ, BK)
-    layout = layouts.get(key) if layouts is not None else None
-    if layout is None:
-        layout = level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"])
+    key = (B, C, H, W, k, json.dumps(cfg, sort_keys=True))
+    found = layouts.get(key) if layouts is not None else None
+    if found is None:
+        BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"])
+        BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
+        found = (BQ, BK, level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"]))
         if layouts is not None:
-            layouts[key] = layout
+            layouts[key] = found
+    BQ, BK, layout = found
     qs, ns = logit_scales(ab, temperature)
-    groups = shape_groups(H, W, k)
     if train.x.numel() >= 2**31 or train.x.shape[0] * H * W >= 2**31:
         raise ValueError(f"denoiser.els: {train.x.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
                          "Triton kernel's 32-bit indices; use kernel=torch")
-    q = torch.zeros(layout.R_pad, layout.WP, device=x.device)
-    for s, g in enumerate(groups):
-        win = query_windows(x.float(), g)  # [B * P, width]
-        q[layout.starts[s]:layout.starts[s] + win.shape[0], :win.shape[1]] = win[layout.order[s]]
+    q = layout.queries(x.float())
     ry = pow2_scale(float(q.abs().max()))
     q_hi = (q * ry).half()
     q_lo = (q * ry - q_hi.float()).half()
@@ -174,11 +170,6 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
         C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, num_warps=warps, num_stages=cfg["stages"],
     )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
-    out = torch.empty_like(x, dtype=torch.float32)
-    for s, g in enumerate(groups):
-        rows = mean[layout.starts[s]:layout.starts[s] + B * g.pixels, :C]  # buffer order
-        flat = torch.empty(B * g.pixels, C, device=x.device)
-        flat[layout.order[s]] = rows  # row b * P + p
-        flat = flat.reshape(B, g.pixels, C)
-        out[:, :, g.ys.to(x.device), g.xs.to(x.device)] = flat.permute(0, 2, 1)
+    out = torch.empty(x.shape, device=x.device)
+    layout.scatter(out, mean)
     return out
