@@ -110,7 +110,9 @@ class Keys:
             M = windows.shape[0]
         rows = torch.empty(M, width + 3, device=windows.device)
         rows[:, :width] = windows
-        rows[:, width] = (windows.double() ** 2).sum(1).float()
+        step = max(1, _HASH_BLOCK // max(width, 1))
+        for lo in range(0, M, step):  # |w|² summed in float64 a block of rows at a time
+            rows[lo:lo + step, width] = (windows[lo:lo + step].double() ** 2).sum(1).float()
         rows[:, width + 1] = torch.log2(counts.float()) if counts is not None else 0.0
         rows[:, width + 2] = 1.0
         cols = g.value_columns(C).to(windows.device)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
+from studio.denoisers.budget import require
 from studio.denoisers.windows.geometry import shape_groups
 
 FP16_ROOM = 2.0**14  # operands are scaled to at most this (headroom under fp16's 65504; lo halves stay normal)
 EXACT_SCALES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 255.0, 256.0, 510.0, 512.0, 1020.0, 1024.0)
 META = 20  # int32 fields per block (see LevelLayout)
+_BLOCK_BYTES = 64 * 2**20  # images converted at once
 
 
 @dataclass
@@ -29,30 +31,38 @@ class Training:
 
     @classmethod
     def build(cls, images: torch.Tensor) -> "Training":
+        """Made a block of images at a time: no float64 (or second fp32) copy of the whole data."""
         x = images.float().contiguous()
+        N, C, H, W = x.shape
         scale = exact_scale(x)
         exact = scale is not None
-        if exact:
-            hi, lo = torch.round(x * scale).half(), torch.zeros(1, dtype=torch.float16, device=x.device)
-        else:
-            scale = pow2_scale(float(x.abs().max()))
-            hi = (x * scale).half()
-            lo = (x * scale - hi.float()).half()
-        sq = (x.double() ** 2).sum(1)  # [N, H, W]
-        sat = torch.zeros(x.shape[0], x.shape[2] + 1, x.shape[3] + 1, dtype=torch.float64, device=x.device)
-        sat[:, 1:, 1:] = sq.cumsum(1).cumsum(2)
-        return cls(hi.contiguous(), lo.contiguous(), sat, x, float(scale), exact)
+        require(2 * x.numel() * (1 if exact else 2) + 8 * N * (H + 1) * (W + 1), x.device,
+                "denoiser.els: the Triton kernel's fp16 copies of the training data and their summed-area table")
+        scale = scale if exact else pow2_scale(float(x.abs().max()))
+        hi = torch.empty(x.shape, dtype=torch.float16, device=x.device)
+        lo = torch.empty(x.shape if not exact else (1,), dtype=torch.float16, device=x.device)
+        sat = torch.zeros(N, H + 1, W + 1, dtype=torch.float64, device=x.device)
+        step = max(1, _BLOCK_BYTES // (8 * C * H * W))
+        for a in range(0, N, step):
+            part = x[a:a + step] * scale
+            if exact:
+                hi[a:a + step] = torch.round(part)
+            else:
+                hi[a:a + step] = part
+                lo[a:a + step] = part - hi[a:a + step].float()
+            sat[a:a + step, 1:, 1:] = (x[a:a + step].double() ** 2).sum(1).cumsum(1).cumsum(2)
+        return cls(hi, lo, sat, x, float(scale), exact)
 
 
 def exact_scale(x: torch.Tensor) -> float | None:
     """The first λ of EXACT_SCALES with λ x integers of at most 2048 in magnitude (exact in fp16) whose fp32
     quotient by λ gives back x exactly; None when there is none."""
     top = float(x.abs().max())
+    step = max(1, _BLOCK_BYTES // (4 * x[0].numel()))
     for lam in EXACT_SCALES:
         if lam * top > 2048:
             break
-        ints = torch.round(x * lam)
-        if bool(((ints / lam) == x).all()):
+        if all(bool((torch.round(x[a:a + step] * lam) / lam == x[a:a + step]).all()) for a in range(0, len(x), step)):
             return lam
     return None
 
