@@ -46,7 +46,7 @@ def _els_kernel(
     m_ptr, den_ptr, num_ptr,
     N, H, W, R_PAD, WP, a_scale, ns,
     C: tl.constexpr, CP: tl.constexpr, BQ: tl.constexpr, BKEY: tl.constexpr, BK: tl.constexpr,
-    EXACT: tl.constexpr,
+    EXACT: tl.constexpr, ONE_STEP: tl.constexpr,
 ):
     blk = tl.program_id(0)
     split = tl.program_id(1)
@@ -74,6 +74,11 @@ def _els_kernel(
     den = tl.zeros((BQ,), tl.float32)
     num = tl.zeros((BQ, CP), tl.float32)
     kk = tl.arange(0, BK)
+    if ONE_STEP:  # every window fits one product step: the query operands and offsets stay in registers
+        q_at = rows[:, None] * WP + kk[None, :]
+        a_hi1 = tl.load(qhi_ptr + q_at)
+        a_lo1 = tl.load(qlo_ptr + q_at)
+        doff1 = tl.load(doff_ptr + dstart + kk)
     for j0 in range(lo, hi, BKEY):
         j = j0 + tl.arange(0, BKEY)
         jmask = j < hi
@@ -84,18 +89,26 @@ def _els_kernel(
         qx = pos - qy * qw
         base = n * CHW + qy * W + qx  # [BKEY]: the key window's first pixel
         acc = tl.zeros((BQ, BKEY), tl.float32)
-        for k0 in range(0, wpad, BK):
-            doff = tl.load(doff_ptr + dstart + k0 + kk)  # [BK]; padding points at the window's first pixel
-            src = base[None, :] + doff[:, None]
-            w_hi = tl.load(khi_ptr + src)  # [BK, BKEY] fp16
-            q_at = rows[:, None] * WP + (k0 + kk)[None, :]
-            a_hi = tl.load(qhi_ptr + q_at)  # [BQ, BK] fp16, zero in the padding columns
-            a_lo = tl.load(qlo_ptr + q_at)
-            acc = tl.dot(a_hi, w_hi, acc)
-            acc = tl.dot(a_lo, w_hi, acc)
+        if ONE_STEP:
+            src = base[None, :] + doff1[:, None]
+            w_hi = tl.load(khi_ptr + src)
+            acc = tl.dot(a_hi1, w_hi, acc)
+            acc = tl.dot(a_lo1, w_hi, acc)
             if not EXACT:
-                w_lo = tl.load(klo_ptr + src)
-                acc = tl.dot(a_hi, w_lo, acc)
+                acc = tl.dot(a_hi1, tl.load(klo_ptr + src), acc)
+        else:
+            for k0 in range(0, wpad, BK):
+                doff = tl.load(doff_ptr + dstart + k0 + kk)  # [BK]; padding points at the window's first pixel
+                src = base[None, :] + doff[:, None]
+                w_hi = tl.load(khi_ptr + src)  # [BK, BKEY] fp16
+                q_at = rows[:, None] * WP + (k0 + kk)[None, :]
+                a_hi = tl.load(qhi_ptr + q_at)  # [BQ, BK] fp16, zero in the padding columns
+                a_lo = tl.load(qlo_ptr + q_at)
+                acc = tl.dot(a_hi, w_hi, acc)
+                acc = tl.dot(a_lo, w_hi, acc)
+                if not EXACT:
+                    w_lo = tl.load(klo_ptr + src)
+                    acc = tl.dot(a_hi, w_lo, acc)
         # |w|² from the summed-area table [N, H+1, W+1] (float64)
         sat = sat_ptr + n * ((H + 1) * (W + 1))
         y0 = qy * (W + 1)
@@ -167,7 +180,8 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     _els_kernel[(n_blocks, splits)](
         q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
         m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns,
-        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, num_warps=warps, num_stages=cfg["stages"],
+        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK, num_warps=warps,
+        num_stages=cfg["stages"],
     )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
     out = torch.empty(x.shape, device=x.device)
