@@ -162,7 +162,7 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
             layouts[key] = found
     BQ, BK, layout = found
     qs, ns = logit_scales(ab, temperature)
-    if train.x.numel() >= 2**31 or train.x.shape[0] * H * W >= 2**31:
+    if max(train.x.numel(), train.sat.numel()) >= 2**31:
         raise ValueError(f"denoiser.els: {train.x.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
                          "Triton kernel's 32-bit indices; use kernel=torch")
     q = layout.queries(x.float())
