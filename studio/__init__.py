@@ -16,8 +16,10 @@ Packages, each named after its job:
 - `denoisers/`   one module per denoiser, the registry, the Denoiser contract, the exact online softmax, the
                  training data on the device as float32 (softmax) or 8-bit codes (byte_bank, with its Triton
                  kernels in softmax_triton);
-  `masked/`      the masked-softmax machinery of pca_locality, ls and els (masks, column plans, torch tiles,
+  `masked/`      the masked-softmax machinery of pca_locality and ls (masks, column plans, torch tiles,
                  Triton tiles; the Triton module depends on the plan, never the reverse)
+  `windows/`     the window machinery of els (clipped windows by shape, deduplicated training windows, the
+                 torch scan and the fused Triton kernel; both depend on the geometry, never the reverse)
 - `diffusion/`   schedules, spacing, samplers, the sampling loop, inversion, noise streams
 - `models/`      trained networks, checkpoint folders (diffusers pipeline layout), training, an analytic
                  denoiser as a diffusers `unet` (diffusers_wrap)

@@ -101,3 +101,11 @@ def test_bench_prints_table_with_reference(capsys, tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {r["case"] for r in rows} == {"optimal", "wiener"}
     assert all(r["max_rel_err"] < 1e-4 and r["ref_ms_per_step"] > 0 for r in rows)
+
+
+def test_bench_times_els_against_its_previous_release(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--n-data", "200", "--shape", "3x8x8", "--levels", "4", "--repeats", "1",
+                 "--only", "els (ref: previous fp32)", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]  # levels with 7 x 7 windows and with the whole image
+    assert row["n_data"] == 200 and row["ref_ms_per_step"] > 0 and row["max_rel_err"] < 1e-5

@@ -1,6 +1,7 @@
 """Local score machines against float64 brute force, border pixels included; patch-size schedules."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,7 +9,10 @@ import torch
 from locality_data import as_dataset, noisy, rel, smooth_images
 from studio.denoisers import make_denoiser
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, full_window, load_schedule, save_schedule
-from studio.denoisers.reference import els_ref, ls_ref, optimal_ref
+from studio.denoisers.reference import els_ref, els_unfold_fp32, ls_ref, optimal_ref
+from studio.denoisers.windows import torch_scan
+from studio.denoisers.windows.geometry import KeyBanks, shape_groups
+from studio.denoisers.windows.layout import Training, level_layout, pick_blocks
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +47,49 @@ def els_loops(x_t: torch.Tensor, data: torch.Tensor, ab: float, k: int) -> torch
 
 
 @pytest.mark.parametrize("ab", [0.1, 0.7])
-@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
 def test_els_matches_loops_and_reference(tiny, ab, k):
+    """k = 9 on 5 x 6 images: windows as tall as the image, so one shape holds a pixel at every row offset."""
     x = noisy(tiny.x, ab, b=2)
     loops = els_loops(x, tiny.x, ab, k)
     assert rel(els_ref(x, tiny.x, ab, k), loops) < 1e-12
     out = make_denoiser("els", patch_size=k, chunk_size=3).fit(tiny).denoise(x, 0, ab)
     assert rel(out.x0, loops) < 1e-5 and out.shared == {"patch_size": k}
+    assert rel(els_unfold_fp32(x, tiny.x, ab, k, chunk=4), loops) < 1e-5  # the previous release, bench's yardstick
+
+
+@pytest.fixture(scope="module")
+def levels():
+    """Gray images on 5 levels: many training windows repeat (the deduplicated keys carry their counts)."""
+    x = torch.round(smooth_images(40, (1, 7, 8), seed=3) * 2) / 2
+    return as_dataset(x, "levels")
+
+
+@pytest.mark.parametrize("ab", [0.05, 0.5, 0.995])
+@pytest.mark.parametrize("k", [3, 5])
+def test_els_is_exact_whatever_the_parts_threads_tiles_and_duplicates(levels, ab, k):
+    x = noisy(levels.x, ab, b=5)
+    ref = els_ref(x, levels.x, ab, k)
+    den = make_denoiser("els", patch_size=k).fit(levels)
+    kept = den.key_banks(k)
+    raw = sum(levels.n * g.positions(7, 8) for g in kept.groups)
+    assert kept.kept is not None and sum(v.n for v in kept.kept.values()) < 0.75 * raw  # duplicates merged
+    streamed = KeyBanks(den.images, k, budget=0)
+    assert streamed.kept is None
+    outs = [den.denoise_at(x, ab, k).x0]
+    for banks in (kept, streamed):
+        for opts in ({"threads": 1}, {"threads": 2, "chunk": 3}, {"threads": 3, "chunk": 1, "tile": 64}):
+            outs.append(torch_scan.els_mean(x, banks, ab, **opts))
+    for out in outs:
+        assert rel(out, ref) < 1e-5
+    assert rel(outs[1], outs[0]) < 1e-6
+
+
+def test_els_parts_give_the_same_bits_on_any_number_of_threads(levels):
+    x = noisy(levels.x, 0.3, b=4)
+    banks = make_denoiser("els", patch_size=3).fit(levels).key_banks(3)
+    one = torch_scan.els_mean(x, banks, 0.3, chunk=2, threads=1)
+    assert torch.equal(torch_scan.els_mean(x, banks, 0.3, chunk=2, threads=2), one)
 
 
 @pytest.mark.parametrize("ab", [0.05, 0.6, 0.99])
@@ -130,3 +170,106 @@ def test_missing_file_and_bad_patch_size(tmp_path, tiny):
     points.x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="image"):
         make_denoiser("els").fit(points)
+
+
+def _triton_cases():
+    """(data, k) pairs for the Triton kernel: fractional data (hi + lo halves) and 8-bit data (exact fp16 integers
+    255 x), windows narrower than, as tall as, and within one pixel of the image."""
+    smooth = smooth_images(12, (3, 5, 6), seed=4)
+    eight_bit = torch.round(smooth * 255) / 255
+    return [(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)]
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
+def test_els_triton_kernel_interpreted_matches_float64(monkeypatch):
+    """The kernel itself, run by Triton's interpreter on the CPU (TRITON_INTERPRET=1 python -m pytest -k triton)."""
+    pytest.importorskip("triton")
+    from studio.denoisers.windows import triton_scan
+
+    for data, k in _triton_cases():
+        train = triton_scan.Training.build(data)
+        assert train.exact == bool((torch.round(data * 255) / 255 == data).all())
+        for ab, b in ((0.02, 3), (0.6, 1), (0.995, 2)):
+            x = noisy(data, ab, b=b)
+            assert rel(triton_scan.els_mean(x, train, k, ab), els_ref(x, data, ab, k)) < 1e-5
+    # many key blocks split over several programs per block; the smallest tiles; a block layout reused
+    data = torch.round(smooth_images(16, (3, 9, 8), seed=6) * 255) / 255
+    train, layouts = triton_scan.Training.build(data), {}
+    for cfg in ({}, {"BQ": 16, "BK": 16, "BKEY": 32, "programs_per_sm": 4}):
+        monkeypatch.setattr(triton_scan, "ELS_TRITON_CONFIG", {**triton_scan.ELS_TRITON_CONFIG, **cfg})
+        for k, ab in ((3, 0.3), (5, 0.9), (5, 0.9)):
+            x = noisy(data, ab, b=3)
+            assert rel(triton_scan.els_mean(x, train, k, ab, layouts=layouts), els_ref(x, data, ab, k)) < 1e-5
+    assert len(layouts) == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["triton", "torch"])
+def test_els_on_gpu_matches_float64(kernel):
+    for data, k in _triton_cases():
+        den = make_denoiser("els", device="cuda", kernel=kernel, patch_size=k).fit(as_dataset(data, "gpu"))
+        for ab in (0.02, 0.6, 0.995):
+            for b in (1, 5, 19):
+                x = noisy(data, ab, b=b)
+                out = den.denoise(x.cuda(), 0, ab).x0
+                assert out.is_cuda and rel(out.cpu(), els_ref(x, data, ab, k)) < 1e-5
+
+
+@pytest.mark.gpu
+def test_els_triton_at_a_larger_size_matches_float64():
+    """RGB 16 x 16 photo-like images, 150 of them, patch sizes up to a window nearly as wide as the image."""
+    data = as_dataset(smooth_images(150, (3, 16, 16), seed=2), "rgb16")
+    den = make_denoiser("els", device="cuda", kernel="triton").fit(data)
+    for k in (1, 3, 5, 9, 15, 29):
+        for ab in (0.05, 0.5, 0.98):
+            x = noisy(data.x, ab, b=6)
+            out = den.denoise_at(x.cuda(), ab, k).x0.cpu()
+            assert rel(out, els_ref(x, data.x, ab, k)) < 1e-5
+
+
+@pytest.mark.parametrize("shape, k, B", [((3, 5, 6), 3, 2), ((1, 8, 8), 5, 3), ((2, 5, 6), 9, 4), ((3, 12, 10), 7, 19)])
+def test_triton_layout_covers_every_row_once(shape, k, B):
+    """The kernel's block layout (built without Triton): each (shape, offset) block lists the offsets its rows use,
+    every query row sits in exactly one block, and the key slices add up to about the programs asked for."""
+    C, H, W = shape
+    BQ, BK = pick_blocks(B, C, H, W, k, 280.0)
+    lay = level_layout(B, C, H, W, k, BQ, BK, torch.device("cpu"), 280.0)
+    groups = shape_groups(H, W, k)
+    seen = torch.zeros(lay.R_pad, dtype=torch.long)
+    for blk in lay.meta.tolist():
+        s, row0, rows, n_off, ostart = blk[:5]
+        g = groups[s]
+        assert 1 <= rows <= BQ and (blk[12], blk[13]) == (g.kh, g.kw) and blk[17] % BK == 0 and blk[17] >= blk[16]
+        offs = [tuple(o) for o in lay.offs[ostart:ostart + n_off].tolist()]
+        for r in range(row0, row0 + rows):
+            local = int(lay.roff[r])
+            assert 0 <= local < n_off and bool(lay.rvalid[r]) and int(lay.rshape[r]) == s
+            seen[r] += 1
+        up_left = torch.tensor([offs[int(lay.roff[r])] for r in range(row0, row0 + rows)])
+        real = lay.rvalid.nonzero().squeeze(1).tolist()
+        first = real.index(row0)
+        pix = lay.dest[first:first + rows, 0] - lay.rowbase[row0:row0 + rows]  # the pixel's place in its window
+        assert torch.equal(pix, up_left[:, 0] * W + up_left[:, 1])
+    assert int(seen.sum()) == B * H * W and int(seen.max()) == 1 and int(lay.rvalid.sum()) == B * H * W
+    assert sorted(lay.dest[:, 0].tolist()) == [b * C * H * W + i for b in range(B) for i in range(H * W)]
+    x = torch.randn(B, C, H, W)
+    q, out = lay.queries(x), torch.full_like(x, torch.nan)
+    lay.scatter(out, q[:, :C] * 0 + torch.arange(lay.R_pad)[:, None].float())  # each pixel gets its row number
+    for s, g in enumerate(groups):  # the rows of a shape hold the pixels' windows, zero beyond the width
+        for r in (lay.rshape == s).nonzero().squeeze(1).tolist():
+            if lay.rvalid[r]:
+                b, y, xx = int(lay.rowbase[r]) // (C * H * W), *divmod(int(lay.rowbase[r]) % (H * W), W)
+                want = x[b, :, y:y + g.kh, xx:xx + g.kw].reshape(-1)
+                assert torch.equal(q[r, :want.numel()], want) and not q[r, want.numel():].any()
+    assert not out.isnan().any()
+    meta, most = lay.meta_for(50, 40, 128)
+    assert int(meta[:, 5].min()) >= 1 and most == int(meta[:, 5].max())
+
+
+def test_training_planes_are_exact_for_8_bit_data():
+    eight_bit = torch.round(smooth_images(5, (3, 4, 4), seed=1) * 255) / 255
+    train = Training.build(eight_bit)
+    assert train.exact and train.scale == 255 and bool((train.hi.float() / 255 == eight_bit).all())
+    assert not Training.build(smooth_images(5, (3, 4, 4), seed=1)).exact
+    sq = (eight_bit.double() ** 2).sum(1)
+    assert torch.allclose(train.sat[:, 1:3, 2:4].diff(dim=1).diff(dim=2).squeeze(), sq[:, 1, 2], rtol=0, atol=1e-12)

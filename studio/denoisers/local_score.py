@@ -15,25 +15,30 @@ whole image (k >= 2 max(H, W) - 1) leaves one candidate per image, so both machi
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+import time
 
 import torch
 
 from studio.data.dataset import Dataset
+from studio.cache import Recent
 from studio.denoisers.base import Denoised, Denoiser
-from studio.denoisers.budget import rows_that_fit
+from studio.denoisers.budget import memory_budget
 from studio.denoisers.common import CHUNK, TEMPERATURE
 from studio.denoisers.masked.denoiser import KERNEL, MaskedSoftmaxDenoiser
 from studio.denoisers.masked.masks import patch_mask
-from studio.denoisers.online_softmax import OnlineSoftmax
+from studio.denoisers.masked.plan import use_triton
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, check_patch_size, full_window, load_schedule
 from studio.denoisers.registry import register
 from studio.denoisers.softmax import DataBank, posterior_mean
+from studio.denoisers.windows import torch_scan
+from studio.denoisers.windows.geometry import KeyBanks
+from studio.denoisers.windows.layout import Training
 from studio.params import Param
 
 PATCH_SIZE = Param("patch_size", int, None, "one odd k for every step (auto = follow patch_schedule)",
                    low=1, optional=True)
+WINDOW_BANKS_KEPT = 4  # patch sizes whose training windows stay in memory
+WINDOW_SHARE = 4  # ... within 1/WINDOW_SHARE of the device's memory budget
 PATCH_SCHEDULE = Param("patch_schedule", str, None, "auto (from the data's Wiener-filter masks) or a .yaml/.json "
                        "schedule file, as `python -m studio calibrate` writes", optional=True)
 
@@ -89,75 +94,43 @@ class EquivariantLocalScore(PatchSizes, Denoiser):
     name = "els"
     summary = "equivariant local score machine: per-pixel posterior over k x k patches at every location"
     kinds = ("image",)
-    params = (PATCH_SIZE, PATCH_SCHEDULE, TEMPERATURE, CHUNK)
+    params = (PATCH_SIZE, PATCH_SCHEDULE, TEMPERATURE, CHUNK, KERNEL)
 
     def _fit(self, dataset: Dataset) -> None:
         self._fit_sizes(dataset)
         self.bank = DataBank.from_flat(dataset.flat(), self.device)
         self.images = self.bank.x.reshape(dataset.x.shape)
+        self.windows = Recent(keep=WINDOW_BANKS_KEPT, size=lambda b: b.nbytes(), max_bytes=self._window_budget)
+        self.layouts: dict = {}  # Triton block layouts by (batch, shape, k, launch)
+        use_triton(self.device, self.p["kernel"])  # a clear error now for a kernel that cannot run here
+
+    def _window_budget(self) -> int:
+        return memory_budget(self.device) // WINDOW_SHARE
+
+    def key_banks(self, k: int) -> KeyBanks:
+        """The training windows of patch size k, kept (deduplicated) while they fit the budget."""
+        def make() -> KeyBanks:
+            t0 = time.perf_counter()
+            banks = KeyBanks(self.images, k, self._window_budget())
+            self.setup_s += time.perf_counter() - t0
+            return banks
+
+        return self.windows.get_or_make(k, make)
 
     def denoise_at(self, x_t: torch.Tensor, alpha_bar: float, k: int) -> Denoised:
         """Denoise with patch size k, whatever the schedule says (calibration tries several)."""
         self._check_fitted()
         check_patch_size(k, self.shape)
         x = x_t.float()
+        tau = self.p["temperature"]
         if k == full_window(self.shape):
-            post = posterior_mean(x.reshape(x.shape[0], -1), self.bank, alpha_bar, self.p["temperature"],
-                                  self.p["chunk_size"], k=1)
+            post = posterior_mean(x.reshape(x.shape[0], -1), self.bank, alpha_bar, tau, self.p["chunk_size"], k=1)
             x0 = post.mean.reshape(x_t.shape)
+        elif use_triton(x.device, self.p["kernel"]):
+            from studio.denoisers.windows import triton_scan  # imports triton: only where it runs
+
+            train = self.bank.derive("els-triton", lambda: Training.build(self.images))
+            x0 = triton_scan.els_mean(x, train, k, alpha_bar, tau, self.layouts)
         else:
-            x0 = els_mean(x, self.images, alpha_bar, k, self.p["temperature"], self.p["chunk_size"])
+            x0 = torch_scan.els_mean(x, self.key_banks(k), alpha_bar, tau, self.p["chunk_size"])
         return Denoised(x0, {}, {"patch_size": k})
-
-
-def window_shapes(H: int, W: int, k: int) -> dict[tuple[int, int], list[tuple[int, int, int, int]]]:
-    """Clipped window shape (kh, kw) -> the pixels (y, x) having it, with their offsets (up, left) inside it."""
-    h = k // 2
-    groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = defaultdict(list)
-    for y in range(H):
-        up, down = min(h, y), min(h, H - 1 - y)
-        for x in range(W):
-            left, right = min(h, x), min(h, W - 1 - x)
-            groups[(up + down + 1, left + right + 1)].append((y, x, up, left))
-    return groups
-
-
-def els_mean(
-    x_t: torch.Tensor, images: torch.Tensor, ab: float, k: int, temperature: float = 1.0, chunk: int | None = None
-) -> torch.Tensor:
-    """ELS x̂0 [B, C, H, W]: per window shape, one product of query windows with all training windows of that
-    shape (logits 2s<q, w> - ā|w|², the query norm dropped as a per-row constant), exact online softmax
-    over chunks of training images, numerators gathered per centre offset."""
-    B, C, H, W = x_t.shape
-    s = math.sqrt(ab)
-    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
-    out = torch.empty_like(x_t)
-    for (kh, kw), pixels in window_shapes(H, W, k).items():
-        pix = torch.tensor(pixels, device=x_t.device)
-        P, Q, width = len(pixels), (H - kh + 1) * (W - kw + 1), C * kh * kw
-        queries = x_t.unfold(2, kh, 1).unfold(3, kw, 1)[:, :, pix[:, 0] - pix[:, 2], pix[:, 1] - pix[:, 3]]
-        queries = queries.permute(0, 2, 1, 3, 4).reshape(B * P, width) * (2 * s * inv)
-        offsets = defaultdict(list)
-        for j, (_, _, up, left) in enumerate(pixels):
-            offsets[(up, left)].append(j)
-        offsets = {o: torch.tensor(j, device=x_t.device) for o, j in offsets.items()}
-        per_image = 4 * Q * (width + C + 3 * B * P)
-        step = rows_that_fit(per_image, 4 * B * P * (width + C + 3), x_t.device, "denoiser.els: patch chunk",
-                             chunk or images.shape[0])
-        acc = OnlineSoftmax((B, P), (C,), x_t.device)
-        for lo in range(0, images.shape[0], step):
-            win = images[lo:lo + step].unfold(2, kh, 1).unfold(3, kw, 1)  # [n, C, qy, qx, kh, kw]
-            n = win.shape[0]
-            flat = win.permute(0, 2, 3, 1, 4, 5).reshape(n * Q, width)
-            logits = torch.addmm((flat * flat).sum(1)[None, :], queries, flat.T, beta=-ab * inv).reshape(B, P, n * Q)
-
-            def weigh(w: torch.Tensor) -> torch.Tensor:  # Σ over windows of w · the window's centre pixel
-                out_num = torch.zeros(B, P, C, device=x_t.device)
-                for (up, left), j in offsets.items():
-                    centres = win[:, :, :, :, up, left].permute(0, 2, 3, 1).reshape(n * Q, C)
-                    out_num[:, j] = w[:, j] @ centres
-                return out_num
-
-            acc.add(logits, weigh)
-        out[:, :, pix[:, 0], pix[:, 1]] = acc.mean().permute(0, 2, 1)
-    return out

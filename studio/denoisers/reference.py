@@ -1,8 +1,15 @@
-"""Naive float64 references, written straight from the formulas: the yardstick for tests and benchmarks."""
+"""Naive float64 references, written straight from the formulas: the yardstick for tests and benchmarks; and the
+first release's fp32 ELS (els_unfold_fp32), which `bench` times the current one against."""
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+
 import torch
+
+from studio.denoisers.budget import rows_that_fit
+from studio.denoisers.online_softmax import OnlineSoftmax
 
 _ROWS = 2048
 
@@ -128,4 +135,58 @@ def els_ref(x_t: torch.Tensor, data: torch.Tensor, ab: float, k: int, temperatur
                 num = num * torch.exp(lse - new) + mean * torch.exp(part - new)
                 lse = new
         out[:, :, ys, xs] = num.reshape(B, len(pixels), C).permute(0, 2, 1)
+    return out
+
+
+def _window_shapes(H: int, W: int, k: int) -> dict[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """Clipped window shape (kh, kw) -> the pixels (y, x) having it, with their offsets (up, left) inside it."""
+    h = k // 2
+    groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = defaultdict(list)
+    for y in range(H):
+        up, down = min(h, y), min(h, H - 1 - y)
+        for x in range(W):
+            left, right = min(h, x), min(h, W - 1 - x)
+            groups[(up + down + 1, left + right + 1)].append((y, x, up, left))
+    return groups
+
+
+def els_unfold_fp32(
+    x_t: torch.Tensor, images: torch.Tensor, ab: float, k: int, temperature: float = 1.0, chunk: int | None = None
+) -> torch.Tensor:
+    """The fp32 ELS of the first release, kept as the yardstick `bench` times the window machinery against: per
+    window shape, one product of query windows with all training windows of that shape unfolded chunk by
+    chunk (logits 2s<q, w> - ā|w|², the query norm dropped), an exact online softmax over the chunks, and the
+    numerators gathered per centre offset."""
+    B, C, H, W = x_t.shape
+    s = math.sqrt(ab)
+    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
+    out = torch.empty_like(x_t)
+    for (kh, kw), pixels in _window_shapes(H, W, k).items():
+        pix = torch.tensor(pixels, device=x_t.device)
+        P, Q, width = len(pixels), (H - kh + 1) * (W - kw + 1), C * kh * kw
+        queries = x_t.unfold(2, kh, 1).unfold(3, kw, 1)[:, :, pix[:, 0] - pix[:, 2], pix[:, 1] - pix[:, 3]]
+        queries = queries.permute(0, 2, 1, 3, 4).reshape(B * P, width) * (2 * s * inv)
+        offsets = defaultdict(list)
+        for j, (_, _, up, left) in enumerate(pixels):
+            offsets[(up, left)].append(j)
+        offsets = {o: torch.tensor(j, device=x_t.device) for o, j in offsets.items()}
+        per_image = 4 * Q * (width + C + 3 * B * P)
+        step = rows_that_fit(per_image, 4 * B * P * (width + C + 3), x_t.device, "denoiser.els: patch chunk",
+                             chunk or images.shape[0])
+        acc = OnlineSoftmax((B, P), (C,), x_t.device)
+        for lo in range(0, images.shape[0], step):
+            win = images[lo:lo + step].unfold(2, kh, 1).unfold(3, kw, 1)  # [n, C, qy, qx, kh, kw]
+            n = win.shape[0]
+            flat = win.permute(0, 2, 3, 1, 4, 5).reshape(n * Q, width)
+            logits = torch.addmm((flat * flat).sum(1)[None, :], queries, flat.T, beta=-ab * inv).reshape(B, P, n * Q)
+
+            def weigh(w: torch.Tensor) -> torch.Tensor:  # Σ over windows of w · the window's centre pixel
+                out_num = torch.zeros(B, P, C, device=x_t.device)
+                for (up, left), j in offsets.items():
+                    centres = win[:, :, :, :, up, left].permute(0, 2, 3, 1).reshape(n * Q, C)
+                    out_num[:, j] = w[:, j] @ centres
+                return out_num
+
+            acc.add(logits, weigh)
+        out[:, :, pix[:, 0], pix[:, 1]] = acc.mean().permute(0, 2, 1)
     return out

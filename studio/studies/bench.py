@@ -13,9 +13,10 @@ import torch
 from studio.cache import digest
 from studio.data.dataset import Dataset
 from studio.denoisers.masked.masks import patch_mask
-from studio.denoisers.patch_schedule import auto_patch_size
+from studio.denoisers.patch_schedule import auto_patch_size, full_window
 from studio.denoisers.reference import (
     els_ref,
+    els_unfold_fp32,
     masked_softmax_ref,
     nearest_ref,
     optimal_ref,
@@ -42,6 +43,7 @@ class BenchCase:
     params: dict[str, Any] = field(default_factory=dict)
     batch: int | None = None
     repeats: int | None = None  # timed calls per level (default: --repeats)
+    runner: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None  # a row timed its own way
 
 
 def synthetic_images(opts: dict[str, Any]) -> Dataset:
@@ -83,6 +85,47 @@ def _ls_ref(x: torch.Tensor, d: Dataset, ab: float, t: int) -> torch.Tensor:
     return masked_softmax_ref(x, d.x, ab, patch_mask(d.shape, auto_patch_size(d, ab)))
 
 
+_PREVIOUS_BANKS: dict[tuple[str, str], Any] = {}
+
+
+def _els_previous(x: torch.Tensor, d: Dataset, ab: float, t: int) -> torch.Tensor:
+    """The first release's fp32 ELS at this level's default patch size (the whole-image window is `optimal`'s
+    posterior mean, as in both releases): the yardstick of the `els` row, whose error column is then the
+    difference between the two fp32 implementations."""
+    from studio.denoisers.softmax import DataBank, posterior_mean
+
+    k = auto_patch_size(d, ab, x.device)
+    if k < full_window(d.shape):
+        return els_unfold_fp32(x, d.x, ab, k)
+    key = (d.fingerprint, str(x.device))
+    if key not in _PREVIOUS_BANKS:
+        _PREVIOUS_BANKS.clear()
+        _PREVIOUS_BANKS[key] = DataBank.from_flat(d.flat(), x.device)
+    return posterior_mean(x.reshape(x.shape[0], -1), _PREVIOUS_BANKS[key], ab, k=1).mean.reshape(x.shape)
+
+
+def digits_runs(opts: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """`ls` and `els` on the bundled digits (8x8 gray, N=1797): 16 samples x 50 DDIM steps through the engine,
+    each run twice in this process (the first fits and prepares its windows); seconds of sampling."""
+    from studio.config import RunConfig
+    from studio.engine import execute
+
+    secs: dict[str, list[float]] = {"ls": [], "els": []}
+    for _ in range(2):
+        for name in secs:
+            cfg = RunConfig.from_dict({"dataset": {"name": "digits"}, "denoiser": {"name": name},
+                                       "sampler": {"name": "ddim", "steps": 50}, "n": 16, "seed": 0,
+                                       "device": device.type})
+            secs[name].append(execute(cfg).metrics["timings"]["sampling_s"])
+    els, ls = secs["els"], secs["ls"]
+    note = (f"els {els[1]:.2f} s (first {els[0]:.2f}), ls {ls[1]:.2f} s (first {ls[0]:.2f}): "
+            f"els/ls {els[1] / ls[1]:.1f}x")
+    return {"case": "els vs ls digits 16x50", "denoiser": "els", "params": {}, "data": "digits", "n_data": 1797,
+            "shape": [1, 8, 8], "batch": 16, "device": str(device), "ms_per_step": 1000 * els[1] / 50,
+            "ls_ms_per_step": 1000 * ls[1] / 50, "els_s": els, "ls_s": ls, "ref_ms_per_step": None,
+            "max_rel_err": None, "note": note}
+
+
 def _scfdm_ref(x: torch.Tensor, d: Dataset, ab: float, t: int) -> torch.Tensor:
     eps = smoothing_noise(0, t, 10, tuple(d.shape)).to(x.device)
     return scfdm_ref(x, d.x, ab, eps, 0.1)
@@ -98,9 +141,11 @@ CASES: list[BenchCase] = [
               lambda x, d, ab, t: pca_locality_ref(x, d.x, ab, 0.05), {"mask_threshold": 0.05}, batch=64, repeats=5),
     BenchCase("scfdm M=10", "scfdm", synthetic_images, _scfdm_ref, {"copies": 10, "smoothing": 0.1, "seed": 0}),
     BenchCase("ls", "ls", capped(10_000), _ls_ref),
-    BenchCase("els", "els", capped(10_000), None, repeats=2),
+    BenchCase("els (ref: previous fp32)", "els", capped(10_000), _els_previous, repeats=2),
+    BenchCase("els kernel=torch", "els", capped(10_000), None, {"kernel": "torch"}, repeats=1),
     BenchCase("els k=5 16x16", "els", capped(2_000, [1, 16, 16]), lambda x, d, ab, t: els_ref(x, d.x, ab, 5),
               {"patch_size": 5}, repeats=3),
+    BenchCase("els vs ls digits 16x50", "els", lambda opts: None, None, runner=digits_runs),  # type: ignore[arg-type]
 ]
 
 
@@ -177,6 +222,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         ref = r["ref_ms_per_step"]
         checked = (f"{ref:>11.2f}{ref / r['ms_per_step']:>9.0f}x{r['max_rel_err']:>13.2e}" if ref is not None
                    else f"{'-':>11}{'-':>10}{'-':>13}")
+        if r.get("note"):
+            checked = f"  {r['note']}"
         lines.append(f"{r['case']:<28}{r.get('data', ''):<15}{r['n_data']:>8} {shape:<10}{r['batch']:>6}"
                      f"{r['ms_per_step']:>11.3f}{checked}")
     return "\n".join(lines)
@@ -187,7 +234,7 @@ def run_bench(device: torch.device, opts: dict[str, Any], only: list[str] | None
     for case in CASES:
         if only and case.label not in only and case.denoiser not in only:
             continue
-        rows.append(run_case(case, opts, device))
+        rows.append(case.runner(opts, device) if case.runner else run_case(case, opts, device))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     return rows
 

@@ -1,0 +1,189 @@
+"""ELS as one fused Triton kernel per noise level: an exact "flash attention" whose queries are the batch's
+clipped windows and whose keys are the training windows of the same shape at every position, read straight
+from the training images (nothing unfolded in memory).
+
+A program takes a block of BQ query rows of one window shape and a slice of that shape's N·Q keys. Per block
+of BKEY keys: the cross terms <q, w> on the tensor cores (fp16 operands, fp32 accumulation: the query as hi +
+lo halves, the training pixels exact in fp16 when they are integers over a common scale λ, as 8-bit images are
+(255 x) -- else as hi + lo halves too, a third product), the squared norm |w|² of each key from a float64
+summed-area table of Σ_c x², the logits in base 2, then a running max, denominator and numerators (the training
+pixel at the offset of the row's pixel, up to 4 offsets per shape) per row. The slices' partial states are
+merged on the host (online_softmax.merge_partials).
+
+Rows of one shape are ordered by offset, so most blocks hold one offset. Launch shape: ELS_TRITON_CONFIG
+(tuned for H100/H200; STUDIO_ELS_TRITON_CONFIG, JSON, overrides entries). Checked at small sizes with
+TRITON_INTERPRET=1 on the CPU (tests/test_locality_ls.py) and on CUDA against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from studio.denoisers.online_softmax import merge_partials
+from studio.denoisers.windows.layout import Training, level_layout, pick_blocks, pow2_scale
+from studio.denoisers.windows.torch_scan import logit_scales
+
+# BQ: query rows per program (None: the cheapest of 16/32/64/128 for the level's shapes); BKEY: keys per step;
+# BK: window coordinates per product step (None: the cheapest of 16/32/64); programs_per_sm: the key axis of each
+# block is split so that the level makes about this many programs per SM, heavier blocks in more slices;
+# pair_cost: the exponential and the sums of one (query, key) pair, in tensor-core multiply-adds (H100: 16
+# exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps (None: 4 for tiles up to 64 x 128, else 8), stages.
+ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": None,
+                     "stages": 2}
+ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
+LN2 = math.log(2.0)
+
+
+@triton.jit
+def _els_kernel(
+    qhi_ptr, qlo_ptr, meta_ptr, roff_ptr, offs_ptr, khi_ptr, klo_ptr, sat_ptr, x_ptr, doff_ptr,
+    m_ptr, den_ptr, num_ptr,
+    N, H, W, R_PAD, WP, a_scale, ns,
+    C: tl.constexpr, CP: tl.constexpr, BQ: tl.constexpr, BKEY: tl.constexpr, BK: tl.constexpr,
+    EXACT: tl.constexpr, ONE_STEP: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    split = tl.program_id(1)
+    mb = meta_ptr + blk * 20
+    row0 = tl.load(mb + 1)
+    n_off = tl.load(mb + 3)
+    ostart = tl.load(mb + 4)
+    splits = tl.load(mb + 5)  # this block's share of the key axis: programs split >= splits have no keys
+    kh = tl.load(mb + 12)
+    kw = tl.load(mb + 13)
+    qw = tl.load(mb + 14)
+    npos = tl.load(mb + 15)
+    wpad = tl.load(mb + 17)
+    dstart = tl.load(mb + 18)
+    HW = H * W
+    CHW = C * HW
+    rows = row0 + tl.arange(0, BQ)
+    roff = tl.load(roff_ptr + rows)
+    cols = tl.arange(0, CP)
+    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31
+    per = tl.cdiv(tl.cdiv(total, splits), BKEY) * BKEY
+    lo = split * per
+    hi = tl.minimum(lo + per, total)
+    m_run = tl.full((BQ,), float("-inf"), tl.float32)
+    den = tl.zeros((BQ,), tl.float32)
+    num = tl.zeros((BQ, CP), tl.float32)
+    kk = tl.arange(0, BK)
+    if ONE_STEP:  # every window fits one product step: the query operands and offsets stay in registers
+        q_at = rows[:, None] * WP + kk[None, :]
+        a_hi1 = tl.load(qhi_ptr + q_at)
+        a_lo1 = tl.load(qlo_ptr + q_at)
+        doff1 = tl.load(doff_ptr + dstart + kk)
+    for j0 in range(lo, hi, BKEY):
+        j = j0 + tl.arange(0, BKEY)
+        jmask = j < hi
+        j = tl.minimum(j, hi - 1)  # the tail reads the last key again; its logits are masked below
+        n = j // npos
+        pos = j - n * npos
+        qy = pos // qw
+        qx = pos - qy * qw
+        base = n * CHW + qy * W + qx  # [BKEY]: the key window's first pixel
+        acc = tl.zeros((BQ, BKEY), tl.float32)
+        if ONE_STEP:
+            src = base[None, :] + doff1[:, None]
+            w_hi = tl.load(khi_ptr + src)
+            acc = tl.dot(a_hi1, w_hi, acc)
+            acc = tl.dot(a_lo1, w_hi, acc)
+            if not EXACT:
+                acc = tl.dot(a_hi1, tl.load(klo_ptr + src), acc)
+        else:
+            for k0 in range(0, wpad, BK):
+                doff = tl.load(doff_ptr + dstart + k0 + kk)  # [BK]; padding points at the window's first pixel
+                src = base[None, :] + doff[:, None]
+                w_hi = tl.load(khi_ptr + src)  # [BK, BKEY] fp16
+                q_at = rows[:, None] * WP + (k0 + kk)[None, :]
+                a_hi = tl.load(qhi_ptr + q_at)  # [BQ, BK] fp16, zero in the padding columns
+                a_lo = tl.load(qlo_ptr + q_at)
+                acc = tl.dot(a_hi, w_hi, acc)
+                acc = tl.dot(a_lo, w_hi, acc)
+                if not EXACT:
+                    w_lo = tl.load(klo_ptr + src)
+                    acc = tl.dot(a_hi, w_lo, acc)
+        # |w|² from the summed-area table [N, H+1, W+1] (float64)
+        sat = sat_ptr + n * ((H + 1) * (W + 1))
+        y0 = qy * (W + 1)
+        y1 = (qy + kh) * (W + 1)
+        s11 = tl.load(sat + y1 + qx + kw)
+        s01 = tl.load(sat + y0 + qx + kw)
+        s10 = tl.load(sat + y1 + qx)
+        s00 = tl.load(sat + y0 + qx)
+        sq = ((s11 - s01) - (s10 - s00)).to(tl.float32)
+        logits = acc * a_scale - (sq * ns)[None, :]
+        logits = tl.where(jmask[None, :], logits, float("-inf"))
+        m_new = tl.maximum(m_run, tl.max(logits, 1))
+        alpha = tl.exp2(m_run - m_new)
+        p = tl.exp2(logits - m_new[:, None])
+        den = den * alpha + tl.sum(p, 1)
+        num = num * alpha[:, None]
+        for o in range(0, n_off):
+            up = tl.load(offs_ptr + 2 * (ostart + o))
+            left = tl.load(offs_ptr + 2 * (ostart + o) + 1)
+            mine = roff == o
+            for c in tl.static_range(C):
+                v = tl.load(x_ptr + base + c * HW + up * W + left)  # [BKEY] fp32
+                part = tl.sum(p * v[None, :], 1)
+                num += tl.where(mine[:, None] & (cols == c)[None, :], part[:, None], 0.0)
+        m_run = m_new
+    at = split * R_PAD + rows
+    tl.store(m_ptr + at, m_run)
+    tl.store(den_ptr + at, den)
+    tl.store(num_ptr + at[:, None] * CP + cols[None, :], num)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: float = 1.0,
+             layouts: dict | None = None) -> torch.Tensor:
+    """x̂0 [B, C, H, W] for x [B, C, H, W] (fp32, on the training data's device)."""
+    cfg = ELS_TRITON_CONFIG
+    B, C, H, W = x.shape
+    BKEY = cfg["BKEY"]
+    key = (B, C, H, W, k, json.dumps(cfg, sort_keys=True))
+    found = layouts.get(key) if layouts is not None else None
+    if found is None:
+        BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"])
+        BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
+        found = (BQ, BK, level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"]))
+        if layouts is not None:
+            layouts[key] = found
+    BQ, BK, layout = found
+    qs, ns = logit_scales(ab, temperature)
+    if max(train.x.numel(), train.sat.numel()) >= 2**31:
+        raise ValueError(f"denoiser.els: {train.x.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
+                         "Triton kernel's 32-bit indices; use kernel=torch")
+    q = layout.queries(x.float())
+    ry = pow2_scale(float(q.abs().max()))
+    q_hi = (q * ry).half()
+    q_lo = (q * ry - q_hi.float()).half()
+    N = train.x.shape[0]
+    meta, splits = layout.meta_for(N, cfg["programs_per_sm"] * _sm_count(x.device), BKEY)
+    n_blocks = meta.shape[0]
+    CP = max(2, triton.next_power_of_2(C))
+    m = torch.empty(splits, layout.R_pad, device=x.device)
+    den = torch.empty_like(m)
+    num = torch.empty(splits, layout.R_pad, CP, device=x.device)
+    warps = cfg["warps"] or (4 if BQ * BKEY <= 64 * 128 else 8)
+    _els_kernel[(n_blocks, splits)](
+        q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
+        m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns,
+        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK, num_warps=warps,
+        num_stages=cfg["stages"],
+    )
+    mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
+    out = torch.empty(x.shape, device=x.device)
+    layout.scatter(out, mean)
+    return out
