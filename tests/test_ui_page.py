@@ -85,6 +85,16 @@ def test_a_changed_preset_is_a_new_catalog(tmp_path, monkeypatch, fresh_catalog)
     assert catalog.current(folder).problems and not catalog.current(folder).presets
 
 
+def test_a_missing_catalog_is_built_by_another_process_while_this_one_goes_on(tmp_path, monkeypatch, fresh_catalog):
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path))
+    monkeypatch.setattr(catalog, "_builder", None)
+    catalog.build_elsewhere()
+    assert catalog._builder is not None and catalog._builder.args[1:] == ["-m", "studio.ui.catalog"]
+    built = catalog.current()  # waits for that process and reads what it wrote
+    assert catalog._builder.returncode == 0 and catalog.cached_path().is_file()
+    assert built == catalog.catalog_of(json.loads(json.dumps(catalog.from_registries())))
+
+
 FIRST_SCREEN = """
 import sys
 from studio.ui.app import build_app
