@@ -20,11 +20,10 @@ log = logging.getLogger("studio.ui")
 
 # what the handlers compute with (each imports torch): loaded once, before any handler needs it
 ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
-          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects",
-          "pandas")  # pandas: Gradio's tables (the start defers it, studio.ui.gradio_startup)
+          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects")
 TRITON_TILES = "studio.denoisers.masked.triton_tiles"  # its optional warm_up() compiles the GPU kernels
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
-FIRST_SCREEN_S = 3.0
+FIRST_SCREEN_S = 3.0  # what the first page takes to show here (two CPU cores), with room
 
 _lock = threading.Lock()
 _ready = threading.Event()
