@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import httpx
 import pytest
-from space_app import served
+from startup_timeline import app_process, prepare_catalog
 
 from studio.config import RunConfig
 from studio.presets import list_presets
@@ -29,7 +29,9 @@ def demo() -> gr.Blocks:
 
 
 def test_the_page_config_is_at_least_halved(tmp_path):
-    with served(tmp_path / "outputs") as app:  # what a browser gets: the served config, stylesheet included
+    prepare_catalog(tmp_path / "cache")
+    with app_process(tmp_path / "cache", tmp_path / "outputs", "--no-warm-up") as app:
+        app.wait_for("server listening")  # a new process: component ids (and so the config) as a visitor gets them
         answer = httpx.get(f"{app.url}config", timeout=30)
     assert len(answer.content) < MAX_CONFIG_KB * 1000, f"page config {len(answer.content) / 1000:.1f} KB"
     assert len(answer.json()["components"]) <= MAX_COMPONENTS

@@ -18,8 +18,10 @@ from studio.ui.session import progress_html
 
 log = logging.getLogger("studio.ui")
 
-# what the handlers compute with (each imports torch): loaded once, before any handler needs it
-ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
+# what the handlers compute with, loaded once before any handler needs it; pandas first: the start defers it
+# (studio.ui.gradio_startup), Gradio's queue imports it later in its own thread, and plotly takes whatever
+# sys.modules holds, so a figure drawn while pandas is half imported fails
+ENGINE = ("pandas", "studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
           "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects")
 TRITON_TILES = "studio.denoisers.masked.triton_tiles"  # its optional warm_up() compiles the GPU kernels
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
