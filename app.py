@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     # leave CPU for the web server: torch's spinning OpenMP threads on every core starve the event loop
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     args = parse_args(argv)
+    from studio.ui import catalog
+
+    catalog.build_elsewhere()  # only the first start after a change of the code or presets has to
     from studio.ui import app as page  # gradio and the page's modules; not torch
 
     timeline = [f"gradio imported {since_start()}"]

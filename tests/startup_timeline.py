@@ -2,7 +2,8 @@
 gradio imported, page built, server listening (printed by app.py, from its start), then page answered and Run
 visible (from the moment the process was started) and engine loaded. For the tests, and by hand:
 
-    python tests/startup_timeline.py --runs 3       # the catalog is built once first, as any earlier start does
+    python tests/startup_timeline.py --runs 3           # the catalog is built once first, as any earlier start does
+    python tests/startup_timeline.py --runs 3 --cold    # every start with an empty cache (the first after a change)
 """
 
 from __future__ import annotations
@@ -107,12 +108,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="start every run with an empty cache")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="studio-startup-"))
-    prepare_catalog(work / "cache")
+    if not args.cold:
+        prepare_catalog(work / "cache")
     with chromium() as browser:
         for i in range(args.runs):
-            with app_process(work / "cache", work / "outputs", "--no-warm-up") as app:
+            cache = work / (f"cache-{i}" if args.cold else "cache")
+            with app_process(cache, work / "outputs", "--no-warm-up") as app:
                 page, seen = open_when_served(browser, app)
                 marks = {name: app.wait_for(name) for name in ("gradio imported", "page built", "server listening")}
                 marks.update(seen, **{"engine loaded": app.wait_for("engine loaded")})

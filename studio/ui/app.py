@@ -11,8 +11,8 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 import gradio as gr
 

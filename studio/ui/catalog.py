@@ -3,12 +3,17 @@ parameters, the schedules, spacings and devices, the default run and the presets
 
 The registries import torch, so the catalog is built from them once per version of the code and the presets and
 kept as JSON under $STUDIO_CACHE/ui-catalog, keyed by a hash of the studio sources outside `ui/` (where every
-declaration lives) and of the preset files; a new process with the same code reads that file instead."""
+declaration lives) and of the preset files; a new process with the same code reads that file instead. Where the
+file is missing (the first start after a change), `python app.py` builds it in another process while it imports
+Gradio."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,14 +147,32 @@ def catalog_of(data: dict[str, Any]) -> Catalog:
 
 _MEMO: dict[str, Catalog] = {}
 _LOCK = threading.Lock()
+_builder: subprocess.Popen | None = None  # a process building this code's catalog (build_elsewhere)
+
+
+def cached_path(presets_folder: str | Path | None = None) -> Path:
+    """Where the catalog of this code and these presets is kept."""
+    return cache_root() / "ui-catalog" / f"{fingerprint(presets_folder)}.json"
+
+
+def build_elsewhere() -> None:
+    """When the catalog of this code (and the default presets) is not kept yet, build it in another process, where
+    torch and the registries load while this one imports Gradio; `current` waits for it."""
+    global _builder
+    if _builder is None and not cached_path().is_file():
+        path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
+        _builder = subprocess.Popen([sys.executable, "-m", "studio.ui.catalog"], env={**os.environ, "PYTHONPATH": path},
+                                    stdout=subprocess.DEVNULL)
 
 
 def current(presets_folder: str | Path | None = None) -> Catalog:
-    """The catalog of this code and these presets: from memory, else its JSON file, else the registries (and then
-    saved for the next process)."""
+    """The catalog of this code and these presets: from memory, else its JSON file (once a build_elsewhere is done),
+    else the registries (and then saved for the next process)."""
     key = fingerprint(presets_folder)
     with _LOCK:
         if key not in _MEMO:
+            if _builder is not None:
+                _builder.wait()
             path = cache_root() / "ui-catalog" / f"{key}.json"
             try:
                 data = json.loads(path.read_text())
@@ -161,3 +184,7 @@ def current(presets_folder: str | Path | None = None) -> Catalog:
                         old.unlink(missing_ok=True)
             _MEMO[key] = catalog_of(data)
         return _MEMO[key]
+
+
+if __name__ == "__main__":  # what build_elsewhere runs
+    current()

@@ -94,8 +94,9 @@ class HubPanel:
         """Share button `name` uploads `folder_of(session)`; the token box is cleared every time."""
 
         def on_share(sess: Session, repo: str, token: str, private: bool, oauth: gr.OAuthToken | None,
-                     progress=gr.Progress()) -> tuple[str, str]:
-            return share(folder_of(sess), repo, token, private, progress, oauth_value(oauth)), ""
+                     progress=gr.Progress()) -> dict[Any, str]:
+            return {self.status: share(folder_of(sess), repo, token, private, progress, oauth_value(oauth)),
+                    self.token: ""}
 
         self.shares[name].click(on_share, [session, self.repo, self.token, self.private], [self.status, self.token],
                                 api_name=name, api_visibility="private", concurrency_limit=4)

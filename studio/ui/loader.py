@@ -18,12 +18,13 @@ from studio.ui.session import progress_html
 
 log = logging.getLogger("studio.ui")
 
-# what the handlers compute with (each imports torch): loaded once, before any handler needs it
-ENGINE = ("studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
-          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects",
-          "pandas")  # pandas: Gradio's tables (the start defers it, studio.ui.gradio_startup)
+# what the handlers compute with, loaded once before any handler needs it; pandas first: the start defers it
+# (studio.ui.gradio_startup), Gradio's queue imports it later in its own thread, and plotly takes whatever
+# sys.modules holds, so a figure drawn while pandas is half imported fails
+ENGINE = ("pandas", "studio.engine", "studio.serving.worker", "studio.runs", "studio.analysis.neighbours",
+          "studio.analysis.locality", "studio.diffusion.inversion", "studio.ui.results", "plotly.graph_objects")
 LOADING = "loading the engine… (once after the studio starts; the run follows)"
-FIRST_SCREEN_S = 3.0
+FIRST_SCREEN_S = 3.0  # what the first page takes to show here (two CPU cores), with room
 
 _lock = threading.Lock()
 _ready = threading.Event()
