@@ -4,8 +4,8 @@ All-ones columns share one softmax (the `optimal` denoiser's); the other columns
 columns of one channel and a compact patch of pixels, each reading only the union of its columns' inputs.
 Per channel a tile may instead start from that channel's full distance and subtract the inputs its columns
 skip, whichever reads fewer inputs: a mid-noise mask holds nearly all of its own channel and a blob of the
-others. Work per tile is then B·N·|support|·G instead of B·N·D·G. The torch tiles use G = 64 (CPU, and GPU
-without Triton), the Triton tiles G = TRITON_CONFIG["tile"].
+others. Work per tile is then B·N·|support|·G instead of B·N·D·G. The torch tiles use G = 8 (CPU, and GPU
+without Triton; they run GROUP columns at a time), the Triton tiles G = TRITON_CONFIG["tile"].
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-TILE = 64
+TILE = 8
 KERNELS = ("auto", "torch", "triton")
 # Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
 # pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100

@@ -1,62 +1,182 @@
 """The sparse tiles of a ColumnPlan with plain torch ops (CPU, and GPU without Triton).
 
 For output coordinate m: x̂0[m] = Σ_i softmax_i(-Σ_n M[n, m] (x[n] - s x_i[n])² / (2(1-ā)τ)) x_i[m].
-Squared differences are formed directly in fp32 (no expansion, so no cancellation at low noise) and
-summed with the 0/1 mask; chunks of training points merge through an exact online log-sum-exp.
+Up to a per-query constant the masked distance of column g is -2 s T[g, i] + ā Q[g, i] with
+T = Σ_n M[n, g] x[n] x_i[n] and Q = Σ_n M[n, g] x_i[n]² (the expansion the `optimal` denoiser and the
+Triton tiles use, in fp32), so both are matrix products with the mask: for all B queries at once a tile's
+T is one GEMM [B·G, |S|] x [|S|, n] of the queries times its signed mask block against its support rows S
+of the training data, kept coordinates-first. A tile whose support is most of the inputs multiplies by its
+whole mask column block instead (no gather; consecutive such tiles share one GEMM). Q does not depend on
+the queries: one GEMM of the mask per group of columns, kept with the plan when small. Tiles are run in
+groups of GROUP columns whose logits share one buffer, so each step of the softmax is one op per group;
+chunks of training points merge through an exact online log-sum-exp (in base 2: exp2 is the fast exp).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from studio.denoisers.budget import rows_that_fit
+from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.masked.plan import ColumnPlan
-from studio.denoisers.online_softmax import OnlineSoftmax
+from studio.denoisers.online_softmax import EXP_FLOOR
 from studio.denoisers.softmax import DataBank
 
-CPU_CHUNK = 256  # training points per chunk on the CPU (measured best of 64..5,000 at 3x16x16, batch 8)
+GROUP = 64  # columns whose logits share one buffer [G_group/G, B, G, n]
+GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
+GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
+COLS_FIRST_BYTES = 128 * 2**20  # the data and their squares kept coordinates-first up to this size
+SQUARES_BYTES = 32 * 2**20  # a plan keeps its Q [n_tiles, G, N] up to this size
+LOG2E = 1.0 / math.log(2.0)
+
+
+@dataclass
+class Run:
+    """Consecutive tiles of a group that share one GEMM: every input (rows None) or one tile's gathered support."""
+
+    first: int                  # tile index within the group
+    count: int                  # tiles (several only when rows is None)
+    rows: torch.Tensor | None   # long [S]: the inputs read
+    block: torch.Tensor         # float32 [count·G, S or D]: mask rows of each column (signed where based)
+
+
+@dataclass
+class Group:
+    """GROUP consecutive columns of a plan (tiles first .. first + n - 1), as the torch path runs them."""
+
+    first: int
+    n: int
+    cols: torch.Tensor          # long [n·G]: output columns, padding clamped to a real one (its result is dropped)
+    mask_t: torch.Tensor        # float32 [n·G, D]: the mask columns (0/1), for Q
+    runs: list[Run]
+    based: torch.Tensor | None  # float32 [n, C]: channels whose full products gathered tiles add, or None
+
+
+def torch_layout(plan: ColumnPlan) -> list[Group]:
+    """The plan's tiles grouped for the torch path, built on first use and kept with the plan."""
+    key = ("torch", GROUP, GATHER_SHARE)
+    if key in plan.packed:
+        return plan.packed[key]
+    D, C = plan.D, plan.channels
+    span = D // C
+    T, G = plan.cols.shape
+    per = max(1, GROUP // G)
+    groups = []
+    for first in range(0, T, per):
+        n = min(per, T - first)
+        cols = plan.cols[first:first + n].reshape(-1)
+        real = (cols < D).float()
+        mask_t = torch.zeros(n * G, D, device=cols.device)
+        runs: list[Run] = []
+        based = torch.zeros(n, C, device=cols.device)
+        for k in range(n):
+            t = first + k
+            rows, block = plan.supports[t], plan.blocks[t]
+            channels = plan.based[t].nonzero().squeeze(1).tolist()
+            full = mask_t[k * G:(k + 1) * G]  # [G, D] view
+            for c in channels:
+                full[:, c * span:(c + 1) * span] = real[k * G:(k + 1) * G, None]
+            full.index_add_(1, rows, block.T)
+            if rows.numel() >= GATHER_SHARE * D:
+                if runs and runs[-1].rows is None and runs[-1].first + runs[-1].count == k:
+                    runs[-1].count += 1
+                else:
+                    runs.append(Run(k, 1, None, full))
+            else:
+                runs.append(Run(k, 1, rows, block.T.contiguous()))
+                based[k, channels] = 1.0
+        for r in runs:
+            if r.rows is None:
+                r.block = mask_t[r.first * G:(r.first + r.count) * G]
+        groups.append(Group(first, n, cols.clamp(max=D - 1), mask_t, runs, based if bool(based.any()) else None))
+    plan.packed[key] = groups
+    return groups
+
+
+def cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training points lo:hi coordinates-first [D, n] and their squares: slices of copies kept with the
+    bank when they are small, else made for this chunk."""
+    N, D = bank.x.shape
+    if 8 * N * D <= min(COLS_FIRST_BYTES, memory_budget(bank.x.device) // 4):
+        xt = bank.derive("cols-first", lambda: bank.x.T.contiguous())
+        sq = bank.derive("cols-first-squares", lambda: xt * xt)
+        return xt[:, lo:hi], sq[:, lo:hi]
+    xt = bank.x[lo:hi].T.contiguous()
+    return xt, xt * xt
 
 
 def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
-    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points.
-
-    Each chunk is transposed once ([D, n]) so a tile gathers whole rows of its support and forms only
-    the B x |support| x n squared differences it needs; tiles that read every input share one
-    [B, D, n] array of them per chunk. A tile that starts from channels' full distances adds them,
-    computed in float64 (their per-query constants dropped). On the CPU chunks default to CPU_CHUNK
-    training points, so a tile's temporaries stay in cache."""
+    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points."""
     B, D = x.shape
     n_tiles, G = plan.cols.shape
+    N = bank.n
     C = plan.channels
+    span = D // C
     s = math.sqrt(ab)
-    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
-    widest = max((blk.shape[0] for blk in plan.blocks), default=0)
-    full = [rows.numel() == D for rows in plan.supports]  # these tiles read the shared [B, D, n] differences
-    per_row = 4 * (B * (widest + D * any(full) + 4 * G) + 2 * D)  # differences, distances, softmax temporaries, chunk
+    inv = LOG2E / (2.0 * (1.0 - ab) * temperature)
+    a, q = 2.0 * s * inv, ab * inv  # base-2 logit = a T - q Q
+    groups = torch_layout(plan)
+    width = max(g.n for g in groups) * G
+    per_row = 4 * (2 * B * width + 2 * width + 2 * D)  # logits, Q and values of a group, the chunk's columns
     if chunk is None and x.device.type == "cpu":
-        chunk = CPU_CHUNK
-    step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or bank.n)
-    states = [OnlineSoftmax((B, G), (), x.device) for _ in range(n_tiles)]
-    blocks_t = [blk.T.contiguous() for blk in plan.blocks]
-    x64 = x.double().reshape(B, C, D // C)
-    for lo in range(0, bank.n, step):
-        xc = bank.x[lo:lo + step]
-        cols_first = xc.T.contiguous()
-        if bool(plan.based.any()):
-            sq = bank.channel_sq_norms(C)[:, None, lo:lo + step].double()
-            base = ab * sq - 2 * s * torch.einsum("bkd,nkd->kbn", x64, xc.double().reshape(-1, C, D // C))  # [C, B, n]
-        if any(full):
-            every = (x[:, :, None] - s * cols_first[None]).square_()  # [B, D, n]
-        for tile in range(n_tiles):
-            rows = plan.supports[tile]
-            diff = every if full[tile] else (x[:, rows, None] - s * cols_first[rows][None]).square_()  # [B, S, n]
-            dist = blocks_t[tile] @ diff
-            if plan.based[tile].any():
-                dist = (base[plan.based[tile]].sum(0)[:, None, :] + dist.double()).float()
-            values = cols_first[plan.cols[tile].clamp(max=D - 1)]  # [G, n]
-            states[tile].add(dist.mul_(-inv), lambda w: (w * values).sum(2))
-    return torch.stack([state.mean() for state in states], 1)
+        chunk = max(256, GROUP_BYTES // (4 * B * width))
+    step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or N)
+    key = ("torch-squares", N)
+    cached = plan.packed.get(key)
+    fill = cached is None and step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8)
+    if fill:
+        cached = torch.empty(n_tiles, G, N, device=x.device)
+    xa = x * a
+    any_based = any(g.based is not None for g in groups)
+    m = torch.empty(n_tiles, B, G, device=x.device)
+    den = torch.empty_like(m)
+    num = torch.empty_like(m)
+    floor = EXP_FLOOR * LOG2E
+    for lo in range(0, N, step):
+        hi = min(lo + step, N)
+        xt, xt2 = cols_first(bank, lo, hi)
+        if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
+            bases = torch.stack([xa[:, c * span:(c + 1) * span] @ xt[c * span:(c + 1) * span] for c in range(C)])
+            bases = bases.reshape(C, -1)
+        for grp in groups:
+            t0, t1 = grp.first, grp.first + grp.n
+            logits = torch.empty(grp.n, B, G, hi - lo, device=x.device)
+            flat = logits.view(grp.n * B * G, hi - lo)
+            for run in grp.runs:
+                out = flat[run.first * B * G:(run.first + run.count) * B * G]
+                if run.rows is None:  # [count, B, G, D] weights, whole inputs
+                    w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)
+                    torch.mm(w.reshape(-1, D), xt, out=out)
+                else:
+                    w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
+                    torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
+            if cached is not None and not fill:
+                sq = cached[t0:t1, :, lo:hi]
+            else:
+                sq = torch.mm(grp.mask_t, xt2).view(grp.n, G, hi - lo)  # Q
+                if fill:
+                    cached[t0:t1] = sq
+            logits.sub_(sq[:, None], alpha=q)
+            if grp.based is not None:
+                logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
+            top = flat.amax(1)
+            if lo:
+                top = torch.maximum(top, m[t0:t1].reshape(-1))
+            flat.sub_(top[:, None]).clamp_min_(floor).exp2_()
+            part_den = flat.sum(1)
+            logits.mul_(xt.index_select(0, grp.cols).view(grp.n, 1, G, hi - lo))
+            part_num = flat.sum(1)
+            if lo:
+                scale = torch.exp2(m[t0:t1].reshape(-1) - top)
+                part_den = den[t0:t1].reshape(-1) * scale + part_den
+                part_num = num[t0:t1].reshape(-1) * scale + part_num
+            m[t0:t1] = top.view(grp.n, B, G)
+            den[t0:t1] = part_den.view(grp.n, B, G)
+            num[t0:t1] = part_num.view(grp.n, B, G)
+    if fill:
+        plan.packed[key] = cached
+    return (num / den).transpose(0, 1)
