@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from studio.cache import Recent
 from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
@@ -28,8 +29,10 @@ GROUP = 64  # columns whose logits share one buffer [G_group/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
 GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
 COLS_FIRST_BYTES = 128 * 2**20  # the data and their squares kept coordinates-first up to this size
-SQUARES_BYTES = 32 * 2**20  # a plan keeps its Q [n_tiles, G, N] up to this size
+SQUARES_BYTES = 32 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
+SQUARES_KEPT_BYTES = 256 * 2**20  # and all plans' Q together up to this size, least recently used dropped
 LOG2E = 1.0 / math.log(2.0)
+_SQUARES = Recent(size=lambda q: q.nbytes, max_bytes=lambda: SQUARES_KEPT_BYTES)  # Q by (plan token, N)
 
 
 @dataclass
@@ -39,7 +42,8 @@ class Run:
     first: int                  # tile index within the group
     count: int                  # tiles (several only when rows is None)
     rows: torch.Tensor | None   # long [S]: the inputs read
-    block: torch.Tensor         # float32 [count·G, S or D]: mask rows of each column (signed where based)
+    block: torch.Tensor         # [count·G, S] float32 mask rows of each column, signed where based; or
+                                # [count·G, D] bool, the mask columns themselves (rows None)
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Group:
     first: int
     n: int
     cols: torch.Tensor          # long [n·G]: output columns, padding clamped to a real one (its result is dropped)
-    mask_t: torch.Tensor        # float32 [n·G, D]: the mask columns (0/1), for Q
+    mask_t: torch.Tensor        # bool [n·G, D]: the mask columns, for Q
     runs: list[Run]
     based: torch.Tensor | None  # float32 [n, C]: channels whose full products gathered tiles add, or None
 
@@ -68,7 +72,7 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
         n = min(per, T - first)
         cols = plan.cols[first:first + n].reshape(-1)
         real = (cols < D).float()
-        mask_t = torch.zeros(n * G, D, device=cols.device)
+        mask_t = torch.zeros(n * G, D, device=cols.device)  # float while it is assembled
         runs: list[Run] = []
         based = torch.zeros(n, C, device=cols.device)
         for k in range(n):
@@ -85,8 +89,9 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
                 else:
                     runs.append(Run(k, 1, None, full))
             else:
-                runs.append(Run(k, 1, rows, block.T.contiguous()))
+                runs.append(Run(k, 1, rows, block.T))
                 based[k, channels] = 1.0
+        mask_t = mask_t > 0
         for r in runs:
             if r.rows is None:
                 r.block = mask_t[r.first * G:(r.first + r.count) * G]
@@ -107,6 +112,16 @@ def cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Te
     return xt, xt * xt
 
 
+def group_squares(grp: Group, xt2: torch.Tensor) -> torch.Tensor:
+    """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk]: one GEMM with the mask columns."""
+    return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, -1, xt2.shape[1])
+
+
+def plan_squares(groups: list[Group], xt2: torch.Tensor) -> torch.Tensor:
+    """Q [n_tiles, G, N] of a whole plan."""
+    return torch.cat([group_squares(grp, xt2) for grp in groups])
+
+
 def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
@@ -125,11 +140,10 @@ def tiles_posterior_mean(
     if chunk is None and x.device.type == "cpu":
         chunk = max(256, GROUP_BYTES // (4 * B * width))
     step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or N)
-    key = ("torch-squares", N)
-    cached = plan.packed.get(key)
-    fill = cached is None and step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8)
-    if fill:
-        cached = torch.empty(n_tiles, G, N, device=x.device)
+    squares = None
+    if step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8):
+        key = (plan.packed.setdefault("torch-token", object()), N)  # the token lives as long as the plan
+        squares = _SQUARES.get_or_make(key, lambda: plan_squares(groups, cols_first(bank, 0, N)[1]))
     xa = x * a
     any_based = any(g.based is not None for g in groups)
     m = torch.empty(n_tiles, B, G, device=x.device)
@@ -149,17 +163,12 @@ def tiles_posterior_mean(
             for run in grp.runs:
                 out = flat[run.first * B * G:(run.first + run.count) * B * G]
                 if run.rows is None:  # [count, B, G, D] weights, whole inputs
-                    w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)
+                    w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)  # bool block: 0 or x
                     torch.mm(w.reshape(-1, D), xt, out=out)
                 else:
                     w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
                     torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
-            if cached is not None and not fill:
-                sq = cached[t0:t1, :, lo:hi]
-            else:
-                sq = torch.mm(grp.mask_t, xt2).view(grp.n, G, hi - lo)  # Q
-                if fill:
-                    cached[t0:t1] = sq
+            sq = squares[t0:t1] if squares is not None else group_squares(grp, xt2)
             logits.sub_(sq[:, None], alpha=q)
             if grp.based is not None:
                 logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
@@ -177,6 +186,4 @@ def tiles_posterior_mean(
             m[t0:t1] = top.view(grp.n, B, G)
             den[t0:t1] = part_den.view(grp.n, B, G)
             num[t0:t1] = part_num.view(grp.n, B, G)
-    if fill:
-        plan.packed[key] = cached
     return (num / den).transpose(0, 1)
