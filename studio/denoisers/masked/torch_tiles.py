@@ -66,38 +66,47 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
     D, C = plan.D, plan.channels
     span = D // C
     T, G = plan.cols.shape
+    dev = plan.cols.device
+    counts = [rows.numel() for rows in plan.supports]  # host ints
+    # the mask columns [T, G, D]: based channels whole (real columns), then the signed rows added
+    real = (plan.cols < D).float()
+    mask_t = (plan.based.float()[:, None, :, None] * real[:, :, None, None]).expand(T, G, C, span).reshape(T, G, D)
+    if counts and sum(counts):
+        rows = torch.cat(plan.supports)
+        tile = torch.repeat_interleave(torch.arange(T, device=dev), torch.tensor(counts, device=dev))
+        mask_t = _add_rows(mask_t, tile, rows, torch.cat(plan.blocks))
+    mask_t = mask_t > 0
     per = max(1, GROUP // G)
     groups = []
     for first in range(0, T, per):
         n = min(per, T - first)
-        cols = plan.cols[first:first + n].reshape(-1)
-        real = (cols < D).float()
-        mask_t = torch.zeros(n * G, D, device=cols.device)  # float while it is assembled
         runs: list[Run] = []
-        based = torch.zeros(n, C, device=cols.device)
+        based = torch.zeros(n, C, device=dev)
         for k in range(n):
             t = first + k
-            rows, block = plan.supports[t], plan.blocks[t]
-            channels = plan.based[t].nonzero().squeeze(1).tolist()
-            full = mask_t[k * G:(k + 1) * G]  # [G, D] view
-            for c in channels:
-                full[:, c * span:(c + 1) * span] = real[k * G:(k + 1) * G, None]
-            full.index_add_(1, rows, block.T)
-            if rows.numel() >= GATHER_SHARE * D:
+            if counts[t] >= GATHER_SHARE * D:
                 if runs and runs[-1].rows is None and runs[-1].first + runs[-1].count == k:
                     runs[-1].count += 1
                 else:
-                    runs.append(Run(k, 1, None, full))
+                    runs.append(Run(k, 1, None, mask_t[t]))
             else:
-                runs.append(Run(k, 1, rows, block.T))
-                based[k, channels] = 1.0
-        mask_t = mask_t > 0
+                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T))
+                based[k] = plan.based[t].float()
         for r in runs:
             if r.rows is None:
-                r.block = mask_t[r.first * G:(r.first + r.count) * G]
-        groups.append(Group(first, n, cols.clamp(max=D - 1), mask_t, runs, based if bool(based.any()) else None))
+                r.block = mask_t[first + r.first:first + r.first + r.count].reshape(-1, D)
+        groups.append(Group(first, n, plan.cols[first:first + n].reshape(-1).clamp(max=D - 1),
+                            mask_t[first:first + n].reshape(-1, D), runs, based if bool(based.any()) else None))
     plan.packed[key] = groups
     return groups
+
+
+def _add_rows(mask_t: torch.Tensor, tile: torch.Tensor, rows: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """mask_t [T, G, D] with blocks [R, G] added at (tile[r], :, rows[r])."""
+    T, G, D = mask_t.shape
+    flat = mask_t.permute(0, 2, 1).reshape(T * D, G)  # [(t, n), g]
+    flat.index_add_(0, tile * D + rows, blocks)
+    return flat.view(T, D, G).permute(0, 2, 1)
 
 
 def cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
