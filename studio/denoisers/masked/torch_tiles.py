@@ -159,6 +159,7 @@ def tiles_posterior_mean(
     den = torch.empty_like(m)
     num = torch.empty_like(m)
     floor = EXP_FLOOR * LOG2E
+    buffer = torch.empty(width * B * min(step, N), device=x.device)  # one for all groups: fresh pages cost
     for lo in range(0, N, step):
         hi = min(lo + step, N)
         xt, xt2 = cols_first(bank, lo, hi)
@@ -167,7 +168,7 @@ def tiles_posterior_mean(
             bases = bases.reshape(C, -1)
         for grp in groups:
             t0, t1 = grp.first, grp.first + grp.n
-            logits = torch.empty(grp.n, B, G, hi - lo, device=x.device)
+            logits = buffer[:grp.n * B * G * (hi - lo)].view(grp.n, B, G, hi - lo)
             flat = logits.view(grp.n * B * G, hi - lo)
             for run in grp.runs:
                 out = flat[run.first * B * G:(run.first + run.count) * B * G]
