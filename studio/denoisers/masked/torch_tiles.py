@@ -68,14 +68,14 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
     T, G = plan.cols.shape
     dev = plan.cols.device
     counts = [rows.numel() for rows in plan.supports]  # host ints
-    # the mask columns [T, G, D]: based channels whole (real columns), then the signed rows added
-    real = (plan.cols < D).float()
-    mask_t = (plan.based.float()[:, None, :, None] * real[:, :, None, None]).expand(T, G, C, span).reshape(T, G, D)
-    if counts and sum(counts):
-        rows = torch.cat(plan.supports)
-        tile = torch.repeat_interleave(torch.arange(T, device=dev), torch.tensor(counts, device=dev))
-        mask_t = _add_rows(mask_t, tile, rows, torch.cat(plan.blocks))
-    mask_t = mask_t > 0
+    mask_t = plan.packed.get("columns")  # bool [T, G, D], from build_plan
+    if mask_t is None:  # rebuilt: based channels whole (real columns), then the signed rows added
+        real = (plan.cols < D).float()
+        mask_t = (plan.based.float()[:, None, :, None] * real[:, :, None, None]).expand(T, G, C, span).reshape(T, G, D)
+        if sum(counts):
+            tile = torch.repeat_interleave(torch.arange(T, device=dev), torch.tensor(counts, device=dev))
+            mask_t = _add_rows(mask_t, tile, torch.cat(plan.supports), torch.cat(plan.blocks))
+        mask_t = mask_t > 0
     per = max(1, GROUP // G)
     groups = []
     for first in range(0, T, per):
