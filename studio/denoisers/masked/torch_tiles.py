@@ -25,7 +25,7 @@ from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
 from studio.denoisers.softmax import DataBank
 
-GROUP = 64  # columns whose logits share one buffer [G_group/G, B, G, n]
+GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
 GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
 COLS_FIRST_BYTES = 128 * 2**20  # the data and their squares kept coordinates-first up to this size
@@ -90,7 +90,7 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
                 else:
                     runs.append(Run(k, 1, None, mask_t[t]))
             else:
-                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T))
+                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T.contiguous()))
                 based[k] = plan.based[t].float()
         for r in runs:
             if r.rows is None:
