@@ -10,6 +10,7 @@ from studio.denoisers import budget
 from studio.denoisers.masked import masks
 from studio.denoisers.masked.denoiser import masked_posterior_mean
 from studio.denoisers.masked.plan import build_plan
+from studio.denoisers.masked.torch_tiles import torch_layout
 from studio.denoisers.reference import locality_mask_ref, masked_softmax_ref, optimal_ref, pca_locality_ref
 from studio.denoisers.softmax import DataBank
 from studio.denoisers.wiener import gaussian_fit
@@ -38,12 +39,15 @@ def test_matches_float64_brute_force(rgb, ab, norm):
 
 
 def test_levels_exercise_every_path(rgb):
-    """Across LEVELS the plans hold all-ones columns, complement tiles and plain sparse tiles."""
+    """Across LEVELS the plans hold all-ones columns, complement tiles and plain sparse tiles, and the torch
+    tiles run both ways: whole mask blocks and gathered supports."""
     den = make_denoiser("pca_locality", mask_threshold=0.05).fit(rgb)
     plans = [den.mask(ab).plan for ab in LEVELS]
     assert any(p.dense.numel() for p in plans)
     assert any(bool(p.based.any()) for p in plans)
-    assert any(p.n_tiles and not bool(p.based.any()) for p in plans)
+    assert any(bool((~p.based.any(1)).any()) for p in plans if p.n_tiles)
+    runs = [run for p in plans for group in torch_layout(p) for run in group.runs]
+    assert any(run.rows is None for run in runs) and any(run.rows is not None for run in runs)
 
 
 def test_tiles_skip_what_local_masks_leave_out():

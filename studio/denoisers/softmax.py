@@ -7,6 +7,7 @@ result does not depend on the chunk size, the batch size or the order of the dat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,9 @@ from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTop
 
 _CHUNK_BYTES = 256 * 2**20
 _NORM_BLOCK_BYTES = 64 * 2**20
-_FLOOR_WEIGHT = float(torch.exp(torch.tensor(EXP_FLOOR)))  # the fp32 weight shifted_exp gives at its floor
+_LOG2E = 1.0 / math.log(2.0)
+# the fp32 weight at the exp floor, as shifted_exp (exp) or _one_chunk (exp2 of the base-2 floor) gives it
+_FLOOR_WEIGHT = max(float(torch.exp(torch.tensor(EXP_FLOOR))), float(torch.exp2(torch.tensor(EXP_FLOOR * _LOG2E))))
 
 
 @dataclass
@@ -100,6 +103,8 @@ def posterior_mean(
     s = ab**0.5
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     step = auto_chunk(B, bank.n, chunk)
+    if step >= bank.n:
+        return _one_chunk(x, bank, s, ab, inv, min(k, bank.n))
     acc = OnlineSoftmax((B,), (D,), x.device, squares=True)
     top = RunningTopK(B, min(k, bank.n), x.device)
     for lo in range(0, bank.n, step):
@@ -109,6 +114,18 @@ def posterior_mean(
         top.add(logits, lo)
     lse = acc.log_normaliser()
     return Posterior(acc.mean(), torch.exp(top.values - lse[:, None]), top.index, acc.effective_count())
+
+
+def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float, k: int) -> Posterior:
+    """posterior_mean when all N points make one chunk: the same exact softmax with no merging, in base 2 (exp2
+    is the fast exp); the top-k logits give the maximum."""
+    inv2 = inv * _LOG2E
+    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T, beta=-ab * inv2, alpha=2 * s * inv2)  # [B, N]
+    top, index = logits.topk(max(k, 1), dim=1)
+    w = logits.sub_(top[:, :1]).clamp_min_(EXP_FLOOR * _LOG2E).exp2_()
+    den = w.sum(1)
+    mean = weighted_rows(w, bank.x).div_(den[:, None])
+    return Posterior(mean, torch.exp2(top - top[:, :1]).div_(den[:, None]), index, den * den / (w * w).sum(1))
 
 
 def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

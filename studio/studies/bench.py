@@ -189,7 +189,7 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
     sched = Schedule.build()
     g = torch.Generator().manual_seed(1)
     data_dev = Dataset(x=data.x.to(device), name=data.name, kind=data.kind, fingerprint=data.fingerprint)
-    fast_ms, ref_ms, worst, per_level = [], [], 0.0, {}
+    fast_ms, ref_ms, worst, per_level, density = [], [], 0.0, {}, {}
     for t in timesteps("trailing", sched.T, opts["levels"]).tolist():
         ab = sched.ab(t)
         pick = torch.randint(0, data.n, (batch,), generator=g)
@@ -200,14 +200,17 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
             continue
         ms, ref = _once_ms(lambda: case.reference(x_t, data_dev, ab, t), device)
         ref_ms.append(ms)
-        out = denoiser.denoise(x_t, t, ab).x0.double().reshape(batch, -1)
+        checked = denoiser.denoise(x_t, t, ab)
+        if "mask_density" in checked.shared:
+            density[t] = checked.shared["mask_density"]
+        out = checked.x0.double().reshape(batch, -1)
         ref = ref.double().reshape(batch, -1)
         err = ((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max().item()
         worst = max(worst, err)
     return {
         "case": case.label, "denoiser": case.denoiser, "params": case.params, "data": data.name, "n_data": data.n,
         "shape": list(data.shape), "batch": batch, "device": str(device), "fit_s": fit_s,
-        "ms_per_step": sum(fast_ms) / len(fast_ms), "ms_by_level": per_level,
+        "ms_per_step": sum(fast_ms) / len(fast_ms), "ms_by_level": per_level, "density_by_level": density or None,
         "ref_ms_per_step": sum(ref_ms) / len(ref_ms) if ref_ms else None,
         "max_rel_err": worst if ref_ms else None, "levels": opts["levels"],
     }

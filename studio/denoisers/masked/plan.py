@@ -4,12 +4,13 @@ All-ones columns share one softmax (the `optimal` denoiser's); the other columns
 columns of one channel and a compact patch of pixels, each reading only the union of its columns' inputs.
 Per channel a tile may instead start from that channel's full distance and subtract the inputs its columns
 skip, whichever reads fewer inputs: a mid-noise mask holds nearly all of its own channel and a blob of the
-others. Work per tile is then B·N·|support|·G instead of B·N·D·G. The torch tiles use G = 64 (CPU, and GPU
-without Triton), the Triton tiles G = TRITON_CONFIG["tile"].
+others. Work per tile is then B·N·|support|·G instead of B·N·D·G. The torch tiles use G = 8 (CPU, and GPU
+without Triton; they run GROUP columns at a time), the Triton tiles G = TRITON_CONFIG["tile"].
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-TILE = 64
+TILE = 8
 KERNELS = ("auto", "torch", "triton")
 # Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
 # pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
@@ -48,11 +49,15 @@ class ColumnPlan:
         return done / max(self.D * self.D, 1)
 
     def to(self, device: torch.device) -> "ColumnPlan":
-        return ColumnPlan(self.D, self.channels, self.dense.to(device), self.cols.to(device),
+        plan = ColumnPlan(self.D, self.channels, self.dense.to(device), self.cols.to(device),
                           [s.to(device) for s in self.supports], [b.to(device) for b in self.blocks],
                           self.based.to(device))
+        if "columns" in self.packed:
+            plan.packed["columns"] = self.packed["columns"].to(device)
+        return plan
 
 
+@functools.lru_cache(maxsize=32)
 def tile_order(shape: tuple[int, ...], tile: int = TILE) -> torch.Tensor:
     """Coordinates ordered channel by channel, then by patches of h x w = tile pixels, row-major over
     patches, so `tile` consecutive coordinates are one channel of a compact patch and their masks overlap."""
@@ -73,31 +78,37 @@ def plan_channels(shape: tuple[int, ...]) -> int:
 
 
 def build_plan(mask: torch.Tensor, shape: tuple[int, ...], tile: int = TILE) -> ColumnPlan:
-    """Arrange a bool mask [D, D] into a ColumnPlan (done once per mask; cheap next to the mask itself)."""
+    """Arrange a bool mask [D, D] into a ColumnPlan (done once per mask; cheap next to the mask itself). The tiles'
+    mask columns (bool [n_tiles, G, D], padding columns empty) stay in `packed["columns"]` for the torch tiles."""
     D = mask.shape[0]
     C = plan_channels(shape)
     span = D // C
     full = mask.all(0)
-    order = tile_order(shape, tile).to(mask.device)
+    order = tile_order(tuple(shape), tile).to(mask.device)
     sparse = order[~full[order]]
     n_tiles = -(-sparse.numel() // tile)
     cols = torch.full((n_tiles * tile,), D, dtype=torch.long, device=mask.device)
     cols[:sparse.numel()] = sparse
     cols = cols.reshape(n_tiles, tile)
-    padded = torch.cat([mask, torch.zeros(D, 1, dtype=torch.bool, device=mask.device)], 1)
     real = cols < D
-    sub = padded[:, cols]  # [input, tile, column]
-    reads = sub.reshape(C, span, n_tiles, tile)
-    read_rows = reads.any(3)
-    skip_rows = (~reads & real).any(3)
-    based = skip_rows.sum(1) < read_rows.sum(1)  # [C, n_tiles]: fewer inputs to subtract than to add
-    used = torch.where(based[:, None, :], skip_rows, read_rows).permute(2, 0, 1).reshape(n_tiles, D)
+    # column-major: each tile column's inputs are one contiguous row (a copy of rows of mask.T)
+    columns = mask.T.contiguous().index_select(0, cols.reshape(-1).clamp(max=D - 1)).view(n_tiles, tile, D)
+    columns &= real[:, :, None]
+    readers = columns.sum(1, dtype=torch.int32)  # [n_tiles, D]: real columns reading each input
+    read_rows = (readers > 0).view(n_tiles, C, span)
+    skip_rows = (readers < real.sum(1, keepdim=True, dtype=torch.int32)).view(n_tiles, C, span)
+    based = skip_rows.sum(2) < read_rows.sum(2)  # [n_tiles, C]: fewer inputs to subtract than to add
+    used = torch.where(based[:, :, None], skip_rows, read_rows).view(n_tiles, D)
     tile_of, rows = used.nonzero(as_tuple=True)
-    picked = sub[rows, tile_of]
-    block_rows = torch.where(based[rows // span, tile_of][:, None], -(~picked & real[tile_of]).float(), picked.float())
+    picked = columns[tile_of, :, rows].float()  # [R, G]
+    # a based channel's row reads -1 where a real column skips the input: picked - real
+    based_row = based[tile_of, rows // span].float()
+    block_rows = picked.sub_(real.float()[tile_of].mul_(based_row[:, None]))
     counts = used.sum(1).tolist()
-    return ColumnPlan(D, C, full.nonzero().squeeze(1), cols, list(rows.split(counts)),
-                      list(block_rows.split(counts)), based.T.contiguous())
+    plan = ColumnPlan(D, C, full.nonzero().squeeze(1), cols, list(rows.split(counts)),
+                      list(block_rows.split(counts)), based.contiguous())
+    plan.packed["columns"] = columns
+    return plan
 
 
 def padded_supports(plan: ColumnPlan, BK: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -146,5 +157,8 @@ def use_triton(device: torch.device, kernel: str) -> bool:
 def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
     """The plan in the tile width of the kernel that will run, built on `device` (the same plan wherever it is
     built: the steps are exact integer and boolean work)."""
-    tile = TRITON_CONFIG["tile"] if use_triton(device, kernel) else TILE
-    return build_plan(mask.to(device), shape, tile)
+    triton = use_triton(device, kernel)
+    plan = build_plan(mask.to(device), shape, TRITON_CONFIG["tile"] if triton else TILE)
+    if triton:
+        del plan.packed["columns"]  # only the torch tiles read them
+    return plan

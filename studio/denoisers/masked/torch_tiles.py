@@ -1,62 +1,199 @@
 """The sparse tiles of a ColumnPlan with plain torch ops (CPU, and GPU without Triton).
 
 For output coordinate m: x̂0[m] = Σ_i softmax_i(-Σ_n M[n, m] (x[n] - s x_i[n])² / (2(1-ā)τ)) x_i[m].
-Squared differences are formed directly in fp32 (no expansion, so no cancellation at low noise) and
-summed with the 0/1 mask; chunks of training points merge through an exact online log-sum-exp.
+Up to a per-query constant the masked distance of column g is -2 s T[g, i] + ā Q[g, i] with
+T = Σ_n M[n, g] x[n] x_i[n] and Q = Σ_n M[n, g] x_i[n]² (the expansion the `optimal` denoiser and the
+Triton tiles use, in fp32), so both are matrix products with the mask: for all B queries at once a tile's
+T is one GEMM [B·G, |S|] x [|S|, n] of the queries times its signed mask block against its support rows S
+of the training data, kept coordinates-first. A tile whose support is most of the inputs multiplies by its
+whole mask column block instead (no gather; consecutive such tiles share one GEMM). Q does not depend on
+the queries: one GEMM of the mask per group of columns, kept with the plan when small. Tiles are run in
+groups of GROUP columns whose logits share one buffer, so each step of the softmax is one op per group;
+chunks of training points merge through an exact online log-sum-exp (in base 2: exp2 is the fast exp).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from studio.denoisers.budget import rows_that_fit
+from studio.cache import Recent
+from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.masked.plan import ColumnPlan
-from studio.denoisers.online_softmax import OnlineSoftmax
+from studio.denoisers.online_softmax import EXP_FLOOR
 from studio.denoisers.softmax import DataBank
 
-CPU_CHUNK = 256  # training points per chunk on the CPU (measured best of 64..5,000 at 3x16x16, batch 8)
+GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
+GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
+GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
+COLS_FIRST_BYTES = 128 * 2**20  # the data and their squares kept coordinates-first up to this size
+SQUARES_BYTES = 32 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
+SQUARES_KEPT_BYTES = 256 * 2**20  # and all plans' Q together up to this size, least recently used dropped
+LOG2E = 1.0 / math.log(2.0)
+_SQUARES = Recent(size=lambda q: q.nbytes, max_bytes=lambda: SQUARES_KEPT_BYTES)  # Q by (plan token, N)
+
+
+@dataclass
+class Run:
+    """Consecutive tiles of a group that share one GEMM: every input (rows None) or one tile's gathered support."""
+
+    first: int                  # tile index within the group
+    count: int                  # tiles (several only when rows is None)
+    rows: torch.Tensor | None   # long [S]: the inputs read
+    block: torch.Tensor         # [count·G, S] float32 mask rows of each column, signed where based; or
+                                # [count·G, D] bool, the mask columns themselves (rows None)
+
+
+@dataclass
+class Group:
+    """GROUP consecutive columns of a plan (tiles first .. first + n - 1), as the torch path runs them."""
+
+    first: int
+    n: int
+    cols: torch.Tensor          # long [n·G]: output columns, padding clamped to a real one (its result is dropped)
+    mask_t: torch.Tensor        # bool [n·G, D]: the mask columns, for Q
+    runs: list[Run]
+    based: torch.Tensor | None  # float32 [n, C]: channels whose full products gathered tiles add, or None
+
+
+def torch_layout(plan: ColumnPlan) -> list[Group]:
+    """The plan's tiles grouped for the torch path, built on first use and kept with the plan."""
+    key = ("torch", GROUP, GATHER_SHARE)
+    if key in plan.packed:
+        return plan.packed[key]
+    D, C = plan.D, plan.channels
+    span = D // C
+    T, G = plan.cols.shape
+    dev = plan.cols.device
+    counts = [rows.numel() for rows in plan.supports]  # host ints
+    mask_t = plan.packed.get("columns")  # bool [T, G, D], from build_plan
+    if mask_t is None:  # rebuilt: based channels whole (real columns), then the signed rows added
+        real = (plan.cols < D).float()
+        mask_t = (plan.based.float()[:, None, :, None] * real[:, :, None, None]).expand(T, G, C, span).reshape(T, G, D)
+        if sum(counts):
+            tile = torch.repeat_interleave(torch.arange(T, device=dev), torch.tensor(counts, device=dev))
+            mask_t = _add_rows(mask_t, tile, torch.cat(plan.supports), torch.cat(plan.blocks))
+        mask_t = mask_t > 0
+    per = max(1, GROUP // G)
+    groups = []
+    for first in range(0, T, per):
+        n = min(per, T - first)
+        runs: list[Run] = []
+        based = torch.zeros(n, C, device=dev)
+        for k in range(n):
+            t = first + k
+            if counts[t] >= GATHER_SHARE * D:
+                if runs and runs[-1].rows is None and runs[-1].first + runs[-1].count == k:
+                    runs[-1].count += 1
+                else:
+                    runs.append(Run(k, 1, None, mask_t[t]))
+            else:
+                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T.contiguous()))
+                based[k] = plan.based[t].float()
+        for r in runs:
+            if r.rows is None:
+                r.block = mask_t[first + r.first:first + r.first + r.count].reshape(-1, D)
+        groups.append(Group(first, n, plan.cols[first:first + n].reshape(-1).clamp(max=D - 1),
+                            mask_t[first:first + n].reshape(-1, D), runs, based if bool(based.any()) else None))
+    plan.packed[key] = groups
+    return groups
+
+
+def _add_rows(mask_t: torch.Tensor, tile: torch.Tensor, rows: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """mask_t [T, G, D] with blocks [R, G] added at (tile[r], :, rows[r])."""
+    T, G, D = mask_t.shape
+    flat = mask_t.permute(0, 2, 1).reshape(T * D, G)  # [(t, n), g]
+    flat.index_add_(0, tile * D + rows, blocks)
+    return flat.view(T, D, G).permute(0, 2, 1)
+
+
+def cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training points lo:hi coordinates-first [D, n] and their squares: slices of copies kept with the
+    bank when they are small, else made for this chunk."""
+    N, D = bank.x.shape
+    if 8 * N * D <= min(COLS_FIRST_BYTES, memory_budget(bank.x.device) // 4):
+        xt = bank.derive("cols-first", lambda: bank.x.T.contiguous())
+        sq = bank.derive("cols-first-squares", lambda: xt * xt)
+        return xt[:, lo:hi], sq[:, lo:hi]
+    xt = bank.x[lo:hi].T.contiguous()
+    return xt, xt * xt
+
+
+def group_squares(grp: Group, xt2: torch.Tensor) -> torch.Tensor:
+    """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk]: one GEMM with the mask columns."""
+    return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, -1, xt2.shape[1])
+
+
+def plan_squares(groups: list[Group], xt2: torch.Tensor) -> torch.Tensor:
+    """Q [n_tiles, G, N] of a whole plan."""
+    return torch.cat([group_squares(grp, xt2) for grp in groups])
 
 
 def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
-    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points.
-
-    Each chunk is transposed once ([D, n]) so a tile gathers whole rows of its support and forms only
-    the B x |support| x n squared differences it needs; tiles that read every input share one
-    [B, D, n] array of them per chunk. A tile that starts from channels' full distances adds them,
-    computed in float64 (their per-query constants dropped). On the CPU chunks default to CPU_CHUNK
-    training points, so a tile's temporaries stay in cache."""
+    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points."""
     B, D = x.shape
     n_tiles, G = plan.cols.shape
+    N = bank.n
     C = plan.channels
+    span = D // C
     s = math.sqrt(ab)
-    inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
-    widest = max((blk.shape[0] for blk in plan.blocks), default=0)
-    full = [rows.numel() == D for rows in plan.supports]  # these tiles read the shared [B, D, n] differences
-    per_row = 4 * (B * (widest + D * any(full) + 4 * G) + 2 * D)  # differences, distances, softmax temporaries, chunk
+    inv = LOG2E / (2.0 * (1.0 - ab) * temperature)
+    a, q = 2.0 * s * inv, ab * inv  # base-2 logit = a T - q Q
+    groups = torch_layout(plan)
+    width = max(g.n for g in groups) * G
+    per_row = 4 * (2 * B * width + 2 * width + 2 * D)  # logits, Q and values of a group, the chunk's columns
     if chunk is None and x.device.type == "cpu":
-        chunk = CPU_CHUNK
-    step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or bank.n)
-    states = [OnlineSoftmax((B, G), (), x.device) for _ in range(n_tiles)]
-    blocks_t = [blk.T.contiguous() for blk in plan.blocks]
-    x64 = x.double().reshape(B, C, D // C)
-    for lo in range(0, bank.n, step):
-        xc = bank.x[lo:lo + step]
-        cols_first = xc.T.contiguous()
-        if bool(plan.based.any()):
-            sq = bank.channel_sq_norms(C)[:, None, lo:lo + step].double()
-            base = ab * sq - 2 * s * torch.einsum("bkd,nkd->kbn", x64, xc.double().reshape(-1, C, D // C))  # [C, B, n]
-        if any(full):
-            every = (x[:, :, None] - s * cols_first[None]).square_()  # [B, D, n]
-        for tile in range(n_tiles):
-            rows = plan.supports[tile]
-            diff = every if full[tile] else (x[:, rows, None] - s * cols_first[rows][None]).square_()  # [B, S, n]
-            dist = blocks_t[tile] @ diff
-            if plan.based[tile].any():
-                dist = (base[plan.based[tile]].sum(0)[:, None, :] + dist.double()).float()
-            values = cols_first[plan.cols[tile].clamp(max=D - 1)]  # [G, n]
-            states[tile].add(dist.mul_(-inv), lambda w: (w * values).sum(2))
-    return torch.stack([state.mean() for state in states], 1)
+        chunk = max(256, GROUP_BYTES // (4 * B * width))
+    step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or N)
+    squares = None
+    if step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8):
+        key = (plan.packed.setdefault("torch-token", object()), N)  # the token lives as long as the plan
+        squares = _SQUARES.get_or_make(key, lambda: plan_squares(groups, cols_first(bank, 0, N)[1]))
+    xa = x * a
+    any_based = any(g.based is not None for g in groups)
+    m = torch.empty(n_tiles, B, G, device=x.device)
+    den = torch.empty_like(m)
+    num = torch.empty_like(m)
+    floor = EXP_FLOOR * LOG2E
+    buffer = torch.empty(width * B * min(step, N), device=x.device)  # one for all groups: fresh pages cost
+    for lo in range(0, N, step):
+        hi = min(lo + step, N)
+        xt, xt2 = cols_first(bank, lo, hi)
+        if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
+            bases = torch.stack([xa[:, c * span:(c + 1) * span] @ xt[c * span:(c + 1) * span] for c in range(C)])
+            bases = bases.reshape(C, -1)
+        for grp in groups:
+            t0, t1 = grp.first, grp.first + grp.n
+            logits = buffer[:grp.n * B * G * (hi - lo)].view(grp.n, B, G, hi - lo)
+            flat = logits.view(grp.n * B * G, hi - lo)
+            for run in grp.runs:
+                out = flat[run.first * B * G:(run.first + run.count) * B * G]
+                if run.rows is None:  # [count, B, G, D] weights, whole inputs
+                    w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)  # bool block: 0 or x
+                    torch.mm(w.reshape(-1, D), xt, out=out)
+                else:
+                    w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
+                    torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
+            sq = squares[t0:t1] if squares is not None else group_squares(grp, xt2)
+            logits.sub_(sq[:, None], alpha=q)
+            if grp.based is not None:
+                logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
+            top = flat.amax(1)
+            if lo:
+                top = torch.maximum(top, m[t0:t1].reshape(-1))
+            flat.sub_(top[:, None]).clamp_min_(floor).exp2_()
+            part_den = flat.sum(1)
+            logits.mul_(xt.index_select(0, grp.cols).view(grp.n, 1, G, hi - lo))
+            part_num = flat.sum(1)
+            if lo:
+                scale = torch.exp2(m[t0:t1].reshape(-1) - top)
+                part_den = den[t0:t1].reshape(-1) * scale + part_den
+                part_num = num[t0:t1].reshape(-1) * scale + part_num
+            m[t0:t1] = top.view(grp.n, B, G)
+            den[t0:t1] = part_den.view(grp.n, B, G)
+            num[t0:t1] = part_num.view(grp.n, B, G)
+    return (num / den).transpose(0, 1)
