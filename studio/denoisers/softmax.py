@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import torch
 
-from studio.denoisers.budget import gib, require
+from studio.denoisers.budget import gib, memory_budget, require
 from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTopK
 
 _CHUNK_BYTES = 256 * 2**20
+COLS_FIRST_BYTES = 64 * 2**20  # the data are also kept coordinates-first up to this size
 _NORM_BLOCK_BYTES = 64 * 2**20
 _LOG2E = 1.0 / math.log(2.0)
 # the fp32 weight at the exp floor, as shifted_exp (exp) or _one_chunk (exp2 of the base-2 floor) gives it
@@ -57,6 +58,15 @@ class DataBank:
     def channel_sq_norms(self, channels: int) -> torch.Tensor:
         """[K, N]: ||x_i,k||² over each of K equal contiguous blocks of coordinates."""
         return self.derive(("channel_sq", channels), lambda: block_sq_norms(self.x, channels))
+
+
+def cols_first(bank: DataBank) -> torch.Tensor | None:
+    """The data coordinates-first [D, N] (faster GEMMs on the CPU), kept beside them when at most COLS_FIRST_BYTES;
+    None above that."""
+    N, D = bank.x.shape
+    if 4 * N * D > min(COLS_FIRST_BYTES, memory_budget(bank.x.device) // 8):
+        return None
+    return bank.derive("cols-first", lambda: bank.x.T.contiguous())
 
 
 def block_sq_norms(x: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -118,7 +128,9 @@ def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float,
     """posterior_mean when all N points make one chunk: the same exact softmax with no merging, in base 2 (exp2
     is the fast exp); the top-k logits give the maximum."""
     inv2 = inv * _LOG2E
-    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T, beta=-ab * inv2, alpha=2 * s * inv2)  # [B, N]
+    xt = cols_first(bank) if x.device.type == "cpu" else None
+    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T if xt is None else xt, beta=-ab * inv2,
+                         alpha=2 * s * inv2)  # [B, N]
     top, index = logits.topk(max(k, 1), dim=1)
     w = logits.sub_(top[:, :1]).clamp_min_(EXP_FLOOR * _LOG2E).exp2_()
     den = w.sum(1)
