@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import torch
 
-from studio.denoisers.budget import gib, require
+from studio.denoisers.budget import gib, memory_budget, require
 from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTopK
 
 _CHUNK_BYTES = 256 * 2**20
+COLS_FIRST_BYTES = 64 * 2**20  # the data are also kept coordinates-first up to this size
 _NORM_BLOCK_BYTES = 64 * 2**20
 _LOG2E = 1.0 / math.log(2.0)
 # the fp32 weight at the exp floor, as shifted_exp (exp) or _one_chunk (exp2 of the base-2 floor) gives it
@@ -57,6 +58,15 @@ class DataBank:
     def channel_sq_norms(self, channels: int) -> torch.Tensor:
         """[K, N]: ||x_i,k||² over each of K equal contiguous blocks of coordinates."""
         return self.derive(("channel_sq", channels), lambda: block_sq_norms(self.x, channels))
+
+
+def cols_first(bank: DataBank) -> torch.Tensor | None:
+    """The data coordinates-first [D, N] (faster GEMMs on the CPU), kept beside them when at most COLS_FIRST_BYTES;
+    None above that."""
+    N, D = bank.x.shape
+    if 4 * N * D > min(COLS_FIRST_BYTES, memory_budget(bank.x.device) // 8):
+        return None
+    return bank.derive("cols-first", lambda: bank.x.T.contiguous())
 
 
 def block_sq_norms(x: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -103,7 +113,7 @@ def posterior_mean(
     s = ab**0.5
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     step = auto_chunk(B, bank.n, chunk)
-    if step >= bank.n:
+    if step >= bank.n and x.device.type == "cpu":
         return _one_chunk(x, bank, s, ab, inv, min(k, bank.n))
     acc = OnlineSoftmax((B,), (D,), x.device, squares=True)
     top = RunningTopK(B, min(k, bank.n), x.device)
@@ -117,15 +127,18 @@ def posterior_mean(
 
 
 def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float, k: int) -> Posterior:
-    """posterior_mean when all N points make one chunk: the same exact softmax with no merging, in base 2 (exp2
-    is the fast exp); the top-k logits give the maximum."""
+    """posterior_mean on the CPU when all N points make one chunk: the same exact softmax with no merging, in
+    base 2 (exp2 is the fast exp); the top-k logits give the maximum."""
     inv2 = inv * _LOG2E
-    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T, beta=-ab * inv2, alpha=2 * s * inv2)  # [B, N]
+    xt = cols_first(bank)
+    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T if xt is None else xt, beta=-ab * inv2,
+                         alpha=2 * s * inv2)  # [B, N]
     top, index = logits.topk(max(k, 1), dim=1)
     w = logits.sub_(top[:, :1]).clamp_min_(EXP_FLOOR * _LOG2E).exp2_()
     den = w.sum(1)
     mean = weighted_rows(w, bank.x).div_(den[:, None])
-    return Posterior(mean, torch.exp2(top - top[:, :1]).div_(den[:, None]), index, den * den / (w * w).sum(1))
+    top_w = torch.exp2(top[:, :k] - top[:, :1]).div_(den[:, None])
+    return Posterior(mean, top_w, index[:, :k], den * den / (w * w).sum(1))
 
 
 def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

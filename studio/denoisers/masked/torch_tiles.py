@@ -23,12 +23,12 @@ from studio.cache import Recent
 from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
-from studio.denoisers.softmax import DataBank
+from studio.denoisers.softmax import DataBank, cols_first
 
 GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
 GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
-COLS_FIRST_BYTES = 128 * 2**20  # the data and their squares kept coordinates-first up to this size
+SPARSE_Q_SHARE = 0.3  # a group whose gathered tiles read fewer inputs on average forms Q tile by tile
 SQUARES_BYTES = 32 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
 SQUARES_KEPT_BYTES = 256 * 2**20  # and all plans' Q together up to this size, least recently used dropped
 LOG2E = 1.0 / math.log(2.0)
@@ -109,26 +109,40 @@ def _add_rows(mask_t: torch.Tensor, tile: torch.Tensor, rows: torch.Tensor, bloc
     return flat.view(T, D, G).permute(0, 2, 1)
 
 
-def cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The training points lo:hi coordinates-first [D, n] and their squares: slices of copies kept with the
     bank when they are small, else made for this chunk."""
-    N, D = bank.x.shape
-    if 8 * N * D <= min(COLS_FIRST_BYTES, memory_budget(bank.x.device) // 4):
-        xt = bank.derive("cols-first", lambda: bank.x.T.contiguous())
-        sq = bank.derive("cols-first-squares", lambda: xt * xt)
-        return xt[:, lo:hi], sq[:, lo:hi]
+    xt = cols_first(bank)
+    if xt is not None:
+        return xt[:, lo:hi], bank.derive("cols-first-squares", lambda: xt * xt)[:, lo:hi]
     xt = bank.x[lo:hi].T.contiguous()
     return xt, xt * xt
 
 
-def group_squares(grp: Group, xt2: torch.Tensor) -> torch.Tensor:
-    """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk]: one GEMM with the mask columns."""
-    return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, -1, xt2.shape[1])
+def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
+    """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk] (and per-channel sums [C, chunk]):
+    one GEMM with the mask columns, or, where the tiles' supports are small, a GEMM per tile with its signed
+    block on its gathered rows plus the sums of the channels it starts from."""
+    D, n_pts = xt2.shape
+    G = grp.cols.numel() // grp.n
+    gathered = [run.rows.numel() for run in grp.runs if run.rows is not None]
+    if not gathered or sum(gathered) > SPARSE_Q_SHARE * D * len(gathered):
+        return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, G, n_pts)
+    out = torch.empty(grp.n, G, n_pts, device=xt2.device)
+    for run in grp.runs:
+        dst = out[run.first:run.first + run.count].view(-1, n_pts)
+        if run.rows is None:
+            torch.mm(run.block.to(xt2.dtype), xt2, out=dst)
+        else:
+            torch.mm(run.block, xt2.index_select(0, run.rows), out=dst)
+    if grp.based is not None:
+        out.add_(torch.mm(grp.based, channel_sq)[:, None, :])
+    return out
 
 
-def plan_squares(groups: list[Group], xt2: torch.Tensor) -> torch.Tensor:
+def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
     """Q [n_tiles, G, N] of a whole plan."""
-    return torch.cat([group_squares(grp, xt2) for grp in groups])
+    return torch.cat([group_squares(grp, xt2, channel_sq) for grp in groups])
 
 
 def tiles_posterior_mean(
@@ -152,7 +166,8 @@ def tiles_posterior_mean(
     squares = None
     if step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8):
         key = (plan.packed.setdefault("torch-token", object()), N)  # the token lives as long as the plan
-        squares = _SQUARES.get_or_make(key, lambda: plan_squares(groups, cols_first(bank, 0, N)[1]))
+        squares = _SQUARES.get_or_make(key, lambda: plan_squares(groups, chunk_cols_first(bank, 0, N)[1],
+                                                                  bank.channel_sq_norms(C)))
     xa = x * a
     any_based = any(g.based is not None for g in groups)
     m = torch.empty(n_tiles, B, G, device=x.device)
@@ -162,7 +177,7 @@ def tiles_posterior_mean(
     buffer = torch.empty(width * B * min(step, N), device=x.device)  # one for all groups: fresh pages cost
     for lo in range(0, N, step):
         hi = min(lo + step, N)
-        xt, xt2 = cols_first(bank, lo, hi)
+        xt, xt2 = chunk_cols_first(bank, lo, hi)
         if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
             bases = torch.stack([xa[:, c * span:(c + 1) * span] @ xt[c * span:(c + 1) * span] for c in range(C)])
             bases = bases.reshape(C, -1)
@@ -178,7 +193,7 @@ def tiles_posterior_mean(
                 else:
                     w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
                     torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
-            sq = squares[t0:t1] if squares is not None else group_squares(grp, xt2)
+            sq = squares[t0:t1] if squares is not None else group_squares(grp, xt2, bank.channel_sq_norms(C)[:, lo:hi])
             logits.sub_(sq[:, None], alpha=q)
             if grp.based is not None:
                 logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
