@@ -98,9 +98,10 @@ def test_nearest_matches_brute_force(digits, ab):
 
 
 def test_wiener_fit_is_cached(digits, tmp_path):
-    from studio.cache import cache_root
+    from studio.cache import cache_root, finish_writes
 
     make_denoiser("wiener").fit(digits)
+    finish_writes()  # the fit is stored from a background thread
     files = list((cache_root() / "gaussian-fit").glob("*.safetensors"))
     assert len(files) == 1 and digits.fingerprint  # keyed by the fingerprint digest
     before = files[0].stat().st_mtime_ns

@@ -113,7 +113,7 @@ def posterior_mean(
     s = ab**0.5
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     step = auto_chunk(B, bank.n, chunk)
-    if step >= bank.n and x.device.type == "cpu":
+    if step >= bank.n:  # GPU too: measured on an H200 (0.68 ms/step at N=50,000 against 0.74 for the loop)
         return _one_chunk(x, bank, s, ab, inv, min(k, bank.n))
     acc = OnlineSoftmax((B,), (D,), x.device, squares=True)
     top = RunningTopK(B, min(k, bank.n), x.device)
@@ -127,10 +127,10 @@ def posterior_mean(
 
 
 def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float, k: int) -> Posterior:
-    """posterior_mean on the CPU when all N points make one chunk: the same exact softmax with no merging, in
-    base 2 (exp2 is the fast exp); the top-k logits give the maximum."""
+    """posterior_mean when all N points make one chunk: the same exact softmax with no merging, in base 2 (exp2
+    is the fast exp); the top-k logits give the maximum."""
     inv2 = inv * _LOG2E
-    xt = cols_first(bank)
+    xt = cols_first(bank) if x.device.type == "cpu" else None
     logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T if xt is None else xt, beta=-ab * inv2,
                          alpha=2 * s * inv2)  # [B, N]
     top, index = logits.topk(max(k, 1), dim=1)
