@@ -21,17 +21,16 @@ actually hold, so they equal the float32 data bit for bit.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 
 from studio.denoisers.budget import gib, require
+from studio.denoisers.kernels import use_triton
 from studio.denoisers.online_softmax import OnlineSoftmax, RunningTopK, shifted_exp
 from studio.denoisers.softmax import _CHUNK_BYTES, DataBank, Posterior, weighted_rows
 
 STORAGES = ("auto", "float32", "uint8")
-KERNELS = ("auto", "torch", "triton")
 ZERO = 128  # the code subtracted before every product: c - 128 in -128..127 is exact in int8 and fp16
 _BLOCK_BYTES = 64 * 2**20  # float32 bytes of data converted or summed at once (never a copy of all of it)
 _VALUE_TOL = 4e-7  # how far a float32 value may lie from the exact map: rounding of 2c/255 - 1, with room
@@ -259,27 +258,6 @@ def _triton_nearest(bank: ByteBank, x: torch.Tensor, ab: float, k: int) -> torch
     top_i = top_i.gather(1, order)
     top_i[:, 0] = (sc == top_v[:, :1]).to(torch.int32).argmax(1)  # the first of all rows with the best score
     return top_i
-
-
-def use_triton(device: torch.device, kernel: str) -> bool:
-    """Whether the Triton kernels run for `device` and `kernel` (a clear error where they cannot). Forcing
-    "triton" off CUDA is allowed only under TRITON_INTERPRET=1 (Triton's CPU interpreter: for tests)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel: {kernel!r} is not allowed; choose one of: {', '.join(KERNELS)}")
-    if kernel == "torch":
-        return False
-    interpreted = kernel == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
-    if device.type != "cuda" and not interpreted:
-        if kernel == "triton":
-            raise ValueError("kernel: triton needs a CUDA device (or TRITON_INTERPRET=1); choose auto or torch")
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        if kernel == "triton":
-            raise ValueError("kernel: triton is not installed; choose auto or torch") from None
-        return False
-    return True
 
 
 # auto keeps 8-bit data as codes on a GPU from this float32 size up: below it cuBLAS on float32 is faster (H200,

@@ -26,7 +26,7 @@ from studio.denoisers.budget import memory_budget
 from studio.denoisers.common import CHUNK, TEMPERATURE
 from studio.denoisers.masked.denoiser import KERNEL, MaskedSoftmaxDenoiser
 from studio.denoisers.masked.masks import patch_mask
-from studio.denoisers.masked.plan import use_triton
+from studio.denoisers.kernels import use_triton
 from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, check_patch_size, full_window, load_schedule
 from studio.denoisers.registry import register
 from studio.denoisers.softmax import DataBank, posterior_mean

@@ -417,32 +417,23 @@ def setup_main(device: torch.device, shapes: list[tuple[int, ...]] | None, json_
     from studio.denoisers.masked.plan import padded_supports, plan_for
     from studio.denoisers.wiener import fit_gaussian
 
-    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0, out
-
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="studio-setup-"))
     for C, H, W, N in shapes or E2E_SHAPES[device.type]:
         data = load_dataset("patches", resolution=H, channels=C, size=N)
-        timed(lambda: fit_gaussian(data.flat()[:512], device))  # warm-up: cuSOLVER handles, kernels
-        fit_s, fit = timed(lambda: fit_gaussian(data.flat(), device))
+        _timed_s(lambda: fit_gaussian(data.flat()[:512], device), device)  # warm-up: cuSOLVER handles, kernels
+        fit_s, fit = _timed_s(lambda: fit_gaussian(data.flat(), device), device)
         theta = masks.default_threshold(data.shape)
         sched = Schedule.build()
         for t in (900, 500, 100):
             ab = sched.ab(t)
-            mask_s, mask = timed(lambda: masks.compute_mask(fit, ab, theta, "self", device))
-            cpu_s, cpu_mask = timed(lambda: masks.to_host(mask))
+            mask_s, mask = _timed_s(lambda: masks.compute_mask(fit, ab, theta, "self", device), device)
+            cpu_s, cpu_mask = _timed_s(lambda: masks.to_host(mask), device)
             path = folder / f"{H}-{t}.safetensors"
-            write_s, _ = timed(lambda: save_file({"bits": masks.pack_bits(mask).cpu()}, str(path)))
-            read_s, back = timed(lambda: masks.unpack_bits(load_file(str(path))["bits"], tuple(mask.shape)))
+            write_s, _ = _timed_s(lambda: save_file({"bits": masks.pack_bits(mask).cpu()}, str(path)), device)
+            read_s, back = _timed_s(lambda: masks.unpack_bits(load_file(str(path))["bits"], tuple(mask.shape)), device)
             assert torch.equal(back, cpu_mask)
-            plan_s, _ = timed(lambda: padded_supports(plan_for(mask, data.shape, device), 64, device))
+            plan_s, _ = _timed_s(lambda: padded_supports(plan_for(mask, data.shape, device), 64, device), device)
             rows.append({"shape": [C, H, W], "n_data": N, "t": t, "theta": theta, "density": float(cpu_mask.float().mean()),
                          "fit_s": fit_s, "mask_s": mask_s, "to_cpu_s": cpu_s, "packed_mb": path.stat().st_size / 1e6,
                          "write_s": write_s, "read_s": read_s, "plan_s": plan_s})

@@ -14,7 +14,8 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoiser
 from studio.denoisers.budget import require
 from studio.denoisers.masked import torch_tiles
-from studio.denoisers.masked.plan import KERNELS, ColumnPlan, plan_for, use_triton
+from studio.denoisers.kernels import KERNELS, use_triton
+from studio.denoisers.masked.plan import ColumnPlan, plan_for
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.params import Param
 

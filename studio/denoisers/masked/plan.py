@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from studio.denoisers.kernels import use_triton
+
 TILE = 8
-KERNELS = ("auto", "torch", "triton")
 # Tile width G, launch shape (support coordinates per MMA step, training points per block, warps,
 # pipeline stages, queries x columns per MMA) and training points per slice, measured best on an H100
 # (CIFAR-shaped photo patches, N = 50,000). STUDIO_TRITON_CONFIG (JSON) overrides entries, for other GPUs.
@@ -134,24 +135,6 @@ def padded_supports(plan: ColumnPlan, BK: int, device: torch.device) -> tuple[to
     blk = torch.zeros(ptr[-1], G, dtype=torch.float32, device=device)
     blk[dest] = block
     return kidx, blk, ptr
-
-
-def use_triton(device: torch.device, kernel: str) -> bool:
-    """Whether the Triton kernel runs for this device and `kernel` choice (a clear error when it cannot)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"denoiser.kernel: {kernel!r} is not allowed; choose one of: {', '.join(KERNELS)}")
-    if kernel == "torch" or device.type != "cuda":
-        if kernel == "triton":
-            raise ValueError("denoiser.kernel: triton needs a CUDA device; choose auto or torch")
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        if kernel == "triton":
-            raise ValueError("denoiser.kernel: triton is not installed; choose auto or torch") from None
-        return False
-    return True
-
 
 
 def plan_for(mask: torch.Tensor, shape: tuple[int, ...], device: torch.device, kernel: str = "auto") -> ColumnPlan:
