@@ -50,25 +50,38 @@ def digest(*parts: Any) -> str:
 
 class Recent(OrderedDict):
     """The most recently used values by key, kept in memory: made on a miss (outside the lock, so a slow make
-    holds up no other key) and dropped oldest first beyond `keep` entries, or beyond `max_bytes()` of `size`
-    (the newest always stays). Used for fitted denoisers, loaded networks, fits, plans, datasets."""
+    holds up no other key; a second caller of a key being made waits for that make, and makes it itself if that
+    make failed) and dropped oldest first beyond `keep` entries, or beyond `max_bytes()` of `size` (the newest
+    always stays). Used for fitted denoisers, loaded networks, fits, plans, datasets."""
 
     def __init__(self, keep: int | None = None, size: Callable[[Any], int] | None = None,
                  max_bytes: Callable[[], int] | None = None) -> None:
         super().__init__()
         self.keep, self.size, self.max_bytes = keep, size, max_bytes
         self.lock = threading.Lock()
+        self.making: dict[Any, threading.Event] = {}  # keys being made, set when their make ends
 
     def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
-        with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-        value = make()
-        with self.lock:
-            self[key] = value
-            while len(self) > 1 and self._over():
-                self.popitem(last=False)
+        while True:
+            with self.lock:
+                if key in self:
+                    self.move_to_end(key)
+                    return self[key]
+                made = self.making.get(key)
+                if made is None:
+                    made = self.making[key] = threading.Event()
+                    break
+            made.wait()  # another caller is making it: its value, or our own try if it failed
+        try:
+            value = make()
+            with self.lock:
+                self[key] = value
+                while len(self) > 1 and self._over():
+                    self.popitem(last=False)
+        finally:
+            with self.lock:
+                del self.making[key]
+            made.set()
         return value
 
     def _over(self) -> bool:

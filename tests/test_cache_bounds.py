@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
+import pytest
 import torch
 
 from studio import cache
@@ -90,3 +92,33 @@ def test_a_failed_background_store_warns_and_costs_only_a_rebuild(tmp_path, monk
     cache.finish_writes()
     assert torch.equal(out["x"], torch.ones(3)) and not cache.is_cached("fits", "k")
     assert "No space left on device" in caplog.text and not list((tmp_path / "fits").iterdir())
+
+
+def test_a_key_being_made_is_made_once_and_a_failed_make_is_retried_by_the_waiter():
+    """Two threads asking for one key (a run and its levels prepared ahead) share one make; if that make fails,
+    the waiting caller makes the key itself (and sees its own error, if any)."""
+    kept, calls = cache.Recent(), []
+
+    def slow():
+        calls.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return "value"
+
+    other = threading.Thread(target=lambda: kept.get_or_make("k", slow), name="first")
+    other.start()
+    time.sleep(0.05)
+    assert kept.get_or_make("k", slow) == "value"
+    other.join()
+    assert calls == ["first"]
+
+    def failing():
+        time.sleep(0.3)
+        raise RuntimeError("taken meanwhile")
+
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(pytest.raises(RuntimeError, kept.get_or_make, "j", failing)))
+    other.start()
+    time.sleep(0.05)
+    assert kept.get_or_make("j", lambda: "mine") == "mine" and not kept.making
+    other.join()
+    assert "taken meanwhile" in str(seen[0].value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -53,6 +53,10 @@ class Denoiser:
 
     def denoise(self, x_t: torch.Tensor, t: int, alpha_bar: float) -> Denoised:
         raise NotImplementedError
+
+    def prepare(self, alpha_bars: Sequence[float]) -> None:
+        """A run is about to visit these noise levels, in order: a denoiser with per-level setup may prepare the
+        next levels while the current one runs (the default has nothing to prepare)."""
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **self.p}

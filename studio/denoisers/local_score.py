@@ -16,6 +16,7 @@ whole image (k >= 2 max(H, W) - 1) leaves one candidate per image, so both machi
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -81,11 +82,17 @@ class LocalScore(PatchSizes, MaskedSoftmaxDenoiser):
         self._fit_sizes(dataset)
         self._fit_bank(dataset)
 
+    def level(self, ab: float) -> tuple[tuple[str, int], Callable[[], torch.Tensor]]:
+        return self._patch_level(self.patch_size(ab))
+
+    def _patch_level(self, k: int) -> tuple[tuple[str, int], Callable[[], torch.Tensor]]:
+        return ("patch", k), lambda: patch_mask(self.shape, k)
+
     def denoise_at(self, x_t: torch.Tensor, alpha_bar: float, k: int) -> Denoised:
         """Denoise with patch size k, whatever the schedule says (calibration tries several)."""
         self._check_fitted()
         check_patch_size(k, self.shape)
-        entry = self._plan(("patch", k), lambda: patch_mask(self.shape, k))
+        entry = self._plan(alpha_bar, *self._patch_level(k))
         return Denoised(self._masked_mean(x_t, entry.plan, alpha_bar), {}, {"patch_size": k})
 
 

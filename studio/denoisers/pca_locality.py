@@ -4,6 +4,8 @@ compose new images from parts of many training images, as trained networks do.""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from studio.data.dataset import Dataset
@@ -34,7 +36,10 @@ class PCALocality(MaskedSoftmaxDenoiser):
 
     def mask(self, ab: float) -> MaskEntry:
         """The plan of the mask at ā (kept in memory), with the mask's density."""
-        return self._plan(float(ab), lambda: self.level_mask(ab))
+        return self._plan(ab, *self.level(ab))
+
+    def level(self, ab: float) -> tuple[float, Callable[[], torch.Tensor]]:
+        return float(ab), lambda: self.level_mask(ab)
 
     def level_mask(self, ab: float) -> torch.Tensor:
         """The bool mask [D, D] at ā on the run's device (recomputed on a GPU, stored bit-packed on the CPU)."""

@@ -145,6 +145,7 @@ def steps(
     when the run ends, with where the time went (StepClock.totals)."""
     sampler.start(noise.draw() if x_T is None else x_T.to(noise.device), noise.generators)
     K = len(sampler)
+    denoiser.prepare(sampler.levels())
     timer = StepClock(noise.device, denoiser) if clock is not None else None
     finite: list[tuple[torch.Tensor, int]] = []  # GPU runs: (device bool: x̂0 of step k was finite, t) per step
     for k in range(K):

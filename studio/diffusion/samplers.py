@@ -49,9 +49,17 @@ class Sampler:
         """Begin a run at x_T; `generators` are the per-sample noise streams (for samplers that draw their own)."""
         self.x = x_T
 
-    def point(self, k: int) -> tuple[int, float, torch.Tensor]:
+    def level(self, k: int) -> tuple[int, float]:
+        """(t, ā) of the denoiser call at step k."""
         t = int(self.timesteps[k])
-        return t, self.schedule.ab(t), self.x
+        return t, self.schedule.ab(t)
+
+    def levels(self) -> list[float]:
+        """ā of every denoiser call, in order (known before the run starts)."""
+        return [self.level(k)[1] for k in range(len(self))]
+
+    def point(self, k: int) -> tuple[int, float, torch.Tensor]:
+        return *self.level(k), self.x
 
     def next_ab(self, k: int) -> float:
         """ā' of the level after step k; 1 after the last step (clean data)."""
@@ -167,14 +175,13 @@ class DiffusersAdapter(Sampler):
         self.x = x_T * self.sched.init_noise_sigma
         self.generators = generators
 
-    def point(self, k):
-        t = self.sched.timesteps[k]
-        x_in = self.sched.scale_model_input(self.x, t)
+    def level(self, k):
         if self.sigmas is not None and len(self.sigmas) > k:
-            ab = 1.0 / (1.0 + float(self.sigmas[k]) ** 2)
-        else:
-            ab = self.schedule.ab(int(t))
-        return self.calls[k], ab, x_in
+            return self.calls[k], 1.0 / (1.0 + float(self.sigmas[k]) ** 2)
+        return self.calls[k], self.schedule.ab(int(self.sched.timesteps[k]))
+
+    def point(self, k):
+        return *self.level(k), self.sched.scale_model_input(self.x, self.sched.timesteps[k])
 
     def advance(self, k, x0, noise):
         t, ab, x_in = self.point(k)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from studio.denoisers.base import Denoiser
 from studio.denoisers.budget import require
 from studio.denoisers.masked import torch_tiles
 from studio.denoisers.kernels import KERNELS, use_triton
+from studio.denoisers.masked.ahead import LevelsAhead
 from studio.denoisers.masked.plan import ColumnPlan, plan_for
 from studio.denoisers.softmax import DataBank, posterior_mean
 from studio.params import Param
@@ -42,13 +43,46 @@ class MaskedSoftmaxDenoiser(Denoiser):
         require(4 * D * D * 2 + 4 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
         self.bank = DataBank.from_flat(dataset.flat(), self.device)
         self.plans = Recent(keep=PLANS_KEPT)  # MaskEntry by mask key
+        self.ahead = LevelsAhead(self.device, self._prepare_level)
 
-    def _plan(self, key: Any, make_mask: Callable[[], torch.Tensor]) -> MaskEntry:
+    def level(self, ab: float) -> tuple[Hashable, Callable[[], torch.Tensor]]:
+        """The key of the mask used at ā, and how to make that mask (bool [D, D])."""
+        raise NotImplementedError
+
+    def prepare(self, alpha_bars: Sequence[float]) -> None:
+        self._check_fitted()
+        if self.ahead.depth and self._triton():
+            from studio.denoisers.masked import triton_tiles
+
+            triton_tiles.bank_halves(self.bank)  # per bank, made here on the run's stream before the levels
+        self.ahead.start(alpha_bars)
+
+    def _triton(self) -> bool:
+        return use_triton(self.device, self.p["kernel"])
+
+    def _entry(self, make_mask: Callable[[], torch.Tensor]) -> MaskEntry:
+        """A level's plan, with what the kernel that runs reads of it, built on the device."""
+        mask = make_mask()  # bool [D, D], on the CPU or already on the device
+        plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])
+        if self._triton():
+            from studio.denoisers.masked import triton_tiles
+
+            triton_tiles.prepare_plan(plan, self.bank)
+        return MaskEntry(plan, float(mask.float().mean()))
+
+    def _prepare_level(self, ab: float) -> MaskEntry:
+        """LevelsAhead's build (in its thread): the level's entry, kept with the others."""
+        key, make_mask = self.level(ab)
+        return self.plans.get_or_make(key, lambda: self._entry(make_mask))
+
+    def _plan(self, ab: float, key: Hashable, make_mask: Callable[[], torch.Tensor]) -> MaskEntry:
+        """The entry of the mask `key` used at ā: prepared ahead, kept from earlier, or built now (the time the
+        run waits for it counts in setup_s)."""
+        self.setup_s += self.ahead.wait(ab)
+
         def make() -> MaskEntry:
             t0 = time.perf_counter()
-            mask = make_mask()  # bool [D, D], on the CPU or already on the device
-            plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
-            entry = MaskEntry(plan, float(mask.float().mean()))
+            entry = self._entry(make_mask)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.setup_s += time.perf_counter() - t0

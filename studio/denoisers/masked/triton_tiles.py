@@ -196,6 +196,21 @@ def data_halves(bank: DataBank, rx: float, rq: float) -> torch.Tensor:
     return bank.derive(("triton-halves", rx, rq), make)
 
 
+def bank_halves(bank: DataBank) -> tuple[torch.Tensor, float, float]:
+    """The bank's fp16 halves (data_halves) with their scales rx, rq: made once per bank."""
+    top_x = bank.derive("abs-max-host", lambda: bank.x.abs().max().cpu()).item()  # read on the host once
+    rx, rq = _pow2_scale(top_x), _pow2_scale(top_x**2)
+    return data_halves(bank, rx, rq), rx, rq
+
+
+def prepare_plan(plan: ColumnPlan, bank: DataBank) -> None:
+    """What the kernel reads of a plan (its packed layout, and Q where it fits), made with the plan's other per-level
+    setup instead of in its first call."""
+    cfg = TRITON_CONFIG
+    pk = _packed(plan, bank.x.device, cfg["BK"])
+    cached_squares(plan, bank, bank_halves(bank)[0], pk, cfg["BI"], cfg["BK"])
+
+
 def cached_squares(plan: ColumnPlan, bank: DataBank, halves: torch.Tensor, pk: PackedPlan, BI: int,
                    BK: int) -> torch.Tensor | None:
     """The plan's Q [N, T, G], computed on first use and kept with the plan while it takes at most
@@ -241,8 +256,8 @@ def tiles_posterior_mean(
     inv = 1.0 / (2.0 * (1.0 - ab) * temperature)
     BB = min(triton.next_power_of_2(B), max(1, cfg["cols"] // G))
     groups = triton.cdiv(B, BB)
-    top_x = bank.derive("abs-max-host", lambda: bank.x.abs().max().cpu()).item()  # read on the host once
-    rx, rq, ry = _pow2_scale(top_x), _pow2_scale(top_x**2), _pow2_scale_on_device(x)
+    halves, rx, rq = bank_halves(bank)
+    ry = _pow2_scale_on_device(x)
     # W[k, b, g] = x_b[support k] * signed mask[k, g] for whole groups of queries, as fp16 halves
     rows = pk.kidx.numel()
     require(8 * rows * groups * BB * G, x.device, "denoiser: the Triton kernel's query operand")
@@ -252,7 +267,6 @@ def tiles_posterior_mean(
     w_hi, w_lo = _halves(w)
     del w
     base = channel_bases(x, bank, pk.subsets, plan.channels, s, ab)
-    halves = data_halves(bank, rx, rq)
     squares = cached_squares(plan, bank, halves, pk, BI, BK)
     rows_per_split = triton.cdiv(cfg["split_rows"], BI) * BI
     splits = triton.cdiv(bank.n, rows_per_split)
