@@ -45,10 +45,6 @@ class ImageCodes:
         """Size of the float32 view."""
         return 4 * self.codes.numel()
 
-    def take(self, index: torch.Tensor) -> "ImageCodes":
-        """The rows at `index` (a new codes tensor, same map)."""
-        return ImageCodes(self.codes[index], self.levels, self.table)
-
     def decode(self, what: str) -> torch.Tensor:
         """float32 [N, C, H, W] in [-1, 1], block by block; refused (ValueError naming `what` and the size) when
         it would not fit the host's free memory."""

@@ -103,4 +103,5 @@ class Dataset:
         return f"{self.name}: N={self.n}, shape={'x'.join(map(str, self.shape))}{classes}"
 
     def __repr__(self) -> str:
-        return f"Dataset({self.describe()}, fingerprint={self.fingerprint}{', 8-bit codes' if self.codes is not None else ''})"
+        codes = ", 8-bit codes" if self.codes is not None else ""
+        return f"Dataset({self.describe()}, fingerprint={self.fingerprint}{codes})"
