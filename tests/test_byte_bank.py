@@ -10,7 +10,9 @@ import pytest
 import torch
 from locality_data import rel, smooth_images
 
+from studio.data.codes import ImageCodes
 from studio.data.dataset import Dataset
+from studio.data.imageopts import unit_table
 from studio.data.pixels import decode
 from studio.denoisers import make_denoiser
 from studio.denoisers import byte_bank
@@ -95,6 +97,51 @@ def test_uint8_storage_gives_the_float32_storage_x0(rgb):
         assert torch.equal(d.x0.double(), nearest_ref(x, data.x, ab))
 
 
+def codes_dataset(codes: torch.Tensor, name: str = "codes") -> Dataset:
+    """A Dataset that carries its 8-bit codes, decoding as image folders and Hub datasets do (unit_table)."""
+    return Dataset(codes=ImageCodes(codes, 255, unit_table()), name=name, kind="image", fingerprint=f"{name}-codes")
+
+
+def test_uint8_storage_from_a_codes_dataset_makes_no_float_copy_and_gives_the_float32_x0(rgb, monkeypatch):
+    """Folder and Hub data decode as float32 c / 255 * 2 - 1, up to 6e-8 from the exact map 2c/255 - 1 that the 8-bit
+    arithmetic uses: x̂0 is within 1e-6 of float32 storage of those values (absolute), and exact for the map."""
+    codes, exact = rgb
+    data = codes_dataset(codes)
+    floats = Dataset(x=data.x.clone(), name="floats", kind="image", fingerprint="floats")  # the same values
+    data = codes_dataset(codes)  # a fresh one: no float view made yet
+
+    def no_float_copy(self, what):
+        raise AssertionError("the float32 view of the codes was made")
+
+    monkeypatch.setattr(ImageCodes, "decode", no_float_copy)
+    u8, n8 = fitted("optimal", data, "uint8"), fitted("nearest", data, "uint8")
+    assert u8.bank.codes.data_ptr() == codes.data_ptr()  # the dataset's own codes: not even a uint8 copy on the CPU
+    assert torch.equal(u8.bank.rows(torch.arange(len(codes))), floats.flat())  # rows as the float view holds them
+    monkeypatch.undo()
+    f32, n32 = fitted("optimal", floats, "float32"), fitted("nearest", floats, "float32")
+    sched = Schedule.build()
+    for i, t in enumerate(LEVELS):
+        ab = sched.ab(t)
+        x = noisy_queries(floats.x, ab, 5, seed=i)
+        a, b = u8.denoise(x, t, ab).x0, f32.denoise(x, t, ab).x0
+        assert (a - b).abs().max() < 1e-6 and (a.double() - optimal_ref(x, floats.x, ab)).abs().max() < 2e-7
+        assert rel(a, optimal_ref(x, exact.x, ab)) < 1e-6
+        c, d = n32.denoise(x, t, ab), n8.denoise(x, t, ab)
+        assert torch.equal(c.extras["neighbours"], d.extras["neighbours"]) and torch.equal(c.x0, d.x0)
+
+
+def test_auto_storage_keeps_codes_whose_float_view_would_not_fit(rgb, monkeypatch):
+    from studio.data import codes as codes_module
+
+    codes, _ = rgb
+    monkeypatch.setattr(codes_module, "host_available_bytes", lambda: codes.numel() * 2)  # room for codes, not floats
+    data = codes_dataset(codes)
+    assert isinstance(make_denoiser("nearest").fit(data).bank, ByteBank)  # auto, CPU: the codes as they are
+    with pytest.raises(ValueError, match=r"dataset codes: the float32 view of its 8-bit data \(700 x 3x8x8 = "
+                                         r"0\.00 GiB\) needs 0\.00 GiB of host memory"):
+        make_denoiser("optimal", storage="float32").fit(data)
+
+
 def test_uint8_results_do_not_depend_on_the_chunk_size(rgb):
     _, data = rgb
     ab = Schedule.build().ab(500)
@@ -110,7 +157,7 @@ def test_auto_storage_is_float32_on_the_cpu_and_for_data_that_are_not_8_bit(rgb)
     _, data = rgb
     assert isinstance(make_denoiser("optimal").fit(data).bank, DataBank)  # auto: 8-bit only on a GPU
     floats = Dataset(x=smooth_images(50, (3, 4, 4)), name="f", kind="image", fingerprint="f")
-    assert isinstance(data_bank(floats.flat(), torch.device("cpu"), "float32"), DataBank)
+    assert isinstance(data_bank(floats, torch.device("cpu"), "float32"), DataBank)
     with pytest.raises(ValueError, match="denoiser.storage: uint8 keeps data that came from 8-bit images"):
         make_denoiser("optimal", storage="uint8").fit(floats)
     with pytest.raises(ValueError, match="denoiser.storage: 'u16' is not allowed"):

@@ -16,13 +16,13 @@ from studio.data.registry import load_dataset
 
 def test_dataset_memo_keeps_within_its_byte_limit_and_drops_the_least_recently_used(monkeypatch):
     registry._MEMO.clear()
-    one = load_dataset("digits", size=100)  # 100 x 64 float32 = 25,600 bytes
-    monkeypatch.setenv("STUDIO_MAX_MEMO_BYTES", str(2 * one.x.nbytes + 10))
+    one = load_dataset("digits", size=100)  # 100 x 64 8-bit codes = 6,400 bytes (no float view made yet)
+    monkeypatch.setenv("STUDIO_MAX_MEMO_BYTES", str(2 * one.nbytes + 10))
     two = load_dataset("digits", size=100, subset="random", subset_seed=1)
     assert load_dataset("digits", size=100) is one  # a hit: now the most recent
     three = load_dataset("digits", size=100, subset="random", subset_seed=2)
     assert list(registry._MEMO.values()) == [one, three]  # `two` was the least recently used
-    assert sum(d.x.nbytes for d in registry._MEMO.values()) <= 2 * one.x.nbytes + 10
+    assert sum(d.nbytes for d in registry._MEMO.values()) <= 2 * one.nbytes + 10
     assert load_dataset("digits", size=100, subset="random", subset_seed=1) is not two  # rebuilt, equal
     assert torch.equal(load_dataset("digits", size=100, subset="random", subset_seed=1).x, two.x)
 

@@ -34,7 +34,7 @@ def cached_built(namespace: str, key: str, make: Callable[[], Built]) -> Built:
     meta = json.loads(tensors["meta"].numpy().tobytes().decode())
     rest = {"labels": tensors.get("labels"), "class_names": meta["class_names"], "notes": tuple(meta["notes"])}
     if "codes" in tensors:
-        return Built.from_codes(tensors["codes"], meta["levels"], meta["channels"], **rest)
+        return Built.from_codes(tensors["codes"], meta["levels"], meta["channels"], table=tensors.get("table"), **rest)
     return Built(x=tensors["x"], **rest)
 
 
@@ -59,11 +59,13 @@ def cached_builder(
 
 
 def _pack(built: Built) -> dict[str, torch.Tensor]:
-    """Integer codes when the build has them (x is decoded on load), else the float data."""
+    """Integer codes when the build has them (a quarter of float32, or less), else the float data."""
     meta = {"class_names": built.class_names, "notes": list(built.notes)}
     if built.codes is not None:
-        meta.update(levels=built.levels, channels=built.x.shape[1])
-        out = {"codes": built.codes}
+        meta.update(levels=built.levels, channels=built.channels)
+        out = {"codes": built.codes.contiguous()}
+        if built.table is not None:
+            out["table"] = built.table
     else:
         out = {"x": built.x.float().contiguous()}
     out["meta"] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)

@@ -16,6 +16,7 @@ import os
 import re
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -24,7 +25,7 @@ from PIL import Image, ImageOps
 
 from studio.cache import atomic_dir, cache_root, digest
 from studio.data.buildcache import cached_built
-from studio.data.imageopts import apply_image_options, image_params, select_indices
+from studio.data.imageopts import apply_image_options, fit_codes, image_params, select_indices, unit_table
 from studio.data.registry import Built, DatasetEntry, register
 from studio.limits import LimitError, Limits
 from studio.params import Param
@@ -35,7 +36,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DECODERS = ("PNG", "JPEG", "WEBP")  # the only decoders that ever read user bytes
 FILES_ENV, BYTES_ENV = "STUDIO_MAX_UPLOAD_FILES", "STUDIO_MAX_UPLOAD_BYTES"
 TOP_LEVEL_CLASS = "(top level)"  # class of images lying beside the class subfolders
-_BUILD_VERSION = "folder-1"
+_BUILD_VERSION = "folder-2"  # 2: 8-bit images that need no resampling are kept as codes
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
@@ -169,14 +170,12 @@ def _decode_all(base: Path, files: list[str], resolution: int, channels: int, la
             continue
         try:
             with open_picture(base / rel, f"dataset.path: {rel}") as image:
-                upright = ImageOps.exif_transpose(image)
-                x, _, _ = apply_image_options([upright], None, None, {"resolution": resolution, "channels": channels})
+                pictures.append(_fit_picture(ImageOps.exif_transpose(image), resolution, channels))
         except LimitError:
             raise
         except UNREADABLE:
             unreadable.append(rel)
             continue
-        pictures.append(x)
         folders.append(rel.split("/", 1)[0] if "/" in rel else None)
     notes = _skip_notes(len(files), not_images, unreadable)
     if not pictures:
@@ -187,7 +186,19 @@ def _decode_all(base: Path, files: list[str], resolution: int, channels: int, la
         named = [f or TOP_LEVEL_CLASS for f in folders]
         class_names = sorted(set(named))
         label_t = torch.tensor([class_names.index(n) for n in named])
-    return Built(x=torch.cat(pictures), labels=label_t, class_names=class_names, notes=tuple(notes))
+    rest = {"labels": label_t, "class_names": class_names, "notes": tuple(notes)}
+    if all(p.dtype == torch.uint8 for p in pictures):
+        return Built.from_codes(torch.cat(pictures), 255, channels, table=unit_table(), **rest)
+    table = unit_table()
+    return Built(x=torch.cat([table[p.to(torch.int32)] if p.dtype == torch.uint8 else p for p in pictures]), **rest)
+
+
+def _fit_picture(image: Image.Image, resolution: int, channels: int) -> torch.Tensor:
+    """One picture fitted: its 8-bit codes [1, C, R, R] where fitting is exact on them, else float32 in [-1, 1]."""
+    codes = fit_codes(image, resolution, channels)
+    if codes is not None:
+        return codes
+    return apply_image_options([image], None, None, {"resolution": resolution, "channels": channels})[0]
 
 
 def _skip_notes(total: int, not_images: list[str], unreadable: list[str]) -> list[str]:
@@ -221,13 +232,8 @@ def _build(path: str, labels: bool, **opts) -> Built:
         base, [rel for rel, _, _ in listing], opts["resolution"], opts["channels"], labels))
     for note in full.notes:
         log.warning("dataset folder %s: %s", path, note)
-    keep = select_indices(full.x.shape[0], full.labels, full.class_names, opts)
-    return Built(
-        x=full.x[keep],
-        labels=None if full.labels is None else full.labels[keep],
-        class_names=full.class_names,
-        notes=(f"images from {path}",) + tuple(full.notes),
-    )
+    keep = select_indices(full.n, full.labels, full.class_names, opts)
+    return replace(full.take(keep), notes=(f"images from {path}",) + tuple(full.notes))
 
 
 register(DatasetEntry(

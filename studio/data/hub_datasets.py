@@ -21,7 +21,7 @@ import torch
 
 from studio.cache import cached_tensors, digest, is_cached
 from studio.data.dataset import Dataset
-from studio.data.imageopts import apply_image_options, image_params
+from studio.data.imageopts import apply_image_options, image_params, select_indices, unit_table
 from studio.data.registry import Built, DatasetEntry, dataset_names, get_entry, load_dataset, register, resolve_options
 from studio.params import Param
 
@@ -234,13 +234,16 @@ def unavailable(name: str, repo: str, revision: str, reason: str) -> HubDatasetU
 
 
 def _build(src: HubSource, **opts: Any) -> Built:
+    """The cached uint8 images (already at the resolution and channels asked for), filtered and subset, as codes."""
     tensors = cached_tensors(CACHE_NAMESPACE, _cache_key(opts), lambda: _download_and_decode(src, opts))
-    images = tensors["images"].permute(0, 2, 3, 1).numpy()
+    images = tensors["images"]  # uint8 [M, C, R, R]
     labels = tensors["labels"] if "labels" in tensors else None
     names = json.loads(tensors["class_names"].numpy().tobytes()) if "class_names" in tensors else src.class_names
-    x, y, class_names = apply_image_options(images, labels, names, opts)
-    note = f"{opts['repo']}@{opts['revision']} split {opts['split']}: {x.shape[0]} of {images.shape[0]} images"
-    return Built(x=x, labels=y, class_names=None if class_names is None else list(class_names), notes=(note,))
+    keep = select_indices(len(images), labels, names, opts)
+    note = f"{opts['repo']}@{opts['revision']} split {opts['split']}: {len(keep)} of {len(images)} images"
+    return Built.from_codes(images[keep], 255, opts["channels"], table=unit_table(),
+                            labels=None if labels is None else labels[keep],
+                            class_names=None if names is None else list(names), notes=(note,))
 
 
 def _entry(src: HubSource) -> DatasetEntry:

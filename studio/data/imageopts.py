@@ -180,10 +180,36 @@ def _fit(x: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
     """
     if channels == 1:
         x = convert_channels(x, 1)
-    h, w = x.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    top, left, side = center_square(*x.shape[-2:])
     x = x[..., top:top + side, left:left + side]
     if side != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
     return convert_channels(x, channels)
+
+
+def center_square(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of the centered square crop every image dataset takes."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def fit_codes(image: Any, resolution: int, channels: int) -> torch.Tensor | None:
+    """uint8 [1, channels, R, R]: one 8-bit image (PIL or channels-last array) fitted on its codes where that is
+    exact (center crop, gray repeated to RGB), so `unit_table()[codes]` is `apply_image_options`'s result bit
+    for bit; None where fitting resamples (side != resolution), reduces RGB to gray, or the pixels are not 8-bit."""
+    a = np.asarray(_from_pil(image))
+    if a.dtype != np.uint8 or a.ndim not in (2, 3):
+        return None
+    a = a[..., None] if a.ndim == 2 else a[..., :3] if a.shape[-1] == 4 else a[..., :1] if a.shape[-1] == 2 else a
+    top, left, side = center_square(*a.shape[:2])
+    if side != resolution or a.shape[-1] not in (1, 3) or (channels == 1 and a.shape[-1] == 3):
+        return None
+    codes = torch.from_numpy(np.array(a[top:top + side, left:left + side].transpose(2, 0, 1)))[None]  # a copy
+    return codes.expand(-1, channels, -1, -1).contiguous()  # [1, channels, R, R]
+
+
+def unit_table() -> torch.Tensor:
+    """float32 [256]: the value `apply_image_options` gives each 8-bit code when nothing is resampled (code / 255
+    in float32, then 2 v - 1), computed by that very function."""
+    codes = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    return apply_image_options(codes, None, None, {"resolution": 16, "channels": 1})[0].reshape(256)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from studio.data.imageopts import select_indices
+from studio.data.imageopts import center_square, select_indices
 
 BITS = 14  # fixed-point precision of the resampling weights
 LUMA_PERMILLE = (299, 587, 114)  # ITU-R BT.601, the same weights as imageopts.LUMA, as exact integers
@@ -66,9 +66,7 @@ def resize(planes: np.ndarray, height: int, width: int, levels: int | None) -> n
 
 def crop_resize(planes: np.ndarray, resolution: int, levels: int | None) -> tuple[np.ndarray, int | None]:
     """Centre-crop to a square, then resize to resolution x resolution; returns the planes and their levels."""
-    h, w = planes.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    top, left, side = center_square(*planes.shape[-2:])
     planes = planes[..., top:top + side, left:left + side]
     if side == resolution:
         return np.ascontiguousarray(planes), levels
@@ -76,8 +74,15 @@ def crop_resize(planes: np.ndarray, resolution: int, levels: int | None) -> tupl
 
 
 def _table(denominator: int) -> torch.Tensor:
-    """float32 of 2 n / denominator - 1 for n = 0..denominator, each step correctly rounded in float64."""
-    return torch.from_numpy((np.arange(denominator + 1, dtype=np.float64) * 2 / denominator - 1).astype(np.float32))
+    """float32 of 2 n / denominator - 1 for n = 0..denominator (and on to 255, so any uint8 code indexes it), each
+    step correctly rounded in float64."""
+    n = np.arange(max(denominator + 1, 256), dtype=np.float64)
+    return torch.from_numpy((n * 2 / denominator - 1).astype(np.float32))
+
+
+def code_table(levels: int) -> torch.Tensor:
+    """float32 [256]: the value `decode` gives each code 0..levels (ImageCodes.table of the bundled datasets)."""
+    return _table(levels)[:256]
 
 
 def decode(codes: torch.Tensor, levels: int, channels: int) -> torch.Tensor:

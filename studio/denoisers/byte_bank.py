@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from studio.data.codes import host_fits
+from studio.data.dataset import Dataset
 from studio.denoisers.budget import gib, require
 from studio.denoisers.kernels import use_triton
 from studio.denoisers.online_softmax import OnlineSoftmax, RunningTopK, shifted_exp
@@ -266,23 +268,39 @@ def _triton_nearest(bank: ByteBank, x: torch.Tensor, ab: float, k: int) -> torch
 AUTO_UINT8_MIN_BYTES = 2 * 2**30
 
 
-def data_bank(flat: torch.Tensor, device: torch.device, storage: str = "auto") -> DataBank | ByteBank:
+def data_bank(dataset: Dataset, device: torch.device, storage: str = "auto") -> DataBank | ByteBank:
     """The training data [N, D] on `device` as the softmax denoisers keep them: 8-bit codes (ByteBank) when
-    `storage` is uint8, or auto on a GPU for data from 8-bit images of at least AUTO_UINT8_MIN_BYTES as float32;
-    else float32 (DataBank)."""
+    `storage` is uint8, or auto on a GPU for data from 8-bit images of at least AUTO_UINT8_MIN_BYTES as float32
+    (or anywhere when their float32 view would not fit the host); else float32 (DataBank). A dataset that
+    carries its codes goes to the device as codes: no float32 copy of it is made, on the host or the device."""
     if storage not in STORAGES:
         raise ValueError(f"denoiser.storage: {storage!r} is not allowed; choose one of: {', '.join(STORAGES)}")
     device = torch.device(device)
-    small = 4 * flat.numel() < AUTO_UINT8_MIN_BYTES
-    if storage == "float32" or (storage == "auto" and (device.type != "cuda" or small)):
-        return DataBank.from_flat(flat, device)
-    bank = ByteBank.from_values(flat, device)
+    codes = dataset.codes
+    if storage == "auto" and not _auto_uint8(dataset, device):
+        storage = "float32"
+    if storage == "float32":
+        return DataBank.from_flat(dataset.flat(), device)
+    if codes is not None:
+        flat = codes.codes.reshape(dataset.n, -1)  # [N, D] uint8: a view unless gray codes stand for RGB
+        offset = (2 * ZERO - codes.levels) / codes.levels  # a (c - 128) + b = 2c/levels - 1
+        return ByteBank.from_codes(flat, codes.scale, offset, device, table=codes.table)
+    bank = ByteBank.from_values(dataset.flat(), device)
     if bank is not None:
         return bank
     if storage == "uint8":
         raise ValueError("denoiser.storage: uint8 keeps data that came from 8-bit images (every value float32 of "
                          "c/127.5 - 1 for a whole c in 0..255), and these data are not; choose auto or float32")
-    return DataBank.from_flat(flat, device)
+    return DataBank.from_flat(dataset.flat(), device)
+
+
+def _auto_uint8(dataset: Dataset, device: torch.device) -> bool:
+    """Whether auto storage tries 8-bit codes: on a GPU from AUTO_UINT8_MIN_BYTES of float32 (sized from the codes
+    where the dataset has them), and anywhere for codes whose float32 view would not fit the host."""
+    float_bytes = 4 * dataset.n * dataset.dim
+    if dataset.codes is not None and not host_fits(float_bytes):
+        return True
+    return device.type == "cuda" and float_bytes >= AUTO_UINT8_MIN_BYTES
 
 
 def bank_rows(bank: DataBank | ByteBank, idx: torch.Tensor) -> torch.Tensor:

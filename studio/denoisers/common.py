@@ -8,5 +8,6 @@ TEMPERATURE = Param("temperature", float, 1.0, "softmax temperature τ (1 = Baye
 CHUNK = Param("chunk_size", int, None, "training points per GEMM chunk (auto = from memory)", low=1, optional=True)
 TOPK = Param("top_k", int, 8, "neighbours reported to the UI", low=1, high=1000)
 STORAGE = Param("storage", str, "auto", "how the training data sit on the device: uint8 = their 8-bit codes (data "
-                "from 8-bit images only, a quarter of the memory), float32, or auto = uint8 on a GPU where the data "
-                "allow it", choices=("auto", "float32", "uint8"))
+                "from 8-bit images only, a quarter of the memory; no float32 copy is made), float32, or auto = uint8 "
+                "on a GPU from 2 GiB of float32 data, and anywhere when their float32 copy would not fit in memory",
+                choices=("auto", "float32", "uint8"))

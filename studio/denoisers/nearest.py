@@ -19,7 +19,7 @@ class Nearest(Denoiser):
     params = (CHUNK, TOPK, STORAGE)
 
     def _fit(self, dataset: Dataset) -> None:
-        self.bank = data_bank(dataset.flat(), self.device, self.p["storage"])
+        self.bank = data_bank(dataset, self.device, self.p["storage"])
 
     def denoise(self, x_t: torch.Tensor, t: int, alpha_bar: float) -> Denoised:
         self._check_fitted()
