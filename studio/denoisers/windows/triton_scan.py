@@ -33,8 +33,10 @@ from studio.denoisers.windows.torch_scan import logit_scales
 # BK: window coordinates per product step (None: the cheapest of 16/32/64); programs_per_sm: the key axis of each
 # block is split so that the level makes about this many programs per SM, heavier blocks in more slices;
 # pair_cost: the exponential and the sums of one (query, key) pair, in tensor-core multiply-adds (H100: 16
-# exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps (None: 4 for tiles up to 64 x 128, else 8), stages.
-ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": None,
+# exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps, stages. Swept on an H200 (3x32x32, N=10,000, batch 8, 10
+# levels): 4 warps 412 ms/step against 449 for 8 warps on tiles over 64 x 128 (the level at t=99: 221 ms against
+# 602); BKEY 64 or 256, 3 or 4 stages, 3 or 12 programs per SM were no better.
+ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": 4,
                      "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 LN2 = math.log(2.0)
@@ -176,11 +178,10 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     m = torch.empty(splits, layout.R_pad, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
-    warps = cfg["warps"] or (4 if BQ * BKEY <= 64 * 128 else 8)
     _els_kernel[(n_blocks, splits)](
         q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
         m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns,
-        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK, num_warps=warps,
+        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK, num_warps=cfg["warps"],
         num_stages=cfg["stages"],
     )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
