@@ -32,15 +32,15 @@ def cache_root() -> Path:
 
 
 def digest(*parts: Any) -> str:
-    """A stable hash of JSON-able parts, tensors and bytes."""
+    """A stable hash of JSON-able parts, tensors and bytes (or memoryviews of them)."""
     h = hashlib.sha256()
     torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
     for part in parts:
         if torch is not None and isinstance(part, torch.Tensor):
             t = part.detach().cpu().contiguous()
             h.update(str((t.dtype, tuple(t.shape))).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(part, (bytes, bytearray)):
+            h.update(t.view(torch.uint8).reshape(-1).numpy())  # hashed in place: no copy of the data
+        elif isinstance(part, (bytes, bytearray, memoryview)):
             h.update(part)
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())

@@ -67,7 +67,8 @@ class Built:
         if self.codes is None:
             return (self.x.float().contiguous(),)
         table = () if self.table is None else (self.table,)
-        return {"codes": list(self.codes.shape), "levels": self.levels}, self.codes.numpy().tobytes(), *table
+        codes = memoryview(self.codes.contiguous().numpy().reshape(-1))  # hashed in place: no copy of the data
+        return {"codes": list(self.codes.shape), "levels": self.levels}, codes, *table
 
 
 @dataclass(frozen=True)
