@@ -119,14 +119,19 @@ def chunk_cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, to
     return xt, xt * xt
 
 
+def _tilewise(grp: Group, D: int) -> bool:
+    """Whether a group forms Q tile by tile: it has gathered tiles and they read few inputs on average."""
+    gathered = [run.rows.numel() for run in grp.runs if run.rows is not None]
+    return bool(gathered) and sum(gathered) <= SPARSE_Q_SHARE * D * len(gathered)
+
+
 def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
     """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk] (and per-channel sums [C, chunk]):
     one GEMM with the mask columns, or, where the tiles' supports are small, a GEMM per tile with its signed
     block on its gathered rows plus the sums of the channels it starts from."""
     D, n_pts = xt2.shape
     G = grp.cols.numel() // grp.n
-    gathered = [run.rows.numel() for run in grp.runs if run.rows is not None]
-    if not gathered or sum(gathered) > SPARSE_Q_SHARE * D * len(gathered):
+    if not _tilewise(grp, D):
         return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, G, n_pts)
     out = torch.empty(grp.n, G, n_pts, device=xt2.device)
     for run in grp.runs:
@@ -141,7 +146,12 @@ def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> to
 
 
 def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
-    """Q [n_tiles, G, N] of a whole plan."""
+    """Q [n_tiles, G, chunk] of a whole plan: one GEMM with all its mask columns when no group forms Q tile by
+    tile (a taller GEMM runs faster than one per group), else group by group."""
+    D, n_pts = xt2.shape
+    if not any(_tilewise(grp, D) for grp in groups):
+        columns = torch.cat([grp.mask_t for grp in groups]).to(xt2.dtype)  # [n_tiles·G, D]
+        return torch.mm(columns, xt2).view(-1, groups[0].cols.numel() // groups[0].n, n_pts)
     return torch.cat([group_squares(grp, xt2, channel_sq) for grp in groups])
 
 
@@ -178,6 +188,8 @@ def tiles_posterior_mean(
     for lo in range(0, N, step):
         hi = min(lo + step, N)
         xt, xt2 = chunk_cols_first(bank, lo, hi)
+        if squares is None and 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:  # this chunk's Q of the whole plan
+            chunk_sq = plan_squares(groups, xt2, bank.channel_sq_norms(C)[:, lo:hi])
         if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
             bases = torch.stack([xa[:, c * span:(c + 1) * span] @ xt[c * span:(c + 1) * span] for c in range(C)])
             bases = bases.reshape(C, -1)
@@ -193,7 +205,12 @@ def tiles_posterior_mean(
                 else:
                     w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
                     torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
-            sq = squares[t0:t1] if squares is not None else group_squares(grp, xt2, bank.channel_sq_norms(C)[:, lo:hi])
+            if squares is not None:
+                sq = squares[t0:t1]
+            elif 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:
+                sq = chunk_sq[t0:t1]
+            else:
+                sq = group_squares(grp, xt2, bank.channel_sq_norms(C)[:, lo:hi])
             logits.sub_(sq[:, None], alpha=q)
             if grp.based is not None:
                 logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
