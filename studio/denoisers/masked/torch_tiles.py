@@ -90,7 +90,7 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
                 else:
                     runs.append(Run(k, 1, None, mask_t[t]))
             else:
-                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T.contiguous()))
+                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T))
                 based[k] = plan.based[t].float()
         for r in runs:
             if r.rows is None:
