@@ -48,6 +48,8 @@ class MaskedSoftmaxDenoiser(Denoiser):
             t0 = time.perf_counter()
             mask = make_mask()  # bool [D, D], on the CPU or already on the device
             plan = plan_for(mask, self._check_fitted().shape, self.device, self.p["kernel"])  # built on the device
+            if not use_triton(self.device, self.p["kernel"]):
+                torch_tiles.prepare(plan, self.bank)  # the torch tiles' layout and Q: part of the level's setup
             entry = MaskEntry(plan, float(mask.float().mean()))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

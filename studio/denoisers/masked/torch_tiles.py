@@ -7,7 +7,8 @@ Triton tiles use, in fp32), so both are matrix products with the mask: for all B
 T is one GEMM [B·G, |S|] x [|S|, n] of the queries times its signed mask block against its support rows S
 of the training data, kept coordinates-first. A tile whose support is most of the inputs multiplies by its
 whole mask column block instead (no gather; consecutive such tiles share one GEMM). Q does not depend on
-the queries: one GEMM of the mask per group of columns, kept with the plan when small. Tiles are run in
+the queries: one GEMM of the squared data with the mask columns, made with the plan (the level's setup)
+and kept while small (bounded, least recently used dropped). Tiles are run in
 groups of GROUP columns whose logits share one buffer, so each step of the softmax is one op per group;
 chunks of training points merge through an exact online log-sum-exp (in base 2: exp2 is the fast exp).
 """
@@ -155,6 +156,24 @@ def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tenso
     return torch.cat([group_squares(grp, xt2, channel_sq) for grp in groups])
 
 
+def kept_squares(plan: ColumnPlan, bank: DataBank) -> torch.Tensor | None:
+    """The plan's Q [n_tiles, G, N] over all the data, made on first use and kept (bounded, least recently used
+    dropped) while it takes at most SQUARES_BYTES; None when it is larger (each chunk then forms its own)."""
+    T, G = plan.cols.shape
+    if not T or 4 * T * G * bank.n > min(SQUARES_BYTES, memory_budget(bank.x.device) // 8):
+        return None
+    key = (plan.packed.setdefault("torch-token", object()), bank.n)  # the token lives as long as the plan
+    return _SQUARES.get_or_make(key, lambda: plan_squares(torch_layout(plan), chunk_cols_first(bank, 0, bank.n)[1],
+                                                          bank.channel_sq_norms(plan.channels)))
+
+
+def prepare(plan: ColumnPlan, bank: DataBank) -> None:
+    """Build what a plan's calls share (the grouped layout, and Q when it is kept) ahead of the first call, so
+    that a run counts it as the noise level's setup."""
+    torch_layout(plan)
+    kept_squares(plan, bank)
+
+
 def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
@@ -173,11 +192,7 @@ def tiles_posterior_mean(
     if chunk is None and x.device.type == "cpu":
         chunk = max(256, GROUP_BYTES // (4 * B * width))
     step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or N)
-    squares = None
-    if step >= N and 4 * n_tiles * G * N <= min(SQUARES_BYTES, memory_budget(x.device) // 8):
-        key = (plan.packed.setdefault("torch-token", object()), N)  # the token lives as long as the plan
-        squares = _SQUARES.get_or_make(key, lambda: plan_squares(groups, chunk_cols_first(bank, 0, N)[1],
-                                                                  bank.channel_sq_norms(C)))
+    squares = kept_squares(plan, bank)
     xa = x * a
     any_based = any(g.based is not None for g in groups)
     m = torch.empty(n_tiles, B, G, device=x.device)
@@ -206,7 +221,7 @@ def tiles_posterior_mean(
                     w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
                     torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
             if squares is not None:
-                sq = squares[t0:t1]
+                sq = squares[t0:t1, :, lo:hi]
             elif 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:
                 sq = chunk_sq[t0:t1]
             else:
