@@ -18,6 +18,7 @@ from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTop
 
 _CHUNK_BYTES = 256 * 2**20
 COLS_FIRST_BYTES = 64 * 2**20  # the data are also kept coordinates-first up to this size
+SPLIT_K = 8  # slices of the reduction in split_mm (measured best of 2..40 for [8, 768] x [768, 5,000] on 2 cores)
 _NORM_BLOCK_BYTES = 64 * 2**20
 _LOG2E = 1.0 / math.log(2.0)
 # the fp32 weight at the exp floor, as shifted_exp (exp) or _one_chunk (exp2 of the base-2 floor) gives it
@@ -131,14 +132,30 @@ def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float,
     is the fast exp); the top-k logits give the maximum."""
     inv2 = inv * _LOG2E
     xt = cols_first(bank) if x.device.type == "cpu" else None
-    logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T if xt is None else xt, beta=-ab * inv2,
-                         alpha=2 * s * inv2)  # [B, N]
+    if xt is None:
+        logits = torch.addmm(bank.sq_norms.unsqueeze(0), x, bank.x.T, beta=-ab * inv2, alpha=2 * s * inv2)
+    else:
+        logits = split_mm(x, xt).mul_(2 * s * inv2).sub_(bank.sq_norms.unsqueeze(0), alpha=ab * inv2)  # [B, N]
     top, index = logits.topk(max(k, 1), dim=1)
     w = logits.sub_(top[:, :1]).clamp_min_(EXP_FLOOR * _LOG2E).exp2_()
     den = w.sum(1)
     mean = weighted_rows(w, bank.x).div_(den[:, None])
     top_w = torch.exp2(top[:, :k] - top[:, :1]).div_(den[:, None])
     return Posterior(mean, top_w, index[:, :k], den * den / (w * w).sum(1))
+
+
+def split_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for a few rows a [B, K] and a long reduction K (b [K, M] contiguous): as a batched product over
+    SPLIT_K slices of K, summed. A single GEMM with so few rows runs on one core of the CPU however many it
+    has; the batch spreads over all of them (and the partial sums round no worse)."""
+    K = a.shape[1]
+    parts = min(SPLIT_K, K // 64)
+    if parts < 2 or a.shape[0] > 64:
+        return a @ b
+    rows = K // parts
+    main = torch.bmm(a[:, :parts * rows].reshape(a.shape[0], parts, rows).transpose(0, 1),
+                     b[:parts * rows].view(parts, rows, b.shape[1])).sum(0)
+    return main.addmm_(a[:, parts * rows:], b[parts * rows:]) if parts * rows < K else main
 
 
 def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -149,6 +166,7 @@ def weighted_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         live = (w > _FLOOR_WEIGHT).any(0).nonzero().squeeze(1)  # long [n_live]
         if 3 * live.numel() < w.shape[1]:
             return w[:, live] @ rows[live]  # [B, n_live] @ [n_live, D]
+        return split_mm(w, rows)
     return w @ rows
 
 

@@ -24,7 +24,7 @@ from studio.cache import Recent
 from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
-from studio.denoisers.softmax import DataBank, cols_first
+from studio.denoisers.softmax import DataBank, cols_first, split_mm
 
 GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
@@ -206,7 +206,8 @@ def tiles_posterior_mean(
         if squares is None and 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:  # this chunk's Q of the whole plan
             chunk_sq = plan_squares(groups, xt2, bank.channel_sq_norms(C)[:, lo:hi])
         if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
-            bases = torch.stack([xa[:, c * span:(c + 1) * span] @ xt[c * span:(c + 1) * span] for c in range(C)])
+            bases = torch.stack([split_mm(xa[:, c * span:(c + 1) * span], xt[c * span:(c + 1) * span])
+                                 for c in range(C)])
             bases = bases.reshape(C, -1)
         for grp in groups:
             t0, t1 = grp.first, grp.first + grp.n
