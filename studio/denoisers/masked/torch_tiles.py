@@ -28,20 +28,24 @@ from studio.denoisers.softmax import DataBank, cols_first, split_mm
 
 GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
-GATHER_SHARE = 0.6  # a tile reading fewer inputs than this share gathers them; above, the whole block is cheaper
-SPARSE_Q_SHARE = 0.3  # a group whose gathered tiles read fewer inputs on average forms Q tile by tile
-SQUARES_BYTES = 32 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
+SQUARES_BYTES = 64 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
 SQUARES_KEPT_BYTES = 256 * 2**20  # and all plans' Q together up to this size, least recently used dropped
+# Cost model of the layout (measured on 2 cores, one of a training point's share): a GEMM with M output rows
+# runs at GEMM_RATE[M] multiply-adds... as FLOP per ns, and gathering an input row costs GATHER_NS per point.
+GEMM_RATES = ((64, 60.0), (128, 65.0), (256, 70.0))  # (up to M rows, FLOP/ns); 80 above
+GATHER_NS = 0.35
+COST_BATCH = 8  # queries the layout is chosen for
 LOG2E = 1.0 / math.log(2.0)
 _SQUARES = Recent(size=lambda q: q.nbytes, max_bytes=lambda: SQUARES_KEPT_BYTES)  # Q by (plan token, N)
 
 
 @dataclass
 class Run:
-    """Consecutive tiles of a group that share one GEMM: every input (rows None) or one tile's gathered support."""
+    """Consecutive tiles of a group that share one GEMM: every input (rows None), or the gathered support of one
+    tile or of several merged into one (the union of their inputs, channels based as for one tile)."""
 
     first: int                  # tile index within the group
-    count: int                  # tiles (several only when rows is None)
+    count: int                  # tiles
     rows: torch.Tensor | None   # long [S]: the inputs read
     block: torch.Tensor         # [count·G, S] float32 mask rows of each column, signed where based; or
                                 # [count·G, D] bool, the mask columns themselves (rows None)
@@ -57,11 +61,67 @@ class Group:
     mask_t: torch.Tensor        # bool [n·G, D]: the mask columns, for Q
     runs: list[Run]
     based: torch.Tensor | None  # float32 [n, C]: channels whose full products gathered tiles add, or None
+    q_by_run: bool = False      # Q from the runs' own blocks and rows (cheaper than from all the mask columns)
+
+
+def _gemm_ns(rows_out: int, k: int, gathered: bool) -> float:
+    """Modelled ns per training point of a GEMM with rows_out output rows over k inputs (plus their gather)."""
+    rate = next((r for m, r in GEMM_RATES if rows_out <= m), 80.0)
+    return k * (2.0 * rows_out / rate + (GATHER_NS if gathered else 0.0))
+
+
+def _merged(columns: torch.Tensor, real: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One tile of all these mask columns [M, D]: its support rows, signed block [M, S] and based channels [C], as
+    build_plan chooses them (per channel, start from its full distance when fewer inputs are skipped than read)."""
+    M, D = columns.shape
+    readers = columns.sum(0, dtype=torch.int32)
+    read = (readers > 0).view(C, -1)
+    skip = (readers < real.sum(dtype=torch.int32)).view(C, -1)
+    based = skip.sum(1) < read.sum(1)
+    rows = torch.where(based[:, None], skip, read).view(D).nonzero().squeeze(1)
+    based_rows = based.repeat_interleave(D // C)[rows]
+    block = columns[:, rows].float().sub_((based_rows[None, :] & real[:, None]).float())
+    return rows, block, based
+
+
+def _group_layout(plan: ColumnPlan, first: int, n: int, mask_t: torch.Tensor, counts: list[int]) -> Group:
+    """The cheaper (by the cost model) of: the group's tiles one by one (each gathered, or by its whole mask
+    block where that costs less; consecutive whole blocks share a GEMM), or all of them merged into one tile."""
+    T, G = plan.cols.shape
+    D, C = plan.D, plan.channels
+    B = COST_BATCH
+    dev = plan.cols.device
+    runs: list[Run] = []
+    based = torch.zeros(n, C, device=dev)
+    for k in range(n):
+        t = first + k
+        if _gemm_ns(B * G, counts[t], True) >= _gemm_ns(B * GROUP, D, False) / max(1, GROUP // G):
+            if runs and runs[-1].rows is None and runs[-1].first + runs[-1].count == k:
+                runs[-1].count += 1
+            else:
+                runs.append(Run(k, 1, None, mask_t[t]))
+        else:
+            runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T))
+            based[k] = plan.based[t].float()
+    cost = sum(_gemm_ns(B * G * r.count, D if r.rows is None else r.rows.numel(), r.rows is not None) for r in runs)
+    columns = mask_t[first:first + n].reshape(n * G, D)
+    if n > 1 and any(r.rows is not None for r in runs):
+        real = plan.cols[first:first + n].reshape(-1) < D
+        rows, block, channels = _merged(columns, real, C)
+        if _gemm_ns(B * G * n, rows.numel(), True) < cost:
+            runs = [Run(0, n, rows, block)]
+            based = channels.float().expand(n, C).contiguous()
+    for r in runs:
+        if r.rows is None:
+            r.block = columns[r.first * G:(r.first + r.count) * G]
+    q_runs = sum(_gemm_ns(G * r.count, D if r.rows is None else r.rows.numel(), r.rows is not None) for r in runs)
+    return Group(first, n, plan.cols[first:first + n].reshape(-1).clamp(max=D - 1), columns, runs,
+                 based if bool(based.any()) else None, q_runs < _gemm_ns(G * n, D, False))
 
 
 def torch_layout(plan: ColumnPlan) -> list[Group]:
     """The plan's tiles grouped for the torch path, built on first use and kept with the plan."""
-    key = ("torch", GROUP, GATHER_SHARE)
+    key = ("torch", GROUP, GATHER_NS, GEMM_RATES)
     if key in plan.packed:
         return plan.packed[key]
     D, C = plan.D, plan.channels
@@ -78,26 +138,7 @@ def torch_layout(plan: ColumnPlan) -> list[Group]:
             mask_t = _add_rows(mask_t, tile, torch.cat(plan.supports), torch.cat(plan.blocks))
         mask_t = mask_t > 0
     per = max(1, GROUP // G)
-    groups = []
-    for first in range(0, T, per):
-        n = min(per, T - first)
-        runs: list[Run] = []
-        based = torch.zeros(n, C, device=dev)
-        for k in range(n):
-            t = first + k
-            if counts[t] >= GATHER_SHARE * D:
-                if runs and runs[-1].rows is None and runs[-1].first + runs[-1].count == k:
-                    runs[-1].count += 1
-                else:
-                    runs.append(Run(k, 1, None, mask_t[t]))
-            else:
-                runs.append(Run(k, 1, plan.supports[t], plan.blocks[t].T))
-                based[k] = plan.based[t].float()
-        for r in runs:
-            if r.rows is None:
-                r.block = mask_t[first + r.first:first + r.first + r.count].reshape(-1, D)
-        groups.append(Group(first, n, plan.cols[first:first + n].reshape(-1).clamp(max=D - 1),
-                            mask_t[first:first + n].reshape(-1, D), runs, based if bool(based.any()) else None))
+    groups = [_group_layout(plan, first, min(per, T - first), mask_t, counts) for first in range(0, T, per)]
     plan.packed[key] = groups
     return groups
 
@@ -120,27 +161,19 @@ def chunk_cols_first(bank: DataBank, lo: int, hi: int) -> tuple[torch.Tensor, to
     return xt, xt * xt
 
 
-def _tilewise(grp: Group, D: int) -> bool:
-    """Whether a group forms Q tile by tile: it has gathered tiles and they read few inputs on average."""
-    gathered = [run.rows.numel() for run in grp.runs if run.rows is not None]
-    return bool(gathered) and sum(gathered) <= SPARSE_Q_SHARE * D * len(gathered)
-
-
 def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
     """Q [n, G, chunk] of a group's tiles from the chunk's squares [D, chunk] (and per-channel sums [C, chunk]):
-    one GEMM with the mask columns, or, where the tiles' supports are small, a GEMM per tile with its signed
-    block on its gathered rows plus the sums of the channels it starts from."""
+    one GEMM with all the mask columns, or (q_by_run) one per run with its block on its gathered rows plus the
+    sums of the channels its tiles start from."""
     D, n_pts = xt2.shape
     G = grp.cols.numel() // grp.n
-    if not _tilewise(grp, D):
+    if not grp.q_by_run:
         return torch.mm(grp.mask_t.to(xt2.dtype), xt2).view(grp.n, G, n_pts)
     out = torch.empty(grp.n, G, n_pts, device=xt2.device)
     for run in grp.runs:
         dst = out[run.first:run.first + run.count].view(-1, n_pts)
-        if run.rows is None:
-            torch.mm(run.block.to(xt2.dtype), xt2, out=dst)
-        else:
-            torch.mm(run.block, xt2.index_select(0, run.rows), out=dst)
+        block = run.block.to(xt2.dtype)
+        dst.copy_(split_mm(block, xt2 if run.rows is None else xt2.index_select(0, run.rows)))
     if grp.based is not None:
         out.add_(torch.mm(grp.based, channel_sq)[:, None, :])
     return out
@@ -150,7 +183,7 @@ def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tenso
     """Q [n_tiles, G, chunk] of a whole plan: one GEMM with all its mask columns when no group forms Q tile by
     tile (a taller GEMM runs faster than one per group), else group by group."""
     D, n_pts = xt2.shape
-    if not any(_tilewise(grp, D) for grp in groups):
+    if not any(grp.q_by_run for grp in groups):
         columns = torch.cat([grp.mask_t for grp in groups]).to(xt2.dtype)  # [n_tiles·G, D]
         return torch.mm(columns, xt2).view(-1, groups[0].cols.numel() // groups[0].n, n_pts)
     return torch.cat([group_squares(grp, xt2, channel_sq) for grp in groups])
@@ -213,20 +246,30 @@ def tiles_posterior_mean(
             t0, t1 = grp.first, grp.first + grp.n
             logits = buffer[:grp.n * B * G * (hi - lo)].view(grp.n, B, G, hi - lo)
             flat = logits.view(grp.n * B * G, hi - lo)
+            own_q = squares is None and 4 * n_tiles * G * (hi - lo) > GROUP_BYTES  # this group forms its Q here
+            sq = torch.empty(grp.n, G, hi - lo, device=x.device) if own_q and grp.q_by_run else None
             for run in grp.runs:
                 out = flat[run.first * B * G:(run.first + run.count) * B * G]
+                q_out = None if sq is None else sq[run.first:run.first + run.count].view(-1, hi - lo)
                 if run.rows is None:  # [count, B, G, D] weights, whole inputs
                     w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)  # bool block: 0 or x
                     torch.mm(w.reshape(-1, D), xt, out=out)
-                else:
-                    w = xa[:, run.rows][:, None, :] * run.block  # [B, G, S]
-                    torch.mm(w.reshape(B * G, -1), xt.index_select(0, run.rows), out=out)
+                    if q_out is not None:
+                        q_out.copy_(split_mm(run.block.to(xt2.dtype), xt2))
+                else:  # weights [count, B, G, S] on the gathered rows
+                    rows_t = xt.index_select(0, run.rows)
+                    w = xa[:, run.rows][None, :, None, :] * run.block.view(run.count, 1, G, -1)
+                    torch.mm(w.reshape(run.count * B * G, -1), rows_t, out=out)
+                    if q_out is not None:  # Q from the rows just gathered, squared
+                        q_out.copy_(split_mm(run.block, rows_t.square_()))
             if squares is not None:
                 sq = squares[t0:t1, :, lo:hi]
-            elif 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:
+            elif not own_q:
                 sq = chunk_sq[t0:t1]
-            else:
+            elif sq is None:
                 sq = group_squares(grp, xt2, bank.channel_sq_norms(C)[:, lo:hi])
+            elif grp.based is not None:
+                sq.add_(torch.mm(grp.based, bank.channel_sq_norms(C)[:, lo:hi])[:, None, :])
             logits.sub_(sq[:, None], alpha=q)
             if grp.based is not None:
                 logits.add_(torch.mm(grp.based, bases).view(grp.n, B, 1, hi - lo))
