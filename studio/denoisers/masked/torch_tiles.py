@@ -30,9 +30,10 @@ GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
 SQUARES_BYTES = 64 * 2**20  # a plan's Q [n_tiles, G, N] is kept (for its next calls) up to this size,
 SQUARES_KEPT_BYTES = 256 * 2**20  # and all plans' Q together up to this size, least recently used dropped
-# Cost model of the layout (measured on 2 cores, one of a training point's share): a GEMM with M output rows
-# runs at GEMM_RATE[M] multiply-adds... as FLOP per ns, and gathering an input row costs GATHER_NS per point.
-GEMM_RATES = ((64, 60.0), (128, 65.0), (256, 70.0))  # (up to M rows, FLOP/ns); 80 above
+# Cost model of the layout, per training point (measured on this 2-core class of CPU, per core): a GEMM with
+# M output rows runs at the GEMM_RATES rate of M (FLOP per ns), and gathering an input row costs GATHER_NS.
+GEMM_RATES = ((8, 25.0), (64, 60.0), (128, 65.0), (256, 70.0))  # (up to M rows, FLOP/ns)
+GEMM_TALL_RATE = 80.0  # above
 GATHER_NS = 0.35
 COST_BATCH = 8  # queries the layout is chosen for
 LOG2E = 1.0 / math.log(2.0)
@@ -66,7 +67,7 @@ class Group:
 
 def _gemm_ns(rows_out: int, k: int, gathered: bool) -> float:
     """Modelled ns per training point of a GEMM with rows_out output rows over k inputs (plus their gather)."""
-    rate = next((r for m, r in GEMM_RATES if rows_out <= m), 80.0)
+    rate = next((r for m, r in GEMM_RATES if rows_out <= m), GEMM_TALL_RATE)
     return k * (2.0 * rows_out / rate + (GATHER_NS if gathered else 0.0))
 
 
@@ -115,13 +116,14 @@ def _group_layout(plan: ColumnPlan, first: int, n: int, mask_t: torch.Tensor, co
         if r.rows is None:
             r.block = columns[r.first * G:(r.first + r.count) * G]
     q_runs = sum(_gemm_ns(G * r.count, D if r.rows is None else r.rows.numel(), r.rows is not None) for r in runs)
+    q_whole = D * 2.0 * n * G / GEMM_TALL_RATE  # with the other groups' columns: one tall GEMM
     return Group(first, n, plan.cols[first:first + n].reshape(-1).clamp(max=D - 1), columns, runs,
-                 based if bool(based.any()) else None, q_runs < _gemm_ns(G * n, D, False))
+                 based if bool(based.any()) else None, q_runs < q_whole)
 
 
 def torch_layout(plan: ColumnPlan) -> list[Group]:
     """The plan's tiles grouped for the torch path, built on first use and kept with the plan."""
-    key = ("torch", GROUP, GATHER_NS, GEMM_RATES)
+    key = ("torch", GROUP, GATHER_NS, GEMM_RATES, GEMM_TALL_RATE)
     if key in plan.packed:
         return plan.packed[key]
     D, C = plan.D, plan.channels
@@ -180,13 +182,22 @@ def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> to
 
 
 def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tensor) -> torch.Tensor:
-    """Q [n_tiles, G, chunk] of a whole plan: one GEMM with all its mask columns when no group forms Q tile by
-    tile (a taller GEMM runs faster than one per group), else group by group."""
+    """Q [n_tiles, G, chunk] of a whole plan: the groups that take it from all their mask columns in one GEMM
+    together (a tall GEMM runs faster than one per group), the others run by run."""
     D, n_pts = xt2.shape
-    if not any(grp.q_by_run for grp in groups):
-        columns = torch.cat([grp.mask_t for grp in groups]).to(xt2.dtype)  # [n_tiles·G, D]
-        return torch.mm(columns, xt2).view(-1, groups[0].cols.numel() // groups[0].n, n_pts)
-    return torch.cat([group_squares(grp, xt2, channel_sq) for grp in groups])
+    G = groups[0].cols.numel() // groups[0].n
+    out = torch.empty(groups[-1].first + groups[-1].n, G, n_pts, device=xt2.device)
+    whole = [grp for grp in groups if not grp.q_by_run]
+    if whole:
+        q = torch.mm(torch.cat([grp.mask_t for grp in whole]).to(xt2.dtype), xt2)
+        at = 0
+        for grp in whole:
+            out[grp.first:grp.first + grp.n] = q[at:at + grp.n * G].view(grp.n, G, n_pts)
+            at += grp.n * G
+    for grp in groups:
+        if grp.q_by_run:
+            out[grp.first:grp.first + grp.n] = group_squares(grp, xt2, channel_sq)
+    return out
 
 
 def kept_squares(plan: ColumnPlan, bank: DataBank) -> torch.Tensor | None:
