@@ -16,15 +16,17 @@ chunks of training points merge through an exact online log-sum-exp (in base 2: 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
 
 from studio.cache import Recent
 from studio.denoisers.budget import memory_budget, rows_that_fit
+from studio.denoisers.cpu_threads import one_thread, run_parts
 from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
-from studio.denoisers.softmax import DataBank, cols_first, split_mm
+from studio.denoisers.softmax import DataBank, cols_first
 
 GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
@@ -175,7 +177,7 @@ def group_squares(grp: Group, xt2: torch.Tensor, channel_sq: torch.Tensor) -> to
     for run in grp.runs:
         dst = out[run.first:run.first + run.count].view(-1, n_pts)
         block = run.block.to(xt2.dtype)
-        dst.copy_(split_mm(block, xt2 if run.rows is None else xt2.index_select(0, run.rows)))
+        torch.mm(block, xt2 if run.rows is None else xt2.index_select(0, run.rows), out=dst)
     if grp.based is not None:
         out.add_(torch.mm(grp.based, channel_sq)[:, None, :])
     return out
@@ -221,7 +223,18 @@ def prepare(plan: ColumnPlan, bank: DataBank) -> None:
 def tiles_posterior_mean(
     x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None
 ) -> torch.Tensor:
-    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points."""
+    """Per-tile softmax means [B, n_tiles, G] with plain torch ops, chunked over the training points. On the CPU
+    the groups of a chunk go to single-threaded workers (cpu_threads), as many as torch's thread count."""
+    if x.device.type != "cpu":
+        return _tiles_mean(x, bank, plan, ab, temperature, chunk, 1)
+    with one_thread() as threads:
+        return _tiles_mean(x, bank, plan, ab, temperature, chunk, threads)
+
+
+def _tiles_mean(
+    x: torch.Tensor, bank: DataBank, plan: ColumnPlan, ab: float, temperature: float, chunk: int | None,
+    threads: int,
+) -> torch.Tensor:
     B, D = x.shape
     n_tiles, G = plan.cols.shape
     N = bank.n
@@ -243,21 +256,27 @@ def tiles_posterior_mean(
     den = torch.empty_like(m)
     num = torch.empty_like(m)
     floor = EXP_FLOOR * LOG2E
-    buffer = torch.empty(width * B * min(step, N), device=x.device)  # one for all groups: fresh pages cost
+    buffers: dict[int, torch.Tensor] = {}  # one per worker thread, for all its groups: fresh pages cost
     for lo in range(0, N, step):
         hi = min(lo + step, N)
         xt, xt2 = chunk_cols_first(bank, lo, hi)
-        if squares is None and 4 * n_tiles * G * (hi - lo) <= GROUP_BYTES:  # this chunk's Q of the whole plan
+        own_q = squares is None and 4 * n_tiles * G * (hi - lo) > GROUP_BYTES  # each group forms its Q here
+        if squares is None and not own_q:  # this chunk's Q of the whole plan
             chunk_sq = plan_squares(groups, xt2, bank.channel_sq_norms(C)[:, lo:hi])
         if any_based:  # a Σ_k <x_c, x_i,c> per channel c: [C, B·n]
-            bases = torch.stack([split_mm(xa[:, c * span:(c + 1) * span], xt[c * span:(c + 1) * span])
-                                 for c in range(C)])
-            bases = bases.reshape(C, -1)
-        for grp in groups:
+            bases = torch.empty(C, B, hi - lo, device=x.device)
+            run_parts(lambda c: torch.mm(xa[:, c * span:(c + 1) * span], xt[c * span:(c + 1) * span], out=bases[c]),
+                      range(C), threads)
+            bases = bases.view(C, -1)
+
+        def fold(grp: Group) -> None:
+            """Add the chunk's training points to the group's running max, denominators and numerators."""
             t0, t1 = grp.first, grp.first + grp.n
+            buffer = buffers.get(threading.get_ident())
+            if buffer is None:
+                buffer = buffers[threading.get_ident()] = torch.empty(width * B * min(step, N), device=x.device)
             logits = buffer[:grp.n * B * G * (hi - lo)].view(grp.n, B, G, hi - lo)
             flat = logits.view(grp.n * B * G, hi - lo)
-            own_q = squares is None and 4 * n_tiles * G * (hi - lo) > GROUP_BYTES  # this group forms its Q here
             sq = torch.empty(grp.n, G, hi - lo, device=x.device) if own_q and grp.q_by_run else None
             for run in grp.runs:
                 out = flat[run.first * B * G:(run.first + run.count) * B * G]
@@ -266,13 +285,13 @@ def tiles_posterior_mean(
                     w = xa[None, :, None, :] * run.block.view(run.count, 1, G, D)  # bool block: 0 or x
                     torch.mm(w.reshape(-1, D), xt, out=out)
                     if q_out is not None:
-                        q_out.copy_(split_mm(run.block.to(xt2.dtype), xt2))
+                        torch.mm(run.block.to(xt2.dtype), xt2, out=q_out)
                 else:  # weights [count, B, G, S] on the gathered rows
                     rows_t = xt.index_select(0, run.rows)
                     w = xa[:, run.rows][None, :, None, :] * run.block.view(run.count, 1, G, -1)
                     torch.mm(w.reshape(run.count * B * G, -1), rows_t, out=out)
                     if q_out is not None:  # Q from the rows just gathered, squared
-                        q_out.copy_(split_mm(run.block, rows_t.square_()))
+                        torch.mm(run.block, rows_t.square_(), out=q_out)
             if squares is not None:
                 sq = squares[t0:t1, :, lo:hi]
             elif not own_q:
@@ -298,4 +317,6 @@ def tiles_posterior_mean(
             m[t0:t1] = top.view(grp.n, B, G)
             den[t0:t1] = part_den.view(grp.n, B, G)
             num[t0:t1] = part_num.view(grp.n, B, G)
+
+        run_parts(fold, groups, threads)
     return (num / den).transpose(0, 1)
