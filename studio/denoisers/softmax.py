@@ -149,7 +149,7 @@ def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float,
         torch.addmm(bank.sq_norms[lo:hi].unsqueeze(0), x, keys[:, lo:hi], beta=-ab * inv2, alpha=2 * s * inv2,
                     out=logits[:, lo:hi])
 
-    run_parts(part, _cuts(N, CPU_PARTS if x.device.type == "cpu" else 1), threads)
+    run_parts(part, even_cuts(N, CPU_PARTS if x.device.type == "cpu" else 1), threads)
     top, index = logits.topk(max(k, 1), dim=1)
     w = logits.sub_(top[:, :1]).clamp_min_(EXP_FLOOR * _LOG2E).exp2_()
     den = w.sum(1)
@@ -158,7 +158,7 @@ def _one_chunk(x: torch.Tensor, bank: DataBank, s: float, ab: float, inv: float,
     return Posterior(mean, top_w, index[:, :k], den * den / (w * w).sum(1))
 
 
-def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
+def even_cuts(n: int, parts: int) -> list[tuple[int, int]]:
     """(lo, hi) of `parts` near-equal consecutive slices of range(n)."""
     step = max(1, -(-n // parts))
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
@@ -174,7 +174,7 @@ def weighted_rows(w: torch.Tensor, rows: torch.Tensor, threads: int = 1) -> torc
     live = (w > _FLOOR_WEIGHT).any(0).nonzero().squeeze(1)  # long [n_live]
     if 3 * live.numel() < w.shape[1]:
         return w[:, live] @ rows[live]  # [B, n_live] @ [n_live, D]
-    parts = run_parts(lambda cut: w[:, cut[0]:cut[1]] @ rows[cut[0]:cut[1]], _cuts(w.shape[1], CPU_PARTS), threads)
+    parts = run_parts(lambda cut: w[:, cut[0]:cut[1]] @ rows[cut[0]:cut[1]], even_cuts(w.shape[1], CPU_PARTS), threads)
     total = parts[0]
     for p in parts[1:]:
         total.add_(p)

@@ -26,7 +26,7 @@ from studio.denoisers.budget import memory_budget, rows_that_fit
 from studio.denoisers.cpu_threads import one_thread, run_parts
 from studio.denoisers.masked.plan import ColumnPlan
 from studio.denoisers.online_softmax import EXP_FLOOR
-from studio.denoisers.softmax import DataBank, cols_first
+from studio.denoisers.softmax import CPU_PARTS, DataBank, cols_first, even_cuts
 
 GROUP = 64  # columns whose logits share one buffer [GROUP/G, B, G, n]
 GROUP_BYTES = 16 * 2**20  # a group's logits on the CPU: the whole data in one chunk when they fit
@@ -202,22 +202,35 @@ def plan_squares(groups: list[Group], xt2: torch.Tensor, channel_sq: torch.Tenso
     return out
 
 
-def kept_squares(plan: ColumnPlan, bank: DataBank) -> torch.Tensor | None:
+def kept_squares(plan: ColumnPlan, bank: DataBank, threads: int = 1) -> torch.Tensor | None:
     """The plan's Q [n_tiles, G, N] over all the data, made on first use and kept (bounded, least recently used
-    dropped) while it takes at most SQUARES_BYTES; None when it is larger (each chunk then forms its own)."""
+    dropped) while it takes at most SQUARES_BYTES; None when it is larger (each chunk then forms its own). On the
+    CPU made as CPU_PARTS slices of the data on up to `threads` workers (the same numbers: slices of columns)."""
     T, G = plan.cols.shape
     if not T or 4 * T * G * bank.n > min(SQUARES_BYTES, memory_budget(bank.x.device) // 8):
         return None
+
+    def make() -> torch.Tensor:
+        groups, xt2 = torch_layout(plan), chunk_cols_first(bank, 0, bank.n)[1]  # [D, N] squares
+        sums = bank.channel_sq_norms(plan.channels)  # [C, N]
+        cuts = even_cuts(bank.n, CPU_PARTS if bank.x.device.type == "cpu" else 1)
+        parts = run_parts(lambda c: plan_squares(groups, xt2[:, c[0]:c[1]], sums[:, c[0]:c[1]]), cuts, threads)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+
     key = (plan.packed.setdefault("torch-token", object()), bank.n)  # the token lives as long as the plan
-    return _SQUARES.get_or_make(key, lambda: plan_squares(torch_layout(plan), chunk_cols_first(bank, 0, bank.n)[1],
-                                                          bank.channel_sq_norms(plan.channels)))
+    return _SQUARES.get_or_make(key, make)
 
 
 def prepare(plan: ColumnPlan, bank: DataBank) -> None:
     """Build what a plan's calls share (the grouped layout, and Q when it is kept) ahead of the first call, so
     that a run counts it as the noise level's setup."""
-    torch_layout(plan)
-    kept_squares(plan, bank)
+    if bank.x.device.type != "cpu":
+        torch_layout(plan)
+        kept_squares(plan, bank)
+        return
+    with one_thread() as threads:
+        torch_layout(plan)
+        kept_squares(plan, bank, threads)
 
 
 def tiles_posterior_mean(
@@ -249,7 +262,7 @@ def _tiles_mean(
     if chunk is None and x.device.type == "cpu":
         chunk = max(256, GROUP_BYTES // (4 * B * width))
     step = rows_that_fit(per_row, 0, x.device, "denoiser: masked softmax chunk", chunk or N)
-    squares = kept_squares(plan, bank)
+    squares = kept_squares(plan, bank, threads)
     xa = x * a
     any_based = any(g.based is not None for g in groups)
     m = torch.empty(n_tiles, B, G, device=x.device)
