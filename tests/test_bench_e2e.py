@@ -26,3 +26,14 @@ def test_e2e_row_of_a_real_run_and_its_table(tmp_path):
     assert rows[2]["load_s"] < rows[0]["wall_s"] and rows[2]["fit_s"] < 0.05  # warm process: fitted already
     text = bench.e2e_table(rows + [{**rows[0], "mode": "cold", "error": "TimeoutExpired: 300 s"}])
     assert text.count("optimal") == 4 and "TimeoutExpired" in text
+
+
+def test_e2e_calls_per_level_and_their_table():
+    rows = bench.e2e_calls("pca_locality", torch.device("cpu"), (1, 8, 8, 200), str(bench.__file__).rsplit("/studio/", 1)[0],
+                           timeout=300)
+    assert [r["t"] for r in rows] == list(bench.E2E_CALL_LEVELS)
+    for r in rows:
+        assert "error" not in r, r
+        assert 0 < r["min_ms"] <= r["ms"] and 0 < r["density"] <= 1 and r["threads"] >= 1
+    text = bench.calls_table(rows + [{**rows[0], "error": "RuntimeError: exit 1"}])
+    assert text.count("pca_locality") == 4 and "RuntimeError" in text

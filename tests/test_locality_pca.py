@@ -185,6 +185,41 @@ def test_tiles_reading_every_input_share_their_differences():
         assert rel(masked_posterior_mean(q, bank, plan, ab, chunk=chunk), masked_softmax_ref(q, x, ab, mask)) < 1e-5
 
 
+@pytest.mark.parametrize("kept, group_bytes", [(True, None), (False, None), (False, 1)])
+def test_torch_tiles_every_layout_and_way_to_q(monkeypatch, kept, group_bytes):
+    """Tiles merged into one (identical sparse columns), tiles one at a time (compact windows, some starting from
+    channel distances), whole mask blocks, all-ones columns; Q kept with the plan, formed per chunk for the whole
+    plan, or per group inside the tile loop (from the rows just gathered): all the dense float64 softmax."""
+    from studio.denoisers.masked import torch_tiles
+
+    if not kept:
+        monkeypatch.setattr(torch_tiles, "SQUARES_BYTES", 0)
+    if group_bytes is not None:
+        monkeypatch.setattr(torch_tiles, "GROUP_BYTES", group_bytes)
+    g = torch.Generator().manual_seed(4)
+    shape, D = (3, 8, 8), 192
+    mixed = (torch.rand(D, generator=g) < 0.3)[:, None].expand(D, D).clone()  # columns 0..63: one shared support
+    mixed[:, 64:] = masks.patch_mask(shape, 3)[:, 64:]
+    mixed[torch.arange(0, D, 5)[:, None], torch.arange(64, 128)[None, :]] = True  # channel-based windows
+    mixed[:, 150:] = torch.rand(D, 42, generator=g) < 0.8
+    mixed[:, 180:] = True
+    dense = torch.rand(D, D, generator=g) < 0.8  # every tile by its whole mask block
+    x = torch.rand(200, D, generator=g) * 2 - 1
+    bank = DataBank.from_flat(x, "cpu")
+    seen = set()
+    for mask in (mixed, dense):
+        plan = build_plan(mask, shape)
+        for group in torch_layout(plan):
+            kinds = ("whole" if r.rows is None else "merged" if r.count > 1 else "one" for r in group.runs)
+            seen |= {(kind, group.q_by_run) for kind in kinds}
+            seen |= {("based", True)} if group.based is not None else set()
+        for ab, chunk in ((0.1, None), (0.8, 37), (0.99, None)):
+            q = noisy(x, ab, b=3)
+            assert rel(masked_posterior_mean(q, bank, plan, ab, chunk=chunk), masked_softmax_ref(q, x, ab, mask)) < 1e-5
+    assert {"whole", "merged", "one", "based"} <= {kind for kind, _ in seen}
+    assert {True, False} <= {by_run for _, by_run in seen}
+
+
 @pytest.mark.parametrize("kernel, device", KERNEL_DEVICES)
 def test_plan_starts_tiles_from_channel_distances_where_cheaper(kernel, device):
     """An RGB mask whose columns read all of their own channel but a blob of the others: tiles are one

@@ -280,6 +280,72 @@ print("E2E " + json.dumps({"run_s": t1 - t0, "save_s": t2 - t1, "timings": run.m
 """
 
 
+# Per denoise call at a few noise levels (the CPU targets are per call), in a child process of the `--code` checkout
+E2E_CALL_DENOISERS = ("pca_locality", "optimal")
+E2E_CALL_LEVELS = (900, 500, 100)
+E2E_CALL_REPEATS = {"cuda": 20, "cpu": 7}
+
+_PER_CALL = """
+import json, statistics, sys, time
+import torch
+from studio.data.registry import load_dataset
+from studio.denoisers.registry import make_denoiser
+from studio.diffusion.schedules import Schedule
+name, device, repeats = sys.argv[1], torch.device(sys.argv[2]), int(sys.argv[3])
+C, H, N = (int(v) for v in sys.argv[4].split(","))
+data = load_dataset("patches", resolution=H, channels=C, size=N)
+den = make_denoiser(name, device=device).fit(data)
+sched, g = Schedule.build(), torch.Generator().manual_seed(1)
+def call(x, t, ab):
+    t0 = time.perf_counter(); out = den.denoise(x, t, ab)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 1e3 * (time.perf_counter() - t0), out
+rows = []
+for t in (int(v) for v in sys.argv[5].split(",")):
+    ab = sched.ab(t)
+    x0 = data.x[torch.randint(0, data.n, (8,), generator=g)]
+    x = (ab ** 0.5 * x0 + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=g)).to(device)
+    first_ms, out = call(x, t, ab)
+    times = [call(x, t, ab)[0] for _ in range(repeats)]
+    rows.append({"t": t, "first_ms": first_ms, "ms": statistics.median(times), "min_ms": min(times),
+                 "density": out.shared.get("mask_density")})
+print("CALLS " + json.dumps({"threads": torch.get_num_threads(), "rows": rows}))
+"""
+
+
+def e2e_calls(name: str, device: torch.device, shape: tuple[int, ...], code: str, timeout: float) -> list[dict[str, Any]]:
+    """ms per denoise call (batch 8, median of E2E_CALL_REPEATS after a first call that sets the level up) at
+    E2E_CALL_LEVELS, in a fresh process of `code` with its own empty cache; torch's default thread count."""
+    import os
+    import tempfile
+
+    C, H, W, N = shape
+    env = {**os.environ, "STUDIO_CACHE": tempfile.mkdtemp(prefix="studio-e2e-calls-"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+    base = {"denoiser": name, "shape": [C, H, W], "n_data": N, "batch": 8, "device": device.type, "code": code}
+    try:
+        _, out = _run_child(["-c", _PER_CALL, name, device.type, str(E2E_CALL_REPEATS[device.type]), f"{C},{H},{N}",
+                             ",".join(map(str, E2E_CALL_LEVELS))], env, code, timeout)
+    except Exception as err:  # noqa: BLE001 - the row says so and the rest go on
+        return [{**base, "error": f"{type(err).__name__}: {err}"[:160]}]
+    doc = json.loads(next(line[6:] for line in out.splitlines() if line.startswith("CALLS ")))
+    return [{**base, "threads": doc["threads"], **r} for r in doc["rows"]]
+
+
+def calls_table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'denoiser':<13}{'shape':<9}{'N':>7}{'threads':>8}{'t':>6}{'density':>9}{'first ms':>10}{'ms/call':>9}{'min ms':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        left = f"{r['denoiser']:<13}{'x'.join(map(str, r['shape'])):<9}{r['n_data']:>7}"
+        if "error" in r:
+            lines.append(left + "  " + r["error"])
+            continue
+        density = f"{r['density']:>9.2f}" if r["density"] is not None else f"{'-':>9}"
+        lines.append(left + f"{r['threads']:>8}{r['t']:>6}{density}{r['first_ms']:>10.1f}{r['ms']:>9.2f}{r['min_ms']:>8.2f}")
+    return "\n".join(lines)
+
+
 def e2e_configs(device: torch.device, steps: list[int], shapes: list[tuple[int, ...]] | None,
                 only: list[str] | None) -> list[dict[str, Any]]:
     """One config dict per row: each denoiser at each shape and step count, DDIM(η=0), batch 8, `patches` data."""
@@ -396,10 +462,21 @@ def e2e_main(device: torch.device, steps: list[int], shapes: list[tuple[int, ...
         print("\n".join(e2e_table(new).splitlines()[2:]), flush=True)
         if json_path:
             Path(json_path).write_text(json.dumps({"device": name, "code": code, "rows": rows}, indent=2))
+    calls: list[dict[str, Any]] = []
+    for shape in shapes or E2E_SHAPES[device.type]:
+        for den in E2E_CALL_DENOISERS:
+            if not only or den in only:
+                calls.extend(e2e_calls(den, device, shape, code, timeout))
+    doc = {"device": name, "code": code, "rows": rows, "calls": calls}
+    if json_path:
+        Path(json_path).write_text(json.dumps(doc, indent=2))
     print()
     print(e2e_table(rows))
+    print(f"\nper denoise call, batch 8: median of {E2E_CALL_REPEATS[device.type]} calls after a first one that sets the "
+          "level up (fresh process, empty cache)")
+    print(calls_table(calls))
     if not json_path:
-        print(json.dumps({"device": name, "code": code, "rows": rows}))
+        print(json.dumps(doc))
     return 0
 
 

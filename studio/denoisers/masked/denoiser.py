@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -68,6 +68,8 @@ class MaskedSoftmaxDenoiser(Denoiser):
             from studio.denoisers.masked import triton_tiles
 
             triton_tiles.prepare_plan(plan, self.bank)
+        else:
+            torch_tiles.prepare(plan, self.bank)  # the torch tiles' layout and Q
         return MaskEntry(plan, float(mask.float().mean()))
 
     def _prepare_level(self, ab: float) -> MaskEntry:

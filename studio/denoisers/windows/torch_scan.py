@@ -16,15 +16,13 @@ holds, as torch's own threading would at every operation (10-80x slower on a sha
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from studio.denoisers.budget import memory_budget
+from studio.denoisers.cpu_threads import one_thread, run_parts
 from studio.denoisers.online_softmax import EXP_FLOOR
 from studio.denoisers.windows.geometry import KeyBanks, Keys, ShapeGroup, query_windows
 
@@ -38,10 +36,6 @@ TILE_KEYS = {"cpu": 1024, "cuda": 8192}  # at most this many keys per tile: the 
 PART_LOGITS = 1 << 23  # logits per part of the keys of a kept bank (the unit of work of a thread)
 ROW_BLOCK = 2048  # query rows per block (bounds a tile's rows, so it keeps enough keys)
 CHUNK_SHARE = 8  # streamed keys: a part takes at most 1/CHUNK_SHARE of the memory budget
-
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
-_POOL_LOCK = threading.Lock()
-
 
 def logit_scales(ab: float, temperature: float) -> tuple[float, float]:
     """(query scale, norm scale): ℓ = <qs q, w> - ns |w|² (+ log2 count), base 2."""
@@ -71,45 +65,16 @@ def els_mean(x: torch.Tensor, banks: KeyBanks, ab: float, temperature: float = 1
             jobs.append((i, make))
     n_vals = [len(g.offsets) * C + 1 for g in banks.groups]
     run = lambda job: fold_part(queries[job[0]], job[1], n_vals[job[0]], tile)  # noqa: E731
-    threads = threads or torch.get_num_threads()
     if x.device.type != "cpu":
         states = [run(job) for job in jobs]
-    elif threads <= 1 or len(jobs) <= 1:
-        with _one_thread():
-            states = [run(job) for job in jobs]
     else:
-        states = list(_pool(threads).map(lambda job: _single_threaded(run, job), jobs))
+        with one_thread() as available:
+            states = run_parts(run, jobs, threads or available)
     out = torch.empty_like(x)
     for i, g in enumerate(banks.groups):
         m, num = merge([s for (j, _), s in zip(jobs, states) if j == i])
         _scatter(out, num[:-1] / num[-1], g)
     return out
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] < threads:
-            if _POOL is not None:
-                _POOL[1].shutdown(wait=False)
-            _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix="els"))
-        return _POOL[1]
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """This thread's torch operations single-threaded for a while (the setting is per thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _single_threaded(run: Callable, job):
-    torch.set_num_threads(1)  # this worker thread's own setting (OpenMP and MKL keep it per thread)
-    return run(job)
 
 
 def _images_per_part(banks: KeyBanks, g: ShapeGroup, device: torch.device) -> int:
