@@ -35,8 +35,8 @@ from studio.denoisers.windows.torch_scan import logit_scales
 # pair_cost: the exponential and the sums of one (query, key) pair, in tensor-core multiply-adds (H100: 16
 # exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps, stages. Swept on an H200 (3x32x32, N=10,000, batch 8, 10
 # levels): 4 warps 412 ms/step against 449 for 8 warps on tiles over 64 x 128 (the level at t=99: 221 ms against
-# 602); BKEY 64 or 256, 3 or 4 stages, 3 or 12 programs per SM were no better.
-ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 6, "pair_cost": 280, "warps": 4,
+# 602); 12 programs per SM 400 against 413 for 6; BKEY 64 or 256, 3 or 4 stages, pair_cost 100 were no better.
+ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 12, "pair_cost": 280, "warps": 4,
                      "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 LN2 = math.log(2.0)
