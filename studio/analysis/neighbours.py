@@ -48,7 +48,7 @@ def bank_for(dataset: Dataset, device: torch.device, resident: DataBank | None =
     """The dataset as the denoisers' DataBank on `device` ([N, D] fp32 and squared norms), kept for reuse;
     `resident` is a bank of the same data already on `device` (a fitted denoiser's), used instead of a copy."""
     return _BANKS.get_or_make((dataset.fingerprint, str(device)),
-                              lambda: resident if resident is not None else DataBank.from_flat(dataset.flat(), device))
+                              lambda: resident if resident is not None else DataBank.from_dataset(dataset, device))
 
 
 def exact(dataset: Dataset, queries: torch.Tensor, k: int = 8, device: torch.device | str | None = None

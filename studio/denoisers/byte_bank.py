@@ -280,7 +280,7 @@ def data_bank(dataset: Dataset, device: torch.device, storage: str = "auto") -> 
     if storage == "auto" and not _auto_uint8(dataset, device):
         storage = "float32"
     if storage == "float32":
-        return DataBank.from_flat(dataset.flat(), device)
+        return DataBank.from_dataset(dataset, device)
     if codes is not None:
         flat = codes.codes.reshape(dataset.n, -1)  # [N, D] uint8: a view unless gray codes stand for RGB
         offset = (2 * ZERO - codes.levels) / codes.levels  # a (c - 128) + b = 2c/levels - 1
@@ -291,7 +291,7 @@ def data_bank(dataset: Dataset, device: torch.device, storage: str = "auto") -> 
     if storage == "uint8":
         raise ValueError("denoiser.storage: uint8 keeps data that came from 8-bit images (every value float32 of "
                          "c/127.5 - 1 for a whole c in 0..255), and these data are not; choose auto or float32")
-    return DataBank.from_flat(dataset.flat(), device)
+    return DataBank.from_dataset(dataset, device)
 
 
 def _auto_uint8(dataset: Dataset, device: torch.device) -> bool:

@@ -105,8 +105,8 @@ class EquivariantLocalScore(PatchSizes, Denoiser):
 
     def _fit(self, dataset: Dataset) -> None:
         self._fit_sizes(dataset)
-        self.bank = DataBank.from_flat(dataset.flat(), self.device)
-        self.images = self.bank.x.reshape(dataset.x.shape)
+        self.bank = DataBank.from_dataset(dataset, self.device)
+        self.images = self.bank.x.reshape(dataset.n, *dataset.shape)
         self.windows = Recent(keep=WINDOW_BANKS_KEPT, size=lambda b: b.nbytes(), max_bytes=self._window_budget)
         self.layouts: dict = {}  # Triton block layouts by (batch, shape, k, launch)
         use_triton(self.device, self.p["kernel"])  # a clear error now for a kernel that cannot run here

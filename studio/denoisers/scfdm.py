@@ -40,7 +40,7 @@ class SCFDM(Denoiser):
     )
 
     def _fit(self, dataset: Dataset) -> None:
-        self.bank = DataBank.from_flat(dataset.flat(), self.device)
+        self.bank = DataBank.from_dataset(dataset, self.device)
         self.shape = dataset.shape
         self.smoothing = self.p["smoothing"]
         if self.smoothing is None:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from studio.data.dataset import Dataset
 from studio.denoisers.budget import gib, memory_budget, require
 from studio.denoisers.cpu_threads import one_thread, run_parts
 from studio.denoisers.online_softmax import EXP_FLOOR, OnlineSoftmax, RunningTopK
@@ -29,6 +30,12 @@ _LOG2E = 1.0 / math.log(2.0)
 _FLOOR_WEIGHT = max(float(torch.exp(torch.tensor(EXP_FLOOR))), float(torch.exp2(torch.tensor(EXP_FLOOR * _LOG2E))))
 
 
+def _require_resident(N: int, D: int, device: torch.device) -> None:
+    require(4 * N * D + 4 * N + _NORM_BLOCK_BYTES, device,
+            f"the training data resident on {device.type} ({N:,} points x {D:,} coordinates as float32 = "
+            f"{gib(4 * N * D)})")
+
+
 @dataclass
 class DataBank:
     """Training data resident on the device as one [N, D] fp32 tensor, with squared norms."""
@@ -42,12 +49,20 @@ class DataBank:
         """The data [N, D] as fp32 on `device` with their squared norms; refused up front (a ValueError naming the
         size) when they do not fit the device's memory budget."""
         device = torch.device(device)
-        N, D = x.shape
         if device.type != "cpu":  # on the CPU the float32 data are already in memory: no copy is made
-            require(4 * N * D + 4 * N + _NORM_BLOCK_BYTES, device,
-                    f"the training data resident on {device.type} ({N:,} points x {D:,} coordinates as float32 = "
-                    f"{gib(4 * N * D)})")
+            _require_resident(*x.shape, device)
         x = x.to(device=device, dtype=torch.float32).contiguous()
+        return cls(x, block_sq_norms(x, 1)[0])
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, device: torch.device | str) -> "DataBank":
+        """A dataset's data as a bank on `device`: data from 8-bit images go to a GPU as their codes and are decoded
+        there (a quarter of the bytes to move, no host float copy); the same values as from_flat(dataset.flat())."""
+        device = torch.device(device)
+        if dataset.codes is None or device.type == "cpu":
+            return cls.from_flat(dataset.flat(), device)
+        _require_resident(dataset.n, dataset.dim, device)
+        x = dataset.codes.decode(f"dataset {dataset.name}", device).reshape(dataset.n, -1)  # [N, D]
         return cls(x, block_sq_norms(x, 1)[0])
 
     @property

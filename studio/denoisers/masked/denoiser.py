@@ -41,7 +41,7 @@ class MaskedSoftmaxDenoiser(Denoiser):
     def _fit_bank(self, dataset: Dataset) -> None:
         D = dataset.dim
         require(4 * D * D * 2 + 4 * dataset.n * D, self.device, f"denoiser.{self.name}: masks and training data")
-        self.bank = DataBank.from_flat(dataset.flat(), self.device)
+        self.bank = DataBank.from_dataset(dataset, self.device)
         self.plans = Recent(keep=PLANS_KEPT)  # MaskEntry by mask key
         self.ahead = LevelsAhead(self.device, self._prepare_level)
 
