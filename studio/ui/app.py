@@ -22,6 +22,7 @@ from studio.ui.catalog import PresetEntry, current
 from studio.ui.compare import CompareTab
 from studio.ui.form import Updates, Values
 from studio.ui.forward import ForwardTab
+from studio.ui.gradio_startup import launch_builds_the_app
 from studio.ui.hubshare import HubPanel, is_comparison
 from studio.ui.locality import LocalityTab
 from studio.ui.neighbours import NeighboursTab
@@ -45,7 +46,8 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
     catalog = current(presets_folder)
     by_title = {p.title: p for p in catalog.presets}
     os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", CONCURRENCY)  # read as the page's queue is made
-    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=analytics_enabled()) as demo:
+    with launch_builds_the_app(), gr.Blocks(title=TITLE, fill_width=True,
+                                            analytics_enabled=analytics_enabled()) as demo:
         session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
