@@ -81,7 +81,17 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
         compare.wire()
         forward.wire(forward_tab)
         wire_hub(hub, session, tabs, sample, compare)
+        show_after_first_screen(demo, [sample.yaml, *(side.params for side in compare.sides)])
     return demo
+
+
+def show_after_first_screen(demo: gr.Blocks, late: list[gr.components.Component]) -> None:
+    """The `late` components, built hidden, are shown once the first screen is up: the browser loads a component's
+    code for every visible one in the page, wherever it sits, and the YAML boxes' editor (CodeMirror, 0.4 MB of
+    script) would be parsed and run before the Run button shows, though they sit in a closed accordion and on
+    the Compare tab."""
+    demo.load(lambda: {component: gr.update(visible=True) for component in late}, None, late, queue=False,
+              show_progress="hidden", api_visibility="private")
 
 
 def wire_hub(hub: HubPanel, session: gr.State, tabs: gr.Tabs, sample: SampleTab, compare: CompareTab) -> None:
