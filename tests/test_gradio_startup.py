@@ -1,6 +1,6 @@
 """The import-time patch of Gradio (studio.ui.gradio_startup): it patches exactly what it claims, renders event
 docstrings as Gradio's jinja2 would, defers pandas to its first use, and leaves modules alone when the patched
-names are missing."""
+names are missing; `launch_builds_the_app` skips the FastAPI apps Gradio builds before `launch` builds its own."""
 
 import json
 import subprocess
@@ -167,3 +167,37 @@ def test_a_deferred_module_is_imported_on_first_use(tmp_path, monkeypatch):
     with deferring(["slow_to_import"]):  # already imported: nothing to defer
         import slow_to_import as again
     assert again is sys.modules["slow_to_import"]
+
+
+def test_blocks_made_inside_launch_builds_the_app_get_no_app_until_launch(monkeypatch):
+    import gradio as gr
+    import httpx
+    from gradio import blocks, routes
+
+    built = []
+    real_create_app = routes.App.create_app
+
+    def create_app(*args, **kwargs):
+        built.append(1)
+        return real_create_app(*args, **kwargs)
+
+    monkeypatch.setattr(routes.App, "create_app", staticmethod(create_app))
+    with gradio_startup.launch_builds_the_app(), gr.Blocks() as demo:
+        gr.Button("Run", elem_id="run")
+    assert demo.app is None and built == [] and blocks.App is routes.App  # skipped, and Gradio's App is back
+    demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        assert built == [1] and demo.app is not None  # the one app, built by launch
+        assert httpx.get(f"{demo.local_url}config", timeout=30).json()["components"][0]["props"]["elem_id"] == "run"
+    finally:
+        demo.close()
+
+
+def test_launch_builds_the_app_leaves_gradio_alone_without_its_names(monkeypatch):
+    from gradio import blocks
+
+    stand_in = object()  # no create_app: an App this does not know
+    monkeypatch.setattr(blocks, "App", stand_in)
+    with gradio_startup.launch_builds_the_app():
+        assert blocks.App is stand_in
+    assert blocks.App is stand_in

@@ -46,6 +46,18 @@ def test_events_take_many_inputs_by_name(demo):
     assert len(run.inputs) < 50 and len(preset.outputs) < 100  # were 139 and 264
 
 
+def test_the_yaml_editors_are_shown_after_the_first_screen(demo):
+    """A visible component's code loads with the page wherever it sits; the editor's (0.4 MB) comes once the first
+    screen is up: the YAML boxes are built hidden and one load event shows them all."""
+    codes = {c["id"] for c in demo.config["components"] if c["type"] == "code"}
+    assert len(codes) == 3 and not any(c["props"]["visible"] for c in demo.config["components"] if c["id"] in codes)
+    shown = [d for d in demo.config["dependencies"] if [t[1] for t in d["targets"]] == ["load"]
+             and set(d["outputs"]) == codes]
+    assert len(shown) == 1
+    fn = demo.fns[shown[0]["id"]].fn
+    assert all(update["visible"] is True for update in fn().values())
+
+
 @pytest.fixture
 def fresh_catalog(monkeypatch):
     """No catalog in this process's memory: the next one is read from the cache folder or built."""

@@ -22,6 +22,7 @@ from studio.ui.catalog import PresetEntry, current
 from studio.ui.compare import CompareTab
 from studio.ui.form import Updates, Values
 from studio.ui.forward import ForwardTab
+from studio.ui.gradio_startup import launch_builds_the_app
 from studio.ui.hubshare import HubPanel, is_comparison
 from studio.ui.locality import LocalityTab
 from studio.ui.neighbours import NeighboursTab
@@ -45,7 +46,8 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
     catalog = current(presets_folder)
     by_title = {p.title: p for p in catalog.presets}
     os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", CONCURRENCY)  # read as the page's queue is made
-    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=analytics_enabled()) as demo:
+    with launch_builds_the_app(), gr.Blocks(title=TITLE, fill_width=True,
+                                            analytics_enabled=analytics_enabled()) as demo:
         session = gr.State(Session(), delete_callback=lambda s: s.cancel())
         with gr.Row(elem_id="studio-header", equal_height=True):
             gr.Markdown(f"## {TITLE}\nTraining-free diffusion denoisers: watch a sample form, see which training "
@@ -79,7 +81,17 @@ def build_app(presets_folder: str | Path | None = None) -> gr.Blocks:
         compare.wire()
         forward.wire(forward_tab)
         wire_hub(hub, session, tabs, sample, compare)
+        show_after_first_screen(demo, [sample.yaml, *(side.params for side in compare.sides)])
     return demo
+
+
+def show_after_first_screen(demo: gr.Blocks, late: list[gr.components.Component]) -> None:
+    """The `late` components, built hidden, are shown once the first screen is up: the browser loads a component's
+    code for every visible one in the page, wherever it sits, and the YAML boxes' editor (CodeMirror, 0.4 MB of
+    script) would be parsed and run before the Run button shows, though they sit in a closed accordion and on
+    the Compare tab."""
+    demo.load(lambda: {component: gr.update(visible=True) for component in late}, None, late, queue=False,
+              show_progress="hidden", api_visibility="private")
 
 
 def wire_hub(hub: HubPanel, session: gr.State, tabs: gr.Tabs, sample: SampleTab, compare: CompareTab) -> None:

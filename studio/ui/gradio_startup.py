@@ -2,7 +2,8 @@
 every component class rewrites its .pyi stub (already shipped in the wheel) and renders each event docstring
 with a freshly compiled jinja2 template. `install()` patches both as Gradio's modules load; if Gradio no longer
 has the names patched here, its modules load untouched. It also defers pandas (half a second), which Gradio
-imports at start only in gradio.caching, for functions that run later: there it is imported on first use."""
+imports at start only in gradio.caching, for functions that run later: there it is imported on first use.
+`launch_builds_the_app` skips the FastAPI apps Gradio builds while a Blocks is made, which `launch` replaces."""
 
 from __future__ import annotations
 
@@ -137,6 +138,33 @@ class GradioStartupFinder(importlib.abc.MetaPathFinder):
     def finished(self) -> None:
         if not self.pending and self in sys.meta_path:
             sys.meta_path.remove(self)
+
+
+class AppAtLaunch:
+    """Stands in for `gradio.routes.App` in gradio.blocks while a Blocks is made: no app yet."""
+
+    @staticmethod
+    def create_app(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+@contextmanager
+def launch_builds_the_app() -> Iterator[None]:
+    """Around `with gr.Blocks() as demo: ...`: Gradio builds a FastAPI app (80-odd routes) when the Blocks sets up
+    its queue and again when the `with` closes, and `launch` builds the one it serves (it imports App itself):
+    the first two cost 0.17 s CPU of the start here and are never served. Inside this they are skipped, so
+    `demo.app` is None until `launch`; without those names in gradio.blocks, nothing changes."""
+    from gradio import blocks
+
+    real = getattr(blocks, "App", None)
+    if not callable(getattr(real, "create_app", None)):
+        yield
+        return
+    blocks.App = AppAtLaunch
+    try:
+        yield
+    finally:
+        blocks.App = real
 
 
 def install() -> None:

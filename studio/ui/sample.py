@@ -41,7 +41,8 @@ class SampleTab:
                         self.import_btn = gr.Button("Load into the controls", size="sm", elem_id="import-config")
                         self.yaml_btn = gr.Button("Run this YAML", size="sm", elem_id="run-yaml")
                     self.yaml = gr.Code(language="yaml", interactive=True, lines=12, elem_id="config-yaml",
-                                        label="config.yaml · python -m studio sample --config config.yaml --out DIR")
+                                        label="config.yaml · python -m studio sample --config config.yaml --out DIR",
+                                        visible=False)  # shown after the first screen (app.show_after_first_screen)
             with gr.Column(scale=7, min_width=420):
                 with gr.Row():
                     self.run_btn = gr.Button("▶  Run", variant="primary", elem_id="run", scale=3)

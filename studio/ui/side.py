@@ -37,7 +37,8 @@ class SidePanel:
             self.steps = gr.Number(value=cfg["sampler"]["steps"], precision=0, label="Steps K",
                                    elem_id=f"cmp-{name}-steps", min_width=80)
         self.params = gr.Code(params_yaml(self.own(cfg)), language="yaml", interactive=True, lines=2,
-                              wrap_lines=True, label="parameters (YAML; null = auto)", elem_id=f"cmp-{name}-params")
+                              wrap_lines=True, label="parameters (YAML; null = auto)", elem_id=f"cmp-{name}-params",
+                              visible=False)  # shown after the first screen (app.show_after_first_screen)
 
     @staticmethod
     def own(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
