@@ -25,7 +25,12 @@ PROGRESS = re.compile(r'data-state="(\w+)" data-k="(\d+)" data-total="(\d+)"')
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
+    """The app with its engine loaded (this module checks runs; the "loading the engine…" message of a run that
+    comes first is the start-up tests' subject): run alone, the first progress would otherwise be that message."""
+    from studio.ui import loader
+
     with served(tmp_path_factory.mktemp("outputs")) as app:
+        loader.load()
         yield app.url, app.outputs
 
 
