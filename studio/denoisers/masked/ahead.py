@@ -33,10 +33,10 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
 
 
 class LevelsAhead:
-    """Runs `build(ab)` for the levels after the current one in a background thread, at most DEPTH ahead, in the
-    order the run visits them (`build` returns what it made). `wait(ab)` is called before a level is used: it returns once a build of that level
-    under way has finished (its result is then in the caller's cache; a failed build is left for the caller to redo
-    in its own thread, where the error surfaces)."""
+    """Runs `build(ab)` (which returns what it made) for the levels after the current one in a background thread,
+    at most DEPTH ahead, in the order the run visits them. `wait(ab)` is called before a level is used: it returns
+    once a build of that level under way has finished (its result is then in the caller's cache; a failed build is
+    left for the caller to redo in its own thread, where the error surfaces)."""
 
     def __init__(self, device: torch.device, build: Callable[[float], Any]) -> None:
         self.device, self.build = device, build
