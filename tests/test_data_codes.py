@@ -150,10 +150,15 @@ def test_bad_codes_are_refused_by_field():
 @pytest.mark.parametrize("name,options", [("patches", {"resolution": 16, "channels": 3, "size": 2000}),
                                           ("digits", {})])
 def test_a_bank_built_on_the_gpu_from_codes_equals_the_float_data(name, options):
-    """To a GPU the codes travel and are decoded there: the same values and norms as the float view sent over."""
+    """To a GPU the codes travel and are decoded there: the same values, norms and Gaussian fit as the float view
+    sent over."""
     from studio.denoisers.softmax import DataBank
 
     data = load_dataset(name, **options)
     assert data.codes is not None
     bank, ref = DataBank.from_dataset(data, "cuda"), DataBank.from_flat(data.flat(), "cuda")
     assert torch.equal(bank.x, ref.x) and torch.equal(bank.sq_norms, ref.sq_norms)
+    from studio.denoisers.wiener import fit_gaussian, gaussian_fit
+
+    fit, fit_ref = gaussian_fit(data, "cuda"), fit_gaussian(data.flat(), torch.device("cuda"))
+    assert all(torch.equal(fit[k], fit_ref[k]) for k in ("mu", "lam", "u"))

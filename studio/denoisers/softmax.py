@@ -36,6 +36,19 @@ def _require_resident(N: int, D: int, device: torch.device) -> None:
             f"{gib(4 * N * D)})")
 
 
+def flat_on(dataset: Dataset, device: torch.device | str) -> torch.Tensor:
+    """The dataset's float32 data [N, D] for work on `device`: from 8-bit images the codes travel to a GPU and are
+    decoded there (a quarter of the bytes, no host float copy; refused up front when they do not fit), else the
+    float data as they are (the caller moves them)."""
+    device = torch.device(device)
+    if dataset.codes is None or device.type == "cpu":
+        return dataset.flat()
+    N, D = dataset.n, dataset.dim
+    require(4 * N * D, device, f"dataset {dataset.name} decoded on {device.type} ({N:,} x {D:,} float32 = "
+            f"{gib(4 * N * D)})")
+    return dataset.codes.decode(f"dataset {dataset.name}", device).reshape(N, -1)  # [N, D]
+
+
 @dataclass
 class DataBank:
     """Training data resident on the device as one [N, D] fp32 tensor, with squared norms."""
@@ -62,7 +75,7 @@ class DataBank:
         if dataset.codes is None or device.type == "cpu":
             return cls.from_flat(dataset.flat(), device)
         _require_resident(dataset.n, dataset.dim, device)
-        x = dataset.codes.decode(f"dataset {dataset.name}", device).reshape(dataset.n, -1)  # [N, D]
+        x = flat_on(dataset, device)
         return cls(x, block_sq_norms(x, 1)[0])
 
     @property

@@ -10,6 +10,7 @@ from studio.data.dataset import Dataset
 from studio.denoisers.base import Denoised, Denoiser
 from studio.denoisers.budget import memory_budget, require
 from studio.denoisers.registry import register
+from studio.denoisers.softmax import flat_on
 
 
 _FITS = Recent(keep=2)  # fits in memory, by (cache file, device)
@@ -53,7 +54,7 @@ def gaussian_fit(dataset: Dataset, device: torch.device | str = "cpu") -> dict[s
     key = (str(entry_path("gaussian-fit", name)), str(device))
 
     def load() -> dict[str, torch.Tensor]:
-        build = lambda: fit_gaussian(dataset.flat(), device)  # noqa: E731
+        build = lambda: fit_gaussian(flat_on(dataset, device), device)  # noqa: E731  (8-bit data decoded there)
         return {k: v.to(device) for k, v in cached_tensors("gaussian-fit", name, build, in_background=True).items()}
 
     return _FITS.get_or_make(key, load)
