@@ -177,6 +177,12 @@ def _once_ms(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[floa
     return 1000 * (time.perf_counter() - t0), out
 
 
+def worst_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """The largest per-sample relative L2 error of `out` against `ref` (both [B, ...]), in float64."""
+    out, ref = out.double().reshape(out.shape[0], -1), ref.double().reshape(ref.shape[0], -1)  # [B, D]
+    return ((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max().item()
+
+
 def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Average ms/step over a 10-step trailing schedule, and the worst relative L2 error vs the reference."""
     data = case.make_data(opts)
@@ -203,10 +209,7 @@ def run_case(case: BenchCase, opts: dict[str, Any], device: torch.device) -> dic
         checked = denoiser.denoise(x_t, t, ab)
         if "mask_density" in checked.shared:
             density[t] = checked.shared["mask_density"]
-        out = checked.x0.double().reshape(batch, -1)
-        ref = ref.double().reshape(batch, -1)
-        err = ((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max().item()
-        worst = max(worst, err)
+        worst = max(worst, worst_rel_err(checked.x0, ref))
     return {
         "case": case.label, "denoiser": case.denoiser, "params": case.params, "data": data.name, "n_data": data.n,
         "shape": list(data.shape), "batch": batch, "device": str(device), "fit_s": fit_s,
@@ -692,16 +695,14 @@ def scale_rows(device: torch.device, opts: dict[str, Any]) -> list[dict[str, Any
             outs[(name, row["case"])] = {t: den.denoise(x, t, ab) for t, ab, x in levels}
             rows.append({**row, "compared": True})
     for name in ("optimal", "nearest"):
-        ref = {t: (optimal_ref if name == "optimal" else nearest_ref)(x, f32.x, ab).reshape(batch, -1)
-               for t, ab, x in levels}
+        ref = {t: (optimal_ref if name == "optimal" else nearest_ref)(x, f32.x, ab) for t, ab, x in levels}
         base = outs[(name, f"{name} float32")]
         for row in rows:
             if row["denoiser"] != name or not row.get("compared"):
                 continue
             got = outs[(name, row["case"])]
             diff = max((got[t].x0 - base[t].x0).abs().max().item() for t, _, _ in levels)
-            err = max(((got[t].x0.double().reshape(batch, -1) - ref[t]).norm(dim=1)
-                       / ref[t].norm(dim=1).clamp_min(1e-30)).max().item() for t, _, _ in levels)
+            err = max(worst_rel_err(got[t].x0, ref[t]) for t, _, _ in levels)
             same = all(torch.equal(got[t].extras["neighbours"][:, 0], base[t].extras["neighbours"][:, 0])
                        for t, _, _ in levels)
             row.update(max_abs_vs_float32=diff, max_rel_err=err, same_top1_as_float32=same)
