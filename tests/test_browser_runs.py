@@ -48,6 +48,9 @@ def run_and_wait(page, steps: int, n: int = 4) -> None:
 def test_the_player_plays_pauses_changes_speed_and_reaches_every_step(page, tmp_path):
     run_and_wait(page, 40)  # about 0.1 s of computing: the player still shows it step by step
     page.wait_for_function("document.querySelector('#player-label').dataset.k !== undefined")
+    # the first chart of a page loads plotly, which can hold the page's thread for a second on a busy machine (the
+    # player then cannot step while it is timed): time the player once the run's results are drawn
+    page.wait_for_selector("#step-charts .js-plotly-plot", timeout=60_000)
     if page.get_attribute("#player-root", "data-playing") == "0" or shown_step(page) > 30:
         # a busy machine took the 5 s of playing to finish the run: play it again from its first step
         page.eval_on_selector("#player-step", "el => { el.value = 1; el.dispatchEvent(new Event('input', "
