@@ -222,14 +222,14 @@ def test_forward_slider_follows_the_keyboard_and_dragging_and_inversion_is_expla
     page.wait_for_function(f"document.querySelector('#fw-info').innerText.includes('t = {dragged} ')",
                            timeout=20_000)
     explained = page.inner_text("#tab-forward .studio-explain")  # before anything is inverted
-    assert "scaled copy" in explained and "whitened, noise-like" in explained
-    assert page.input_value("#fw-denoiser input") == "wiener"  # the textbook picture by default
-    page.locator("#fw-steps input").fill("20")
+    assert "scaled copy" in explained and "whitened image" in explained and "textbook" in explained
+    assert page.input_value("#fw-denoiser input").startswith("auto")  # the textbook picture by default
     page.click("#fw-invert")
     page.wait_for_function("document.querySelector('#fw-inv-info').innerText.includes('reconstruction error')")
     info = page.inner_text("#fw-inv-info")
     std = float(re.search(r"x_T std ([\d.]+)", info).group(1))
-    assert info.startswith("wiener") and 0.5 < std < 1.5, info  # optimal's scaled copy has std ≈ 0.3
+    corr = float(re.search(r"correlation with x0 (-?[\d.]+)", info).group(1))
+    assert info.startswith("unet") and 0.7 < std < 1.4 and corr < 0.5, info  # optimal's scaled copy: std ≈ 0.3
     page.screenshot(path=str(tmp_path / "00-forward.png"), full_page=True)
     print("screenshots:", tmp_path)
 

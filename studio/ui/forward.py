@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 SOURCES = ("training image", "upload")
 POINTS_SHOWN = 500
 SAMPLE_TABS = "the Sample tab's denoiser"
+AUTO = "auto: the dataset's trained network, else wiener"
+INVERSION_DENOISERS = (AUTO, SAMPLE_TABS, "unet", "wiener", "optimal", "pca_locality")
+REFINE = 5  # fixed-point refinements per inversion step, by default
+MAX_REFINE = 20
 
 
 def upload_as_item(path: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -81,10 +85,33 @@ def schedule_of(cfg: RunConfig) -> Any:
     return Schedule.build(cfg.schedule.name, cfg.schedule.T, cfg.schedule.beta_start, cfg.schedule.beta_end)
 
 
+def inversion_denoiser(choice: str, cfg: RunConfig, dataset: Dataset) -> str | None:
+    """The denoiser the inversion uses: auto = the dataset's bundled network (whose inversion looks like the textbook's
+    noise), else wiener; None = the Sample tab's."""
+    if choice == AUTO:
+        from studio.models.checkpoints import choose_bundled
+
+        try:
+            choose_bundled(dataset)
+        except ValueError:
+            return "wiener"
+        return "unet"
+    return None if not choice or choice == SAMPLE_TABS else choice
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over the batch of the Pearson correlation of each pair of items (pixels as the samples)."""
+    import torch
+
+    pairs = torch.stack([a.flatten(1).double(), b.flatten(1).double()], 1)  # [B, 2, D]
+    return float(torch.stack([torch.corrcoef(p)[0, 1] for p in pairs]).nan_to_num().mean())
+
+
 def invert(config: dict[str, Any], source: str, index: Any, upload: str | None, steps: Any,
-           denoiser: str) -> tuple[Any, str]:
-    """(picture, text) of x0 -> x_T -> reconstruction with the run's denoiser, or `denoiser` at its defaults. Plain
-    arguments and results: on ZeroGPU this runs in the GPU process."""
+           denoiser: str, refine: Any = REFINE) -> tuple[Any, str]:
+    """(picture, text) of x0 -> x_T -> reconstruction with the run's denoiser, or `denoiser` at its defaults, each
+    step refined by up to `refine` fixed-point iterations. Plain arguments and results: on ZeroGPU this runs in the
+    GPU process."""
     from studio import engine
     from studio.config import RunConfig
     from studio.diffusion.inversion import ddim_invert, reconstruct
@@ -96,17 +123,21 @@ def invert(config: dict[str, Any], source: str, index: Any, upload: str | None, 
     try:
         cfg = RunConfig.from_dict(config)
         dataset, x0 = training_item(cfg, source, index, upload)
-        if denoiser and denoiser != SAMPLE_TABS and denoiser != cfg.denoiser.name:
-            cfg = override(cfg, {"denoiser": {"name": denoiser}})
+        name = inversion_denoiser(denoiser, cfg, dataset)
+        if name and name != cfg.denoiser.name:
+            cfg = override(cfg, {"denoiser": {"name": name}})
         K = int(steps or 0)
         Limits.from_env().check("max_steps", K, "inversion steps K")
+        iterations = int(refine or 0)
+        if not 0 <= iterations <= MAX_REFINE:
+            raise ValueError(f"refinements per step: {iterations} is out of range [0, {MAX_REFINE}]")
         ts = timesteps(cfg.sampler.spacing, cfg.schedule.T, K)
         device = engine.resolve_device(cfg.device)
         fitted = engine.fitted_denoiser(cfg, dataset, device)
     except ValueError as err:
         raise messages.refuse(str(err).replace("sampler.steps", "inversion steps K")) from None
     schedule = schedule_of(cfg)
-    x_T = ddim_invert(fitted, x0.to(device), schedule, ts)
+    x_T = ddim_invert(fitted, x0.to(device), schedule, ts, refine=iterations)
     back = reconstruct(fitted, x_T, schedule, ts).cpu()
     x_T = x_T.cpu()
     err = (back - x0).reshape(len(x0), -1)
@@ -117,8 +148,9 @@ def invert(config: dict[str, Any], source: str, index: Any, upload: str | None, 
     else:
         shown = (back - x0).abs().clamp(max=2) - 1  # |error| on the images' own scale: black = none
         picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
-    info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}) · x_T std "
-            f"{float(x_T.std()):.3f} · reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
+    info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}), up to {iterations} fixed-point "
+            f"refinements a step · x_T std {float(x_T.std()):.3f}, correlation with x0 {correlation(x_T, x0):.2f} · "
+            f"reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
             + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0"))
     return picture, info
 
@@ -137,9 +169,13 @@ class ForwardTab:
                 self.t = gr.Slider(0, 999, value=500, step=1, label="t", elem_id="fw-t")
                 self.seed = gr.Number(value=0, precision=0, label="noise seed", elem_id="fw-seed")
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
-                self.inv_denoiser = gr.Dropdown([SAMPLE_TABS, "wiener", "optimal", "pca_locality"], value="wiener",
+                self.inv_denoiser = gr.Dropdown(list(INVERSION_DENOISERS), value=AUTO,
                                                 label="denoiser for the inversion", elem_id="fw-denoiser",
-                                                info="wiener: a whitened, noise-like x_T; optimal: a scaled copy")
+                                                info="a trained network: noise-like x_T; wiener: the whitened image; "
+                                                     "optimal: a scaled copy")
+                self.refine = gr.Number(value=REFINE, precision=0, minimum=0, maximum=MAX_REFINE,
+                                        label="fixed-point refinements per step (0 = plain DDIM inversion)",
+                                        elem_id="fw-refine")
                 self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
             with gr.Column(scale=7):
                 self.message = messages.area("fw-message")
@@ -187,7 +223,7 @@ class ForwardTab:
         except ValueError as err:
             raise messages.refuse(str(err)) from None
         picture, info = self.invert_on_device(config, values[self.source], values[self.index], values[self.upload],
-                                              values[self.steps], values[self.inv_denoiser])
+                                              values[self.steps], values[self.inv_denoiser], values[self.refine])
         return {self.inv_picture: picture, self.inv_info: info}
 
     def wire(self, tab: gr.Tab) -> None:
@@ -203,6 +239,6 @@ class ForwardTab:
               show_progress="minimal")
         self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
                            show_progress="hidden", api_visibility="private")
-        self.invert_btn.click(messages.to_page(self.invert, self.message), {*picked, self.inv_denoiser, self.steps},
+        self.invert_btn.click(messages.to_page(self.invert, self.message), {*picked, self.inv_denoiser, self.steps, self.refine},
                               [self.inv_picture, self.inv_info, self.message], api_name="invert",
                               api_visibility="undocumented", concurrency_limit=2)
