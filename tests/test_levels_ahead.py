@@ -105,3 +105,5 @@ def test_prepared_ahead_on_the_gpu_equals_the_serial_path(rgb, kernel, monkeypat
     overlapped = run(den, "cuda", steps=10)
     assert torch.equal(overlapped.x0, serial.x0)
     assert WORKER in " ".join(threads), threads
+    # the builds' stream outranks the run's, so their synchronisations do not wait out whole denoise steps
+    assert den.ahead.stream.priority == den.ahead.stream.priority_range()[1] < torch.cuda.current_stream().priority

@@ -15,6 +15,10 @@ import torch
 # levels prepared ahead of the current one, by device type (STUDIO_LEVELS_AHEAD sets the GPU's; 0 = build each
 # level when the run reaches it); none on the CPU, whose cores the denoiser already uses
 DEPTH = {"cuda": int(os.environ.get("STUDIO_LEVELS_AHEAD", "2"))}
+# The builds' stream has the highest priority the device offers (CUDA maps any lower number to it): their small,
+# host-synchronised kernels then take SMs as the run's large kernels free them, instead of queueing behind every
+# block of those kernels (each synchronisation would wait out a whole denoise step).
+SIDE_PRIORITY = int(os.environ.get("STUDIO_LEVELS_PRIORITY", "-100"))
 
 
 def tensors_in(value: Any) -> Iterator[torch.Tensor]:
@@ -56,7 +60,7 @@ class LevelsAhead:
             return
         self.levels, self.cursor = [float(ab) for ab in levels], 0
         if self.device.type == "cuda":  # the side stream starts after what the caller queued (the fit's copies)
-            self.stream = self.stream or torch.cuda.Stream(self.device)
+            self.stream = self.stream or torch.cuda.Stream(self.device, priority=SIDE_PRIORITY)
             self.run_stream = torch.cuda.current_stream(self.device)
             self.ready_event = self.run_stream.record_event()
         self._submit_after(0)
