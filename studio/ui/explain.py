@@ -122,7 +122,8 @@ reconstruction error shows how close the round trip comes. Inverting a training 
 believes. A trained network (*auto* picks the dataset's own) inverts it to the textbook's picture: an $x_T$ with
 the statistics of $\mathcal N(0, I)$ and little of the image left. The Wiener (Gaussian) model maps its Gaussian
 onto $\mathcal N(0, I)$ too, but its inverse of one image is the whitened image, a noise-like $x_T$ in which the
-image can still be seen. The exact memorising denoiser (*optimal*) predicts $\hat x_0 = x_0$ for its own training
+image can still be seen (and larger than std 1 where the data barely vary: the sampler's last step shrinks those
+directions, and the exact inverse undoes it). The exact memorising denoiser (*optimal*) predicts $\hat x_0 = x_0$ for its own training
 image, so $\hat\varepsilon \approx 0$ and $x_T$ is a scaled copy of the image ($\approx\sqrt{\bar\alpha_T}\,x_0$),
 not Gaussian noise.
 

@@ -100,7 +100,7 @@ def inversion_denoiser(choice: str, cfg: RunConfig, dataset: Dataset) -> str | N
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over the batch of the Pearson correlation of each pair of items (pixels as the samples)."""
+    """Mean over the batch of the Pearson correlation of each pair of images (pixels as the samples)."""
     import torch
 
     pairs = torch.stack([a.flatten(1).double(), b.flatten(1).double()], 1)  # [B, 2, D]
@@ -148,8 +148,9 @@ def invert(config: dict[str, Any], source: str, index: Any, upload: str | None, 
     else:
         shown = (back - x0).abs().clamp(max=2) - 1  # |error| on the images' own scale: black = none
         picture = pictures.hstack([pictures.view(v, target=160) for v in (x0, x_T.clamp(-1, 1), back, shown)])
+    likeness = "" if dataset.kind == "points" else f", correlation with x0 {correlation(x_T, x0):.2f}"
     info = (f"{cfg.denoiser.name}, DDIM η = 0, {K} steps ({cfg.sampler.spacing}), up to {iterations} fixed-point "
-            f"refinements a step · x_T std {float(x_T.std()):.3f}, correlation with x0 {correlation(x_T, x0):.2f} · "
+            f"refinements a step · x_T std {float(x_T.std()):.3f}{likeness} · "
             f"reconstruction error: RMS {rms:.4f}, relative {100 * rel:.2f}%"
             + ("" if dataset.kind == "points" else " · error map: |x0 - reconstruction|, black = 0"))
     return picture, info
