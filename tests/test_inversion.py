@@ -41,12 +41,14 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b).norm(dim=1) / b.norm(dim=1)).max())
 
 
-def test_inversion_matches_float64_hand_computation_on_wiener():
+def wiener_case():
+    """Gaussian points, their Wiener denoiser, a linear schedule, 12 trailing steps and five items to invert."""
     ds = gaussian_points()
-    den = make_denoiser("wiener").fit(ds)
-    schedule = Schedule.build("linear")
-    ts = timesteps("trailing", 1000, 12)
-    x0 = ds.x[:5]
+    return ds, make_denoiser("wiener").fit(ds), Schedule.build("linear"), timesteps("trailing", 1000, 12), ds.x[:5]
+
+
+def test_inversion_matches_float64_hand_computation_on_wiener():
+    ds, den, schedule, ts, x0 = wiener_case()
     got = ddim_invert(den, x0, schedule, ts)
     want = invert_by_hand(x0, ds.x, schedule.alpha_bar, ts.tolist())
     assert got.shape == x0.shape
@@ -104,11 +106,7 @@ def reconstruct_by_hand(x_T: torch.Tensor, data: torch.Tensor, alpha_bar: torch.
 
 
 def test_refined_inversion_is_the_exact_inverse_of_reconstruction():
-    ds = gaussian_points()
-    den = make_denoiser("wiener").fit(ds)
-    schedule = Schedule.build("linear")
-    ts = timesteps("trailing", 1000, 12)
-    x0 = ds.x[:5]
+    ds, den, schedule, ts, x0 = wiener_case()
     # with a Gaussian denoiser reconstruction is affine, x0 = A x_T + b: its exact inverse, in float64
     steps = ts.tolist()
     b = reconstruct_by_hand(torch.zeros(1, 6), ds.x, schedule.alpha_bar, steps)
