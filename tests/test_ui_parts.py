@@ -183,7 +183,7 @@ def test_forward_tab_reports_alpha_bar_snr_and_a_faithful_inversion():
         form = RunForm(current())
         tab = forward.ForwardTab(form)
     values = {**page_values(form.inputs), tab.source: "training image", tab.index: 3, tab.upload: None,
-              tab.t: 250, tab.seed: 0, tab.steps: 20, tab.inv_denoiser: forward.SAMPLE_TABS, tab.refine: 0}
+              tab.t: 250, tab.seed: 0, tab.steps: 20, tab.inv_denoiser: forward.SAMPLE_TABS}
     out = tab.noise(values)
     picture, info = out[tab.picture], out[tab.info]
     ab = Schedule.build().ab(250)
@@ -200,20 +200,20 @@ def test_forward_inversion_by_default_uses_the_datasets_network_and_refines_each
         form = RunForm(current())
         tab = forward.ForwardTab(form)
     values = {**page_values(form.inputs), tab.source: "training image", tab.index: 3, tab.upload: None,
-              tab.t: 250, tab.seed: 0, tab.steps: 20, tab.inv_denoiser: tab.inv_denoiser.value,
-              tab.refine: tab.refine.value}
-    assert values[tab.inv_denoiser] == forward.AUTO and values[tab.refine] == forward.REFINE
+              tab.t: 250, tab.seed: 0, tab.steps: 20, tab.inv_denoiser: tab.inv_denoiser.value}
+    assert values[tab.inv_denoiser] == forward.AUTO
     info = tab.invert(values)[tab.inv_info]
     assert info.startswith(f"unet, DDIM η = 0, 20 steps (trailing), up to {forward.REFINE} fixed-point refinements")
     std = float(re.search(r"x_T std ([\d.]+)", info).group(1))
     corr = float(re.search(r"correlation with x0 (-?[\d.]+)", info).group(1))
-    plain = tab.invert({**values, tab.refine: 0})[tab.inv_info]
+    config = form.read(values).to_dict()
+    plain = forward.invert(config, "training image", 3, None, 20, forward.AUTO, refine=0)[1]
     rms = [float(re.search(r"RMS ([\d.]+)", text).group(1)) for text in (info, plain)]
     assert 0.7 < std < 1.4 and corr < 0.5 and rms[0] < rms[1] / 2, (info, plain)
     textures = applied(values, {form.dataset.dropdown: "textures", **form.dataset.show("textures")})  # no network
     assert tab.invert(textures)[tab.inv_info].startswith("wiener")
     with pytest.raises(gr.Error, match=r"refinements per step: 21 is out of range \[0, 20\]"):
-        tab.invert({**values, tab.refine: 21})
+        forward.invert(config, "training image", 3, None, 20, forward.AUTO, refine=21)
 
 
 def test_pairs_picture_and_progress_bar():

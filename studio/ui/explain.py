@@ -114,18 +114,10 @@ FORWARD = r"""
 **Forward process**: $q(x_t\mid x_0)$ gives $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$.
 The signal-to-noise ratio is $\mathrm{SNR}(t) = \bar\alpha_t/(1-\bar\alpha_t)$.
 
-**DDIM inversion** runs deterministic DDIM ($\eta=0$) backwards, clean → noise:
-$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\varepsilon$. Plain inversion takes
-$\hat\varepsilon$ at the point it climbs from, so sampling back is exact only in the limit of many steps; each step
-is therefore refined by fixed-point iteration ($\hat\varepsilon$ re-evaluated where the step lands), and the
-reconstruction error shows how close the round trip comes. Inverting a training image shows what a denoiser
-believes. A trained network (*auto* picks the dataset's own) inverts it to the textbook's picture: an $x_T$ with
-the statistics of $\mathcal N(0, I)$ and little of the image left. The Wiener (Gaussian) model maps its Gaussian
-onto $\mathcal N(0, I)$ too, but its inverse of one image is the whitened image, a noise-like $x_T$ in which the
-image can still be seen (and larger than std 1 where the data barely vary: the sampler's last step shrinks those
-directions, and the exact inverse undoes it). The exact memorising denoiser (*optimal*) predicts $\hat x_0 = x_0$ for its own training
-image, so $\hat\varepsilon \approx 0$ and $x_T$ is a scaled copy of the image ($\approx\sqrt{\bar\alpha_T}\,x_0$),
-not Gaussian noise.
+**DDIM inversion** runs DDIM ($\eta=0$) backwards, each step refined by fixed-point iteration so that sampling
+back returns the image. A trained network (*auto*) inverts an image to the textbook's noise-like $x_T$; Wiener to
+the whitened image (the image still visible); the memorising *optimal* to a scaled copy,
+$x_T \approx \sqrt{\bar\alpha_T}\,x_0$.
 
 Uses the **Sample** tab's dataset, schedule and spacing (and its denoiser, if chosen below).
 """

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 SOURCES = ("training image", "upload")
 POINTS_SHOWN = 500
 SAMPLE_TABS = "the Sample tab's denoiser"
-AUTO = "auto: the dataset's trained network, else wiener"
+AUTO = "auto (trained network, else wiener)"
 INVERSION_DENOISERS = (AUTO, SAMPLE_TABS, "unet", "wiener", "optimal", "pca_locality")
 REFINE = 5  # fixed-point refinements per inversion step, by default
 MAX_REFINE = 20
@@ -172,11 +172,7 @@ class ForwardTab:
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
                 self.inv_denoiser = gr.Dropdown(list(INVERSION_DENOISERS), value=AUTO,
                                                 label="denoiser for the inversion", elem_id="fw-denoiser",
-                                                info="a trained network: noise-like x_T; wiener: the whitened image; "
-                                                     "optimal: a scaled copy")
-                self.refine = gr.Number(value=REFINE, precision=0, minimum=0, maximum=MAX_REFINE,
-                                        label="fixed-point refinements per step (0 = plain DDIM inversion)",
-                                        elem_id="fw-refine")
+                                                info="network: noise-like x_T · wiener: whitened image · optimal: scaled copy")
                 self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
             with gr.Column(scale=7):
                 self.message = messages.area("fw-message")
@@ -224,7 +220,7 @@ class ForwardTab:
         except ValueError as err:
             raise messages.refuse(str(err)) from None
         picture, info = self.invert_on_device(config, values[self.source], values[self.index], values[self.upload],
-                                              values[self.steps], values[self.inv_denoiser], values[self.refine])
+                                              values[self.steps], values[self.inv_denoiser])
         return {self.inv_picture: picture, self.inv_info: info}
 
     def wire(self, tab: gr.Tab) -> None:
@@ -240,6 +236,6 @@ class ForwardTab:
               show_progress="minimal")
         self.source.change(lambda s: gr.update(visible=s == "upload"), self.source, self.upload, queue=False,
                            show_progress="hidden", api_visibility="private")
-        self.invert_btn.click(messages.to_page(self.invert, self.message), {*picked, self.inv_denoiser, self.steps, self.refine},
+        self.invert_btn.click(messages.to_page(self.invert, self.message), {*picked, self.inv_denoiser, self.steps},
                               [self.inv_picture, self.inv_info, self.message], api_name="invert",
                               api_visibility="undocumented", concurrency_limit=2)
