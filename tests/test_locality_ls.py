@@ -173,11 +173,13 @@ def test_missing_file_and_bad_patch_size(tmp_path, tiny):
 
 
 def _triton_cases():
-    """(data, k) pairs for the Triton kernel: fractional data (hi + lo halves) and 8-bit data (exact fp16 integers
-    255 x), windows narrower than, as tall as, and within one pixel of the image."""
-    smooth = smooth_images(12, (3, 5, 6), seed=4)
+    """(data, k) pairs for the Triton kernel: RGB and gray, fractional data (hi + lo halves) and 8-bit data (exact
+    fp16 integers 255 x), windows narrower than, as tall as, and within one pixel of the image (blocks of more
+    offsets than a group of value columns holds)."""
+    smooth, gray = smooth_images(12, (3, 5, 6), seed=4), smooth_images(12, (1, 7, 6), seed=5)
     eight_bit = torch.round(smooth * 255) / 255
-    return [(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)]
+    return ([(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)] + [(gray, k) for k in (3, 9)]
+            + [(torch.round(gray * 255) / 255, 5)])
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")

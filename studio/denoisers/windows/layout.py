@@ -19,13 +19,12 @@ _BLOCK_BYTES = 64 * 2**20  # images converted at once
 
 @dataclass
 class Training:
-    """The training images as the kernel reads them: fp16 planes (exact integers λ x, or hi + lo halves of x rx),
-    the float64 summed-area table of Σ_c x², and the fp32 images for the averaged pixels."""
+    """The training images as the kernel reads them: fp16 planes (exact integers λ x, or hi + lo halves of x rx)
+    and the float64 summed-area table of Σ_c x²."""
 
     hi: torch.Tensor   # fp16 [N, C, H, W]
     lo: torch.Tensor   # fp16 [N, C, H, W] (a 1-element dummy when exact)
     sat: torch.Tensor  # float64 [N, H+1, W+1]
-    x: torch.Tensor    # fp32 [N, C, H, W] contiguous
     scale: float       # hi (+ lo) = scale · x
     exact: bool
 
@@ -51,7 +50,7 @@ class Training:
                 hi[a:a + step] = part
                 lo[a:a + step] = part - hi[a:a + step].float()
             sat[a:a + step, 1:, 1:] = (x[a:a + step].double() ** 2).sum(1).cumsum(1).cumsum(2)
-        return cls(hi, lo, sat, x, float(scale), exact)
+        return cls(hi, lo, sat, float(scale), exact)
 
 
 def exact_scale(x: torch.Tensor) -> float | None:
