@@ -10,6 +10,8 @@ summed-area table of Σ_c x², the logits in base 2 and a running max per row; t
 the weights (fp16 hi + lo halves) times the keys' value columns: the training pixels at the block's offsets (a
 row's pixel sits at one of up to 4 offsets of its shape) and a column of ones for the denominator. Each row
 keeps its own offset's sums. The slices' partial states are merged on the host (online_softmax.merge_partials).
+A key's image and position come from its index by multiply-high with constants the host made for the shape
+(layout.divisor_magic): a division by a runtime value would cost dozens of instructions per key and thread.
 
 Rows of one shape are ordered by offset, so a block holds one group of value columns' offsets, except where
 windows are as tall or as wide as the image (GROUPED: a pass per group). Launch shape: ELS_TRITON_CONFIG
@@ -58,6 +60,24 @@ def _reference(top):
     2^W_BITS); top itself where fp32 would round top - W_BITS far enough down to overflow fp16 (|top| > 2^24)."""
     ref = top - W_BITS
     return tl.where(top - ref <= W_BITS + 0.5, ref, top)
+
+
+@triton.jit
+def _divide(x, magic, shift):
+    """x // d for 0 <= x < 2^31 with (magic, shift) = layout.divisor_magic(d) as uint32: three integer instructions
+    where a division by a runtime value takes dozens."""
+    twice = (x + x).to(tl.uint32, bitcast=True)
+    return (tl.umulhi(twice, magic) >> shift).to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _key_windows(j, npos, qw, n_magic, n_shift, y_magic, y_shift, H, W, C: tl.constexpr):
+    """[BKEY] x 2: for keys j (image n, position pos = qy·qw + qx), the first pixel of the key window in the fp16
+    planes [N, C, H, W] and its top-left corner in the summed-area table [N, H+1, W+1]; qx = pos - qy·qw is folded in."""
+    n = _divide(j, n_magic, n_shift)
+    pos = j - n * npos
+    qy = _divide(pos, y_magic, y_shift)
+    return n * (C * H * W) + qy * (W - qw) + pos, n * ((H + 1) * (W + 1)) + qy * (W + 1 - qw) + pos
 
 
 @triton.jit
@@ -116,11 +136,15 @@ def _els_kernel(
     npos = tl.load(mb + 15)
     wpad = tl.load(mb + 17)
     dstart = tl.load(mb + 18)
+    n_magic = tl.load(mb + 6).to(tl.uint32, bitcast=True)
+    n_shift = tl.load(mb + 7).to(tl.uint32, bitcast=True)
+    y_magic = tl.load(mb + 8).to(tl.uint32, bitcast=True)
+    y_shift = tl.load(mb + 9).to(tl.uint32, bitcast=True)
     HW = H * W
-    CHW = C * HW
+    s_down = kh * (W + 1)  # the summed-area table's corners below and right of a window's top-left one
     rows = row0 + tl.arange(0, BQ)
     roff = tl.load(roff_ptr + rows)
-    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31
+    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31, as _divide needs
     per = tl.cdiv(tl.cdiv(total, splits), BKEY) * BKEY
     lo = split * per
     hi = tl.minimum(lo + per, total)
@@ -137,11 +161,7 @@ def _els_kernel(
         j = j0 + tl.arange(0, BKEY)
         tail = j >= hi  # [BKEY]: past the slice: |w|² = inf below, logit -inf
         j = tl.minimum(j, hi - 1)  # the tail reads the last key again
-        n = j // npos
-        pos = j - n * npos
-        qy = pos // qw
-        qx = pos - qy * qw
-        base = n * CHW + qy * W + qx  # [BKEY]: the key window's first pixel
+        base, corner = _key_windows(j, npos, qw, n_magic, n_shift, y_magic, y_shift, H, W, C)  # [BKEY] x 2
         acc = tl.zeros((BQ, BKEY), tl.float32)
         if ONE_STEP:
             src = base[None, :] + doff1[:, None]
@@ -164,13 +184,11 @@ def _els_kernel(
                     w_lo = tl.load(klo_ptr + src)
                     acc = tl.dot(a_hi, w_lo, acc)
         # |w|² from the summed-area table [N, H+1, W+1] (float64)
-        sat = sat_ptr + n * ((H + 1) * (W + 1))
-        y0 = qy * (W + 1)
-        y1 = (qy + kh) * (W + 1)
-        s11 = tl.load(sat + y1 + qx + kw, mask=~tail, other=float("inf"))
-        s01 = tl.load(sat + y0 + qx + kw)
-        s10 = tl.load(sat + y1 + qx)
-        s00 = tl.load(sat + y0 + qx)
+        sat = sat_ptr + corner
+        s11 = tl.load(sat + s_down + kw, mask=~tail, other=float("inf"))
+        s01 = tl.load(sat + kw)
+        s10 = tl.load(sat + s_down)
+        s00 = tl.load(sat)
         sq = ((s11 - s01) - (s10 - s00)).to(tl.float32)
         logits = acc * a_scale - (sq * ns)[None, :]
         m_new = tl.maximum(m_run, _reference(tl.max(logits, 1)))
