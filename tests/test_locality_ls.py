@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from studio.denoisers.patch_schedule import PatchSchedule, auto_patch_size, full
 from studio.denoisers.reference import els_ref, els_unfold_fp32, ls_ref, optimal_ref
 from studio.denoisers.windows import torch_scan
 from studio.denoisers.windows.geometry import KeyBanks, shape_groups
-from studio.denoisers.windows.layout import Training, level_layout, pick_blocks
+from studio.denoisers.windows.layout import Training, divisor_magic, level_layout, pick_blocks
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +174,13 @@ def test_missing_file_and_bad_patch_size(tmp_path, tiny):
 
 
 def _triton_cases():
-    """(data, k) pairs for the Triton kernel: fractional data (hi + lo halves) and 8-bit data (exact fp16 integers
-    255 x), windows narrower than, as tall as, and within one pixel of the image."""
-    smooth = smooth_images(12, (3, 5, 6), seed=4)
+    """(data, k) pairs for the Triton kernel: RGB and gray, fractional data (hi + lo halves) and 8-bit data (exact
+    fp16 integers 255 x), windows narrower than, as tall as, and within one pixel of the image (blocks of more
+    offsets than a group of value columns holds)."""
+    smooth, gray = smooth_images(12, (3, 5, 6), seed=4), smooth_images(12, (1, 7, 6), seed=5)
     eight_bit = torch.round(smooth * 255) / 255
-    return [(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)]
+    return ([(smooth, k) for k in (1, 3, 5, 9)] + [(eight_bit, k) for k in (3, 7)] + [(gray, k) for k in (3, 9)]
+            + [(torch.round(gray * 255) / 255, 5)])
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
@@ -201,6 +204,27 @@ def test_els_triton_kernel_interpreted_matches_float64(monkeypatch):
             x = noisy(data, ab, b=3)
             assert rel(triton_scan.els_mean(x, train, k, ab, layouts=layouts), els_ref(x, data, ab, k)) < 1e-5
     assert len(layouts) == 4
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
+def test_els_triton_keys_cross_images_and_slices(monkeypatch):
+    """The kernel's key index (image, position) by multiply-high: shapes with fewer positions than a key block (a
+    block spans several images) and with more (a block spans at most two), key slices ending inside an image and
+    at the last key; 8-bit and fractional data."""
+    pytest.importorskip("triton")
+    from studio.denoisers.windows import triton_scan
+
+    gray = smooth_images(5, (1, 14, 13), seed=7)
+    for k in (3, 9):
+        npos = level_layout(1, 1, 14, 13, k, 16, 16, torch.device("cpu")).meta[:, 15]
+        assert bool((npos > 128).any()) == (k == 3) and bool((npos < 32).any()) == (k == 9)
+    for data in (gray, torch.round(gray * 255) / 255):
+        train = triton_scan.Training.build(data)
+        for cfg in ({}, {"BQ": 16, "BK": 16, "BKEY": 32, "programs_per_sm": 16}):
+            monkeypatch.setattr(triton_scan, "ELS_TRITON_CONFIG", {**triton_scan.ELS_TRITON_CONFIG, **cfg})
+            for k, ab in ((3, 0.2), (9, 0.9)):
+                x = noisy(data, ab, b=1)
+                assert rel(triton_scan.els_mean(x, train, k, ab), els_ref(x, data, ab, k)) < 1e-5
 
 
 @pytest.mark.gpu
@@ -266,6 +290,29 @@ def test_triton_layout_covers_every_row_once(shape, k, B):
     assert not out.isnan().any()
     meta, most = lay.meta_for(50, 40, 128)
     assert int(meta[:, 5].min()) >= 1 and most == int(meta[:, 5].max())
+
+
+def test_divisor_magic_divides_every_31_bit_index():
+    """x // d == umulhi(2x, m) >> s at the edges of the proof's range: d of every size, x at multiples of d and
+    around them, near 2^31, and random pairs; the magic needs d < 2^31."""
+    ds = [1, 2, 3, 5, 6, 7, 12, 30, 100, 132, 641, 1023, 1024, 1025, 4095, 65537, 2**20 + 1, 10**9, 2**30,
+          2**30 + 1, 2**31 - 1]
+    top = 2**31 - 1
+    for d in ds:
+        m, s = divisor_magic(d)
+        assert -(2**31) <= m < 2**31 and 0 <= s <= 31
+        mu = m % 2**32
+        xs = {0, 1, d - 1, d, d + 1, top, top - 1, top - top % d, top - top % d - 1}
+        xs |= {q * d + r for q in (1, 2, 3, top // d - 1, top // d) for r in (-1, 0, 1, d - 1)}
+        for x in sorted(v for v in xs if 0 <= v <= top):
+            assert ((2 * x * mu) >> 32) >> s == x // d, (d, x)
+    rng = random.Random(0)
+    for d, x in ((rng.randrange(1, 2**rng.randrange(1, 32)), rng.randrange(2**31)) for _ in range(5000)):
+        m, s = divisor_magic(d)
+        assert ((2 * x * (m % 2**32)) >> 32) >> s == x // d, (d, x)
+    for bad in (0, 2**31):
+        with pytest.raises(ValueError, match="2\\^31"):
+            divisor_magic(bad)
 
 
 def test_training_planes_are_exact_for_8_bit_data():

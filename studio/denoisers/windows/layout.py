@@ -19,13 +19,12 @@ _BLOCK_BYTES = 64 * 2**20  # images converted at once
 
 @dataclass
 class Training:
-    """The training images as the kernel reads them: fp16 planes (exact integers λ x, or hi + lo halves of x rx),
-    the float64 summed-area table of Σ_c x², and the fp32 images for the averaged pixels."""
+    """The training images as the kernel reads them: fp16 planes (exact integers λ x, or hi + lo halves of x rx)
+    and the float64 summed-area table of Σ_c x²."""
 
     hi: torch.Tensor   # fp16 [N, C, H, W]
     lo: torch.Tensor   # fp16 [N, C, H, W] (a 1-element dummy when exact)
     sat: torch.Tensor  # float64 [N, H+1, W+1]
-    x: torch.Tensor    # fp32 [N, C, H, W] contiguous
     scale: float       # hi (+ lo) = scale · x
     exact: bool
 
@@ -51,7 +50,7 @@ class Training:
                 hi[a:a + step] = part
                 lo[a:a + step] = part - hi[a:a + step].float()
             sat[a:a + step, 1:, 1:] = (x[a:a + step].double() ** 2).sum(1).cumsum(1).cumsum(2)
-        return cls(hi, lo, sat, x, float(scale), exact)
+        return cls(hi, lo, sat, float(scale), exact)
 
 
 def exact_scale(x: torch.Tensor) -> float | None:
@@ -74,8 +73,9 @@ def pow2_scale(top: float) -> float:
 @dataclass
 class LevelLayout:
     """The blocks of one (H, W, k, batch, BQ): per block META int32 fields (0 shape, 1 first row, 2 rows,
-    3 distinct offsets, 4 where they start in `offs`, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width,
-    17 padded width, 18 start of the shape's coordinate offsets in `doff`); per row the index of its offset
+    3 distinct offsets, 4 where they start in `offs`, 6-7 and 8-9 `divisor_magic` of the positions and of the
+    positions per row, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width, 17 padded width, 18 start of the
+    shape's coordinate offsets in `doff`); per row the index of its offset
     among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
     dx; the padding repeats 0, which zero query columns cancel); and the gathers that build the query rows from
     the batch and put the rows' results back (flat indices into [B, C, H, W])."""
@@ -146,8 +146,9 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
         for r0 in range(0, B * g.pixels, BQ):
             rows_off = sorted_off[r0:r0 + BQ]
             present = sorted(set(rows_off.tolist()))
-            meta.append([s, row + r0, len(rows_off), len(present), len(offs)] + [0] * 7
-                        + [g.kh, g.kw, W - g.kw + 1, g.positions(H, W), width, wpad, dpos, 0])
+            meta.append([s, row + r0, len(rows_off), len(present), len(offs), 0,
+                         *divisor_magic(g.positions(H, W)), *divisor_magic(W - g.kw + 1), 0, 0,
+                         g.kh, g.kw, W - g.kw + 1, g.positions(H, W), width, wpad, dpos, 0])
             offs += [g.offsets[o] for o in present]
             work.append(g.positions(H, W) * BQ * (2 * wpad + pair_cost))
             local = torch.tensor([present.index(o) for o in rows_off.tolist()] + [-1] * (BQ - len(rows_off)))
@@ -164,6 +165,21 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
                        torch.cat(doff).to(device, torch.int32), torch.cat(rowbase).to(device),
                        torch.cat(rshape).to(device), torch.cat(rvalid).to(device), dtab.to(device),
                        dest_all.to(device), row, WP, torch.tensor(work, dtype=torch.float64), {})
+
+
+def divisor_magic(d: int) -> tuple[int, int]:
+    """(m, s) with x // d == umulhi(2x, m) >> s (unsigned 32-bit) for every 0 <= x < 2^31, m as int32 bits: the
+    kernel divides each key's index by the positions per image and per row in three integer instructions.
+
+    s = ceil(log2 d) and m = ceil(2^(31+s) / d), so m d = 2^(31+s) + e with 0 <= e < d <= 2^s. For x = q d + r
+    (0 <= r < d), x m / 2^(31+s) = q + (r + x e / 2^(31+s)) / d, and x e < 2^31 2^s: the fraction stays under
+    (r + 1) / d <= 1, so the floor is q. m < 2^32: m = 2^31 when d = 2^s, else d >= 2^(s-1) + 1 and
+    2^(31+s) / d <= 2^32 - 1; 2x < 2^32 and s <= 31 fit unsigned 32-bit too."""
+    if not 1 <= d < 2**31:
+        raise ValueError(f"denoiser.els: the Triton kernel divides by {d:,} window positions; it needs 1 to 2^31 - 1")
+    s = (d - 1).bit_length()
+    m = -(-(1 << (31 + s)) // d)
+    return m - (m >> 31 << 32), s
 
 
 def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float) -> tuple[int, int]:

@@ -6,11 +6,15 @@ A program takes a block of BQ query rows of one window shape and a slice of that
 of BKEY keys: the cross terms <q, w> on the tensor cores (fp16 operands, fp32 accumulation: the query as hi +
 lo halves, the training pixels exact in fp16 when they are integers over a common scale λ, as 8-bit images are
 (255 x) -- else as hi + lo halves too, a third product), the squared norm |w|² of each key from a float64
-summed-area table of Σ_c x², the logits in base 2, then a running max, denominator and numerators (the training
-pixel at the offset of the row's pixel, up to 4 offsets per shape) per row. The slices' partial states are
-merged on the host (online_softmax.merge_partials).
+summed-area table of Σ_c x², the logits in base 2 and a running max per row; then, on the tensor cores again,
+the weights (fp16 hi + lo halves) times the keys' value columns: the training pixels at the block's offsets (a
+row's pixel sits at one of up to 4 offsets of its shape) and a column of ones for the denominator. Each row
+keeps its own offset's sums. The slices' partial states are merged on the host (online_softmax.merge_partials).
+A key's image and position come from its index by multiply-high with constants the host made for the shape
+(layout.divisor_magic): a division by a runtime value would cost dozens of instructions per key and thread.
 
-Rows of one shape are ordered by offset, so most blocks hold one offset. Launch shape: ELS_TRITON_CONFIG
+Rows of one shape are ordered by offset, so a block holds one group of value columns' offsets, except where
+windows are as tall or as wide as the image (GROUPED: a pass per group). Launch shape: ELS_TRITON_CONFIG
 (tuned for H100/H200; STUDIO_ELS_TRITON_CONFIG, JSON, overrides entries). Checked at small sizes with
 TRITON_INTERPRET=1 on the CPU (tests/test_locality_ls.py) and on CUDA against the float64 reference.
 """
@@ -32,24 +36,93 @@ from studio.denoisers.windows.torch_scan import logit_scales
 # BQ: query rows per program (None: the cheapest of 16/32/64/128 for the level's shapes); BKEY: keys per step;
 # BK: window coordinates per product step (None: the cheapest of 16/32/64); programs_per_sm: the key axis of each
 # block is split so that the level makes about this many programs per SM, heavier blocks in more slices;
-# pair_cost: the exponential and the sums of one (query, key) pair, in tensor-core multiply-adds (H100: 16
-# exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps, stages. Swept on an H200 (3x32x32, N=10,000, batch 8, 10
-# levels): 4 warps 412 ms/step against 449 for 8 warps on tiles over 64 x 128 (the level at t=99: 221 ms against
-# 602); 12 programs per SM 400 against 413 for 6; BKEY 64 or 256, 3 or 4 stages, pair_cost 100 were no better.
+# pair_cost: the exponential and the CUDA-core work around it of one (query, key) pair, in tensor-core
+# multiply-adds (H100: 16 exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps, stages. Swept on an H200 (3x32x32,
+# N=10,000, batch 8, 10 levels) while the numerators were CUDA-core sums: 4 warps 412 ms/step against 449 for 8
+# warps on tiles over 64 x 128 (the level at t=99: 221 ms against 602); 12 programs per SM 400 against 413 for 6;
+# BKEY 64 or 256, 3 or 4 stages, pair_cost 100 were no better.
 ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 12, "pair_cost": 280, "warps": 4,
                      "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 LN2 = math.log(2.0)
+# The weights p = 2^(logit - reference) reach 2^15 (fp16's largest power of two under 65504) and go to the tensor
+# cores as fp16 hi + lo halves, off by at most 2^-22 p + 2^-25 (half a step of fp16's subnormals), i.e. 2^-40 of the
+# row's largest weight besides the relative 2^-22. The numerator and the denominator see the same weights, so the
+# mean moves by at most Σ|error| / Σ p times the values' range: over the 7.8M keys of a 3x32x32 level of 10,000
+# images at k=5, 2^-17 (7.5e-6) if every error had one sign, ~2^-29 for errors of either sign (Σ p >= 1 in units
+# of the largest weight), against the tests' 1e-5; the dropped lo x lo products are 2^-22 of each term.
+W_BITS = tl.constexpr(15)
+
+
+@triton.jit
+def _reference(top):
+    """[BQ]: the rows' exponent reference, top - W_BITS for the block's largest logits top (the weights reach
+    2^W_BITS); top itself where fp32 would round top - W_BITS far enough down to overflow fp16 (|top| > 2^24)."""
+    ref = top - W_BITS
+    return tl.where(top - ref <= W_BITS + 0.5, ref, top)
+
+
+@triton.jit
+def _divide(x, magic, shift):
+    """x // d for 0 <= x < 2^31 with (magic, shift) = layout.divisor_magic(d) as uint32: three integer instructions
+    where a division by a runtime value takes dozens."""
+    twice = (x + x).to(tl.uint32, bitcast=True)
+    return (tl.umulhi(twice, magic) >> shift).to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _key_windows(j, npos, qw, n_magic, n_shift, y_magic, y_shift, H, W, C: tl.constexpr):
+    """[BKEY] x 2: for keys j (image n, position pos = qy·qw + qx), the first pixel of the key window in the fp16
+    planes [N, C, H, W] and its top-left corner in the summed-area table [N, H+1, W+1]; qx = pos - qy·qw is folded in."""
+    n = _divide(j, n_magic, n_shift)
+    pos = j - n * npos
+    qy = _divide(pos, y_magic, y_shift)
+    return n * (C * H * W) + qy * (W - qw) + pos, n * ((H + 1) * (W + 1)) + qy * (W + 1 - qw) + pos
+
+
+@triton.jit
+def _value_columns(offs_ptr, first, count, HW, W, C: tl.constexpr, CP: tl.constexpr, NV: tl.constexpr):
+    """[NV]: where value column o·CP + c reads (the pixel at the block's offset first + o, channel c < C) relative to
+    a key window's first pixel, whether it reads, and what it holds otherwise (1 at c = C: the denominator)."""
+    col = tl.arange(0, NV)
+    o = col // CP
+    c = col % CP
+    real = (o < count) & (c < C)
+    at = offs_ptr + 2 * (first + o)
+    up = tl.load(at, mask=real, other=0)
+    left = tl.load(at + 1, mask=real, other=0)
+    return c * HW + up * W + left, real, (c == C).to(tl.float16)
+
+
+@triton.jit
+def _fp16_halves(v):
+    """v as fp16 hi + lo (22 significant bits), for products on the tensor cores."""
+    hi = v.to(tl.float16)
+    return hi, (v - hi.to(tl.float32)).to(tl.float16)
+
+
+@triton.jit
+def _value_sums(p_hi, p_lo, khi_ptr, klo_ptr, base, vcol, vreal, vother, EXACT: tl.constexpr):
+    """[BQ, NV]: Σ_key p · V over one key block, V [BKEY, NV] the keys' value columns as the fp16 planes hold them."""
+    # A fresh accumulator per block (the caller adds it in fp32) and the small products first: the tensor cores'
+    # fp32 sums may truncate, a bias of ~2^-23 over one block's few steps, which thousands of blocks would add up.
+    at = base[:, None] + vcol[None, :]  # [BKEY, NV]
+    v_hi = tl.load(khi_ptr + at, mask=vreal[None, :], other=vother[None, :])
+    part = tl.dot(p_lo, v_hi)  # [BQ, NV]
+    if not EXACT:
+        part = tl.dot(p_hi, tl.load(klo_ptr + at, mask=vreal[None, :], other=0.0), part)
+    return tl.dot(p_hi, v_hi, part)
 
 
 @triton.jit
 def _els_kernel(
-    qhi_ptr, qlo_ptr, meta_ptr, roff_ptr, offs_ptr, khi_ptr, klo_ptr, sat_ptr, x_ptr, doff_ptr,
+    qhi_ptr, qlo_ptr, meta_ptr, roff_ptr, offs_ptr, khi_ptr, klo_ptr, sat_ptr, doff_ptr,
     m_ptr, den_ptr, num_ptr,
-    N, H, W, R_PAD, WP, a_scale, ns,
-    C: tl.constexpr, CP: tl.constexpr, BQ: tl.constexpr, BKEY: tl.constexpr, BK: tl.constexpr,
-    EXACT: tl.constexpr, ONE_STEP: tl.constexpr,
+    N, H, W, R_PAD, WP, a_scale, ns, v_scale,
+    C: tl.constexpr, CP: tl.constexpr, NV: tl.constexpr, BQ: tl.constexpr, BKEY: tl.constexpr, BK: tl.constexpr,
+    EXACT: tl.constexpr, ONE_STEP: tl.constexpr, GROUPED: tl.constexpr,
 ):
+    NOFF: tl.constexpr = NV // CP  # offsets per group of value columns
     blk = tl.program_id(0)
     split = tl.program_id(1)
     mb = meta_ptr + blk * 20
@@ -63,19 +136,22 @@ def _els_kernel(
     npos = tl.load(mb + 15)
     wpad = tl.load(mb + 17)
     dstart = tl.load(mb + 18)
+    n_magic = tl.load(mb + 6).to(tl.uint32, bitcast=True)
+    n_shift = tl.load(mb + 7).to(tl.uint32, bitcast=True)
+    y_magic = tl.load(mb + 8).to(tl.uint32, bitcast=True)
+    y_shift = tl.load(mb + 9).to(tl.uint32, bitcast=True)
     HW = H * W
-    CHW = C * HW
+    s_down = kh * (W + 1)  # the summed-area table's corners below and right of a window's top-left one
     rows = row0 + tl.arange(0, BQ)
     roff = tl.load(roff_ptr + rows)
-    cols = tl.arange(0, CP)
-    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31
+    total = N * npos  # int32: the host checks that keys and pixels stay under 2^31, as _divide needs
     per = tl.cdiv(tl.cdiv(total, splits), BKEY) * BKEY
     lo = split * per
     hi = tl.minimum(lo + per, total)
     m_run = tl.full((BQ,), float("-inf"), tl.float32)
-    den = tl.zeros((BQ,), tl.float32)
-    num = tl.zeros((BQ, CP), tl.float32)
+    num = tl.zeros((BQ, NV), tl.float32)
     kk = tl.arange(0, BK)
+    vcol, vreal, vother = _value_columns(offs_ptr, ostart, n_off, HW, W, C, CP, NV)  # [NV]: the block's offsets
     if ONE_STEP:  # every window fits one product step: the query operands and offsets stay in registers
         q_at = rows[:, None] * WP + kk[None, :]
         a_hi1 = tl.load(qhi_ptr + q_at)
@@ -83,13 +159,9 @@ def _els_kernel(
         doff1 = tl.load(doff_ptr + dstart + kk)
     for j0 in range(lo, hi, BKEY):
         j = j0 + tl.arange(0, BKEY)
-        jmask = j < hi
-        j = tl.minimum(j, hi - 1)  # the tail reads the last key again; its logits are masked below
-        n = j // npos
-        pos = j - n * npos
-        qy = pos // qw
-        qx = pos - qy * qw
-        base = n * CHW + qy * W + qx  # [BKEY]: the key window's first pixel
+        tail = j >= hi  # [BKEY]: past the slice: |w|² = inf below, logit -inf
+        j = tl.minimum(j, hi - 1)  # the tail reads the last key again
+        base, corner = _key_windows(j, npos, qw, n_magic, n_shift, y_magic, y_shift, H, W, C)  # [BKEY] x 2
         acc = tl.zeros((BQ, BKEY), tl.float32)
         if ONE_STEP:
             src = base[None, :] + doff1[:, None]
@@ -112,34 +184,35 @@ def _els_kernel(
                     w_lo = tl.load(klo_ptr + src)
                     acc = tl.dot(a_hi, w_lo, acc)
         # |w|² from the summed-area table [N, H+1, W+1] (float64)
-        sat = sat_ptr + n * ((H + 1) * (W + 1))
-        y0 = qy * (W + 1)
-        y1 = (qy + kh) * (W + 1)
-        s11 = tl.load(sat + y1 + qx + kw)
-        s01 = tl.load(sat + y0 + qx + kw)
-        s10 = tl.load(sat + y1 + qx)
-        s00 = tl.load(sat + y0 + qx)
+        sat = sat_ptr + corner
+        s11 = tl.load(sat + s_down + kw, mask=~tail, other=float("inf"))
+        s01 = tl.load(sat + kw)
+        s10 = tl.load(sat + s_down)
+        s00 = tl.load(sat)
         sq = ((s11 - s01) - (s10 - s00)).to(tl.float32)
         logits = acc * a_scale - (sq * ns)[None, :]
-        logits = tl.where(jmask[None, :], logits, float("-inf"))
-        m_new = tl.maximum(m_run, tl.max(logits, 1))
+        m_new = tl.maximum(m_run, _reference(tl.max(logits, 1)))
         alpha = tl.exp2(m_run - m_new)
-        p = tl.exp2(logits - m_new[:, None])
-        den = den * alpha + tl.sum(p, 1)
-        num = num * alpha[:, None]
-        for o in range(0, n_off):
-            up = tl.load(offs_ptr + 2 * (ostart + o))
-            left = tl.load(offs_ptr + 2 * (ostart + o) + 1)
-            mine = roff == o
-            for c in tl.static_range(C):
-                v = tl.load(x_ptr + base + c * HW + up * W + left)  # [BKEY] fp32
-                part = tl.sum(p * v[None, :], 1)
-                num += tl.where(mine[:, None] & (cols == c)[None, :], part[:, None], 0.0)
+        p = tl.exp2(logits - m_new[:, None])  # [BQ, BKEY]: the weights, up to 2^W_BITS
+        p_hi, p_lo = _fp16_halves(p)
+        if GROUPED:  # more offsets than NOFF: each group of rows gets its offsets' columns
+            part = tl.zeros((BQ, NV), tl.float32)
+            for g0 in range(0, n_off, NOFF):
+                mine = (roff // NOFF == g0 // NOFF)[:, None]
+                gcol, greal, gother = _value_columns(offs_ptr, ostart + g0, n_off - g0, HW, W, C, CP, NV)
+                part += _value_sums(tl.where(mine, p_hi, 0.0), tl.where(mine, p_lo, 0.0), khi_ptr, klo_ptr, base,
+                                    gcol, greal, gother, EXACT)
+        else:
+            part = _value_sums(p_hi, p_lo, khi_ptr, klo_ptr, base, vcol, vreal, vother, EXACT)
+        num = num * alpha[:, None] + part
         m_run = m_new
     at = split * R_PAD + rows
     tl.store(m_ptr + at, m_run)
-    tl.store(den_ptr + at, den)
-    tl.store(num_ptr + at[:, None] * CP + cols[None, :], num)
+    own = (tl.arange(0, NV) // CP)[None, :] == (roff % NOFF)[:, None]  # [BQ, NV]: the row's offset's columns
+    sums = tl.sum(tl.reshape(tl.where(own, num, 0.0), (BQ, NOFF, CP)), 1)  # [BQ, CP]: C values, the denominator
+    cols = tl.arange(0, CP)
+    tl.store(den_ptr + at, tl.sum(tl.where((cols == C)[None, :], sums, 0.0), 1))
+    tl.store(num_ptr + at[:, None] * CP + cols[None, :], sums / v_scale)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -164,25 +237,26 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
             layouts[key] = found
     BQ, BK, layout = found
     qs, ns = logit_scales(ab, temperature)
-    if max(train.x.numel(), train.sat.numel()) >= 2**31:
-        raise ValueError(f"denoiser.els: {train.x.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
+    if max(train.hi.numel(), train.sat.numel()) >= 2**31:
+        raise ValueError(f"denoiser.els: {train.hi.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
                          "Triton kernel's 32-bit indices; use kernel=torch")
     q = layout.queries(x.float())
     ry = pow2_scale(float(q.abs().max()))
     q_hi = (q * ry).half()
     q_lo = (q * ry - q_hi.float()).half()
-    N = train.x.shape[0]
+    N = train.hi.shape[0]
     meta, splits = layout.meta_for(N, cfg["programs_per_sm"] * _sm_count(x.device), BKEY)
     n_blocks = meta.shape[0]
-    CP = max(2, triton.next_power_of_2(C))
+    CP = triton.next_power_of_2(C + 1)  # the C values and the denominator
+    NV = max(16, 4 * CP)  # value columns: 4 offsets (tl.dot wants >= 16)
     m = torch.empty(splits, layout.R_pad, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
     _els_kernel[(n_blocks, splits)](
-        q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, train.x, layout.doff,
-        m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns,
-        C=C, CP=CP, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK, num_warps=cfg["warps"],
-        num_stages=cfg["stages"],
+        q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
+        m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale,
+        C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
+        GROUPED=int(layout.meta[:, 3].max()) > NV // CP, num_warps=cfg["warps"], num_stages=cfg["stages"],
     )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
     out = torch.empty(x.shape, device=x.device)
