@@ -33,6 +33,9 @@ def test_the_page_config_is_at_least_halved(tmp_path):
     with app_process(tmp_path / "cache", tmp_path / "outputs", "--no-warm-up") as app:
         app.wait_for("server listening")  # a new process: component ids (and so the config) as a visitor gets them
         answer = httpx.get(f"{app.url}config", timeout=30)
+        theme = httpx.get(f"{app.url}theme.css", timeout=30)
+    assert theme.status_code == 200 and "--font:" in theme.text
+    assert "woff" not in theme.text  # the visitor's own fonts: no font files for the first screen to wait on
     assert len(answer.content) < MAX_CONFIG_KB * 1000, f"page config {len(answer.content) / 1000:.1f} KB"
     assert len(answer.json()["components"]) <= MAX_COMPONENTS
 

@@ -171,7 +171,10 @@ def launch_options() -> dict[str, Any]:
     """Theme, stylesheet, player script and file access for `demo.launch`."""
     from studio.serving.launch import launch_limits
 
-    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate")
+    # the visitor's own fonts: the theme's web fonts are files the first screen waits for (browser phase of start-up,
+    # 6 interleaved runs each: median 1.16 s against 1.42 s with them)
+    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", neutral_hue="slate",
+                           font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     root = outputs_root()
     root.mkdir(parents=True, exist_ok=True)
     head, script = player_script()
