@@ -7,9 +7,10 @@ is c - 128 (two's complement), so no conversion is spent on them. Two kernels:
   fixed-point integer relative to its largest coordinate and split into four signed base-128 digits (int8);
   int8 x int8 products summed in int32 are exact (|digit| <= 64, |c - 128| <= 128, D <= 2^18 terms), and the
   digits are recombined exactly in int64 in the kernel, which writes the [B, N] float64 dots (the host's
-  strided passes over [N, 4 BB] int32 had cost 2 ms a step at ImageNet size). The logits are then exact for the rounded query, whose
-  rounding (2^-28 of the row's largest coordinate) is below float32's own for the coordinates that matter:
-  more accurate than an fp32 GEMM, whose rounding grows with D and is amplified by 1/(1-ā).
+  strided passes over [N, 4 BB] int32 had cost 2 ms a step at ImageNet size). The logits are then exact for the
+  rounded query, whose rounding (2^-28 of the row's largest coordinate) is below float32's own for the
+  coordinates that matter: more accurate than an fp32 GEMM, whose rounding grows with D and is amplified by
+  1/(1-ā).
 - weighted_code_sums: Σ_i w_bi (c_i - 128) for softmax weights w, a split-K product over the points merged on
   the host. The weights span many decades, so they go in as fp16 hi + lo halves (22 significant bits, scaled
   by 2^15: fp16's normal range then reaches down to weights of 2^-29) against c - 128 in fp16 (exact:

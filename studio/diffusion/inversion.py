@@ -16,6 +16,7 @@ the iteration's convergence, whatever the step count.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -52,26 +53,26 @@ def fixed_point(g: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iter
     """g(y) at the approximate fixed point y = g(y) reached from y = x in at most `iterations` more calls of g
     (Anderson mixing of the last MEMORY iterates per sample, history dropped when a mixed step does not shrink the
     residual; stops once |g(y) - y| <= tol |g(y)|)."""
-    y, gy = x, g(x)
-    residual = (gy - y).flatten(1).double()  # [B, D]
+    gy = g(x)
+    residual = (gy - x).flatten(1).double()  # [B, D]
     d_res: list[torch.Tensor] = []
     d_g: list[torch.Tensor] = []
     for _ in range(iterations):
         size = float(residual.norm())
         if size <= tol * float(gy.norm()):
             break
-        y_next = gy
+        y = gy
         if d_res:
             F = torch.stack(d_res, 2)  # [B, D, m]
             gram = F.transpose(1, 2) @ F  # [B, m, m]
             ridge = 1e-12 * gram.diagonal(dim1=1, dim2=2).sum(1)[:, None, None] + 1e-300
             eye = torch.eye(len(d_res), dtype=F.dtype, device=F.device)
             gamma = torch.linalg.solve(gram + ridge * eye, F.transpose(1, 2) @ residual[..., None])  # [B, m, 1]
-            mixed = gy.flatten(1).double() - (torch.stack(d_g, 2) @ gamma)[..., 0]
+            mixed = gy.flatten(1).double() - (torch.stack(d_g, 2) @ gamma)[..., 0]  # [B, D]
             if bool(torch.isfinite(mixed).all()):
-                y_next = mixed.to(gy.dtype).reshape(gy.shape)
-        g_next = g(y_next)
-        r_next = (g_next - y_next).flatten(1).double()
+                y = mixed.to(gy.dtype).reshape(gy.shape)
+        g_next = g(y)
+        r_next = (g_next - y).flatten(1).double()
         if float(r_next.norm()) > size:  # the mixing did not help: start again from the plain iterate
             d_res.clear()
             d_g.clear()
@@ -79,8 +80,13 @@ def fixed_point(g: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iter
             d_res.append(r_next - residual)
             d_g.append((g_next - gy).flatten(1).double())
             del d_res[:-MEMORY], d_g[:-MEMORY]
-        y, gy, residual = y_next, g_next, r_next
+        gy, residual = g_next, r_next
     return gy
+
+
+def _climb(denoiser: Denoiser, x: torch.Tensor, t: int, ab: float, ab_next: float, y: torch.Tensor) -> torch.Tensor:
+    """The DDIM move from x at ā up to ā' with ε̂ taken at y, a guess of where the move lands (level t)."""
+    return ddim_move(x, _eps(denoiser, y, t, ab_next), ab, ab_next)
 
 
 def ddim_invert(denoiser: Denoiser, x0: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor,
@@ -89,10 +95,7 @@ def ddim_invert(denoiser: Denoiser, x0: torch.Tensor, schedule: Schedule, timest
     step then refined by up to `refine` fixed-point iterations (fewer once a step's residual is < tol relative)."""
     x, ab = x0, 1.0
     for t, ab_next in reversed(_levels(schedule, timesteps)):
-        def up(y: torch.Tensor, x: torch.Tensor = x, t: int = t, ab: float = ab, ab_next: float = ab_next) -> torch.Tensor:
-            return ddim_move(x, _eps(denoiser, y, t, ab_next), ab, ab_next)
-
-        x, ab = fixed_point(up, x, refine, tol), ab_next
+        x, ab = fixed_point(functools.partial(_climb, denoiser, x, t, ab, ab_next), x, refine, tol), ab_next
     return x
 
 

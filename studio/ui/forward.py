@@ -172,7 +172,8 @@ class ForwardTab:
                 self.steps = gr.Number(value=50, precision=0, label="inversion steps K", elem_id="fw-steps")
                 self.inv_denoiser = gr.Dropdown(list(INVERSION_DENOISERS), value=AUTO,
                                                 label="denoiser for the inversion", elem_id="fw-denoiser",
-                                                info="network: noise-like x_T · wiener: whitened image · optimal: scaled copy")
+                                                info="network: noise-like x_T · wiener: whitened image · "
+                                                     "optimal: scaled copy")
                 self.invert_btn = gr.Button("Invert to x_T and reconstruct", variant="primary", elem_id="fw-invert")
             with gr.Column(scale=7):
                 self.message = messages.area("fw-message")

@@ -73,7 +73,8 @@ def _divide(x, magic, shift):
 @triton.jit
 def _key_windows(j, npos, qw, n_magic, n_shift, y_magic, y_shift, H, W, C: tl.constexpr):
     """[BKEY] x 2: for keys j (image n, position pos = qy·qw + qx), the first pixel of the key window in the fp16
-    planes [N, C, H, W] and its top-left corner in the summed-area table [N, H+1, W+1]; qx = pos - qy·qw is folded in."""
+    planes [N, C, H, W] and its top-left corner in the summed-area table [N, H+1, W+1]; qx = pos - qy·qw is folded
+    in."""
     n = _divide(j, n_magic, n_shift)
     pos = j - n * npos
     qy = _divide(pos, y_magic, y_shift)
