@@ -256,16 +256,18 @@ def test_els_triton_at_a_larger_size_matches_float64():
 @pytest.mark.parametrize("shape, k, B", [((3, 5, 6), 3, 2), ((1, 8, 8), 5, 3), ((2, 5, 6), 9, 4), ((3, 12, 10), 7, 19)])
 def test_triton_layout_covers_every_row_once(shape, k, B):
     """The kernel's block layout (built without Triton): each (shape, offset) block lists the offsets its rows use,
-    every query row sits in exactly one block, and the key slices add up to about the programs asked for."""
+    every query row sits in exactly one block of its shape's size, and each launch's key slices add up to about the
+    programs asked for."""
     C, H, W = shape
-    BQ, BK = pick_blocks(B, C, H, W, k, 280.0)
-    lay = level_layout(B, C, H, W, k, BQ, BK, torch.device("cpu"), 280.0)
+    BQ, BK = pick_blocks(B, C, H, W, k, 280.0, 200.0)
+    lay = level_layout(B, C, H, W, k, BQ, BK, torch.device("cpu"), 280.0, 200.0)
     groups = shape_groups(H, W, k)
     seen = torch.zeros(lay.R_pad, dtype=torch.long)
     for blk in lay.meta.tolist():
         s, row0, rows, n_off, ostart = blk[:5]
         g = groups[s]
-        assert 1 <= rows <= BQ and (blk[12], blk[13]) == (g.kh, g.kw) and blk[17] % BK == 0 and blk[17] >= blk[16]
+        assert 1 <= rows <= BQ[s] == blk[10] and (blk[12], blk[13]) == (g.kh, g.kw)
+        assert blk[17] % BK == 0 and blk[17] >= blk[16]
         offs = [tuple(o) for o in lay.offs[ostart:ostart + n_off].tolist()]
         for r in range(row0, row0 + rows):
             local = int(lay.roff[r])
@@ -288,8 +290,24 @@ def test_triton_layout_covers_every_row_once(shape, k, B):
                 want = x[b, :, y:y + g.kh, xx:xx + g.kw].reshape(-1)
                 assert torch.equal(q[r, :want.numel()], want) and not q[r, want.numel():].any()
     assert not out.isnan().any()
-    meta, most = lay.meta_for(50, 40, 128)
-    assert int(meta[:, 5].min()) >= 1 and most == int(meta[:, 5].max())
+    launches, most = lay.meta_for(50, 40, 32)
+    assert sorted(bq for bq, _ in launches) == sorted(set(BQ))
+    assert sum(len(meta) for _, meta in launches) == len(lay.meta)
+    for bq, meta in launches:
+        assert bool((meta[:, 10] == bq).all()) and 1 <= int(meta[:, 5].min()) and int(meta[:, 5].max()) <= most
+        fair = torch.minimum(torch.full((len(meta),), 40.0), (50 * meta[:, 15].double() / 32).ceil()).sum()
+        assert int(meta[:, 5].sum()) <= max(1.5 * fair, len(meta))
+
+
+def test_triton_block_sizes_follow_the_shapes_rows():
+    """Per shape, the block that costs least: the interior shape of a 32 x 32 level (2,592 rows) in blocks of 128,
+    the corner shape (4 pixels: 32 rows) in small ones; with no gather cost, large blocks gain nothing."""
+    groups = shape_groups(32, 32, 15)
+    BQ, _ = pick_blocks(8, 3, 32, 32, 15, 280.0, 200.0)
+    interior = max(range(len(groups)), key=lambda s: groups[s].pixels)
+    corner = min(range(len(groups)), key=lambda s: groups[s].pixels)
+    assert BQ[interior] == 128 and BQ[corner] <= 32 and groups[corner].pixels == 4
+    assert set(pick_blocks(8, 3, 32, 32, 15, 280.0, 0.0)[0]) == {16}
 
 
 def test_divisor_magic_divides_every_31_bit_index():

@@ -72,10 +72,10 @@ def pow2_scale(top: float) -> float:
 
 @dataclass
 class LevelLayout:
-    """The blocks of one (H, W, k, batch, BQ): per block META int32 fields (0 shape, 1 first row, 2 rows,
+    """The blocks of one (H, W, k, batch, block sizes): per block META int32 fields (0 shape, 1 first row, 2 rows,
     3 distinct offsets, 4 where they start in `offs`, 6-7 and 8-9 `divisor_magic` of the positions and of the
-    positions per row, 12 kh, 13 kw, 14 positions per row, 15 positions, 16 width, 17 padded width, 18 start of the
-    shape's coordinate offsets in `doff`); per row the index of its offset
+    positions per row, 10 the block's rows BQ (a launch per BQ), 12 kh, 13 kw, 14 positions per row, 15 positions,
+    16 width, 17 padded width, 18 start of the shape's coordinate offsets in `doff`); per row the index of its offset
     among its block's; the blocks' (up, left) offsets; the window coordinate offsets per shape (c·H·W + dy·W +
     dx; the padding repeats 0, which zero query columns cancel); and the gathers that build the query rows from
     the batch and put the rows' results back (flat indices into [B, C, H, W])."""
@@ -107,25 +107,32 @@ class LevelLayout:
         C = self.dest.shape[1]
         out.view(-1)[self.dest] = rows[self.rvalid][:, :C]
 
-    def meta_for(self, N: int, programs: int, BKEY: int) -> tuple[torch.Tensor, int]:
-        """The meta with each block's number of key slices (about `programs` in all, in proportion to the blocks'
-        work, at least one and at most one per BKEY keys), and the largest number of slices."""
+    def meta_for(self, N: int, programs: int, BKEY: int) -> tuple[list[tuple[int, torch.Tensor]], int]:
+        """Per block size BQ (one launch each), the meta of its blocks with each block's number of key slices (about
+        `programs` per launch, in proportion to the blocks' work, at least one and at most one per BKEY keys); and
+        the largest number of slices."""
         if (N, programs) not in self.device_meta:
-            meta = self.meta.clone()
-            share = self.work * N / (self.work.sum() * N / programs)
-            most = (N * meta[:, 15].double() / BKEY).ceil()
-            meta[:, 5] = torch.minimum(share.round().clamp_min(1), most).to(torch.int32)
-            self.device_meta[(N, programs)] = (meta.to(self.roff.device), int(meta[:, 5].max()))
+            launches = []
+            for bq in sorted(set(self.meta[:, 10].tolist())):
+                mine = self.meta[:, 10] == bq
+                meta, work = self.meta[mine].clone(), self.work[mine]
+                most = (N * meta[:, 15].double() / BKEY).ceil()
+                meta[:, 5] = torch.minimum((work * programs / work.sum()).round().clamp_min(1), most).to(torch.int32)
+                launches.append((bq, meta))
+            splits = max(int(meta[:, 5].max()) for _, meta in launches)
+            self.device_meta[(N, programs)] = ([(bq, meta.to(self.roff.device)) for bq, meta in launches], splits)
         return self.device_meta[(N, programs)]
 
 
-def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, device: torch.device,
-                 pair_cost: float = 0.0) -> LevelLayout:
+def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int | tuple[int, ...], BK: int, device: torch.device,
+                 pair_cost: float = 0.0, gather_cost: float = 0.0) -> LevelLayout:
+    """The layout with BQ rows per block for every shape (an int) or per shape (a tuple in `shape_groups` order)."""
     groups = shape_groups(H, W, k)
+    sizes = BQ if isinstance(BQ, tuple) else (BQ,) * len(groups)
     meta, roff, doff, offs, work, tables = [], [], [], [], [], []
     rowbase, rshape, rvalid, dest = [], [], [], []
     row, dpos, WP, CHW = 0, 0, BK, C * H * W
-    for s, g in enumerate(groups):
+    for s, (g, BQ) in enumerate(zip(groups, sizes)):
         width = C * g.kh * g.kw
         wpad = -(-width // BK) * BK
         WP = max(WP, wpad)
@@ -147,10 +154,10 @@ def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int, BK: int, devic
             rows_off = sorted_off[r0:r0 + BQ]
             present = sorted(set(rows_off.tolist()))
             meta.append([s, row + r0, len(rows_off), len(present), len(offs), 0,
-                         *divisor_magic(g.positions(H, W)), *divisor_magic(W - g.kw + 1), 0, 0,
+                         *divisor_magic(g.positions(H, W)), *divisor_magic(W - g.kw + 1), BQ, 0,
                          g.kh, g.kw, W - g.kw + 1, g.positions(H, W), width, wpad, dpos, 0])
             offs += [g.offsets[o] for o in present]
-            work.append(g.positions(H, W) * BQ * (2 * wpad + pair_cost))
+            work.append(block_cost(BQ, g.positions(H, W), wpad, pair_cost, gather_cost))
             local = torch.tensor([present.index(o) for o in rows_off.tolist()] + [-1] * (BQ - len(rows_off)))
             roff.append(local)
         row += -(-B * g.pixels // BQ) * BQ
@@ -182,16 +189,26 @@ def divisor_magic(d: int) -> tuple[int, int]:
     return m - (m >> 31 << 32), s
 
 
-def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float) -> tuple[int, int]:
-    """(BQ, BK): the rows per program and coordinates per product step that pad the level's work least (the
-    larger on near ties: fewer programs, fewer steps)."""
+def block_cost(BQ: int, positions: int, wpad: int, pair_cost: float, gather_cost: float) -> float:
+    """A block's work per training image in tensor-core multiply-adds: its pairs' two products and pair work, and
+    the key windows it gathers (wpad coordinates per key, whatever BQ)."""
+    return positions * (BQ * (2 * wpad + pair_cost) + gather_cost * wpad)
+
+
+def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float,
+                gather_cost: float) -> tuple[tuple[int, ...], int]:
+    """(BQ per shape, BK): the coordinates per product step that pad the level's work least (the larger on near
+    ties: fewer steps; 64 measured slower than 32 at equal padding), then per shape the rows per block that cost
+    least: a large block gathers each key window for more rows, a small one pads a shape of few rows less."""
     groups = shape_groups(H, W, k)
 
-    def cost(BQ: int, BK: int) -> float:
-        return sum(-(-B * g.pixels // BQ) * BQ * g.positions(H, W) * (2 * -(-C * g.kh * g.kw // BK) * BK + pair_cost)
-                   for g in groups)
+    def shape_cost(g, BQ: int, BK: int) -> float:
+        wpad = -(-C * g.kh * g.kw // BK) * BK
+        return -(-B * g.pixels // BQ) * block_cost(BQ, g.positions(H, W), wpad, pair_cost, gather_cost)
 
-    bks = [bk for bk in (16, 32, 64) if cost(64, bk) <= 1.1 * min(cost(64, b) for b in (16, 32, 64))]
-    BK = max(bks)
-    costs = {bq: cost(bq, BK) for bq in (16, 32, 64, 128)}
-    return max(bq for bq, c in costs.items() if c <= 1.15 * min(costs.values())), BK
+    costs = {bk: sum(shape_cost(g, 64, bk) for g in groups) for bk in (16, 32)}
+    BK = max(bk for bk, c in costs.items() if c <= 1.1 * min(costs.values()))
+    return tuple(min(BLOCK_ROWS, key=lambda bq: shape_cost(g, bq, BK)) for g in groups), BK
+
+
+BLOCK_ROWS = (16, 32, 64, 128)  # the kernel's choices of BQ

@@ -33,16 +33,21 @@ from studio.denoisers.online_softmax import merge_partials
 from studio.denoisers.windows.layout import Training, level_layout, pick_blocks, pow2_scale
 from studio.denoisers.windows.torch_scan import logit_scales
 
-# BQ: query rows per program (None: the cheapest of 16/32/64/128 for the level's shapes); BKEY: keys per step;
-# BK: window coordinates per product step (None: the cheapest of 16/32/64); programs_per_sm: the key axis of each
-# block is split so that the level makes about this many programs per SM, heavier blocks in more slices;
-# pair_cost: the exponential and the CUDA-core work around it of one (query, key) pair, in tensor-core
-# multiply-adds (H100: 16 exp2/clk/SM against 2048 fp16 MACs/clk/SM); warps, stages. Swept on an H200 (3x32x32,
-# N=10,000, batch 8, 10 levels) while the numerators were CUDA-core sums: 4 warps 412 ms/step against 449 for 8
-# warps on tiles over 64 x 128 (the level at t=99: 221 ms against 602); 12 programs per SM 400 against 413 for 6;
-# BKEY 64 or 256, 3 or 4 stages, pair_cost 100 were no better.
-ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 12, "pair_cost": 280, "warps": 4,
-                     "stages": 2}
+# BQ: query rows per program (None: per shape, the cheapest of 16/32/64/128 -- a launch per size); BKEY: keys per
+# step; BK: window coordinates per product step (None: 16 or 32, whichever pads least, 32 on near ties);
+# programs_per_sm: the key axis of each launch's blocks is split so that it makes about this many programs per SM,
+# heavier blocks in more slices; pair_cost: the exponential and the CUDA-core work around it of one (query, key)
+# pair, in tensor-core multiply-adds (H100: 16 exp2/clk/SM against 2048 fp16 MACs/clk/SM); gather_cost: gathering
+# one coordinate of a key window, in the same units (a block gathers each of its keys' windows once, whatever its
+# rows; fitted to the ms per level of BQ 32 against BQ 128 for every shape); warps, stages.
+# Swept on an H200 (3x32x32, N=10,000, batch 8, 10 levels), one call per sweep, ms/step:
+# - while the numerators were CUDA-core sums: 4 warps 412 against 449 for 8; 12 programs per SM 400 against 413 for
+#   6; BKEY 64 or 256, 3 or 4 stages, pair_cost 100 no better;
+# - tensor-core numerators, one BQ per level: 371; BQ 128 for every shape 459 (but 707 against 838 at k=15);
+# - BQ per shape: 293; with BK 32: 272, with 24 programs per SM: 282, both: 264 (BK 32 slower only at k=5, where
+#   16 pads least); gather_cost 100 or 400: 288, 291; 8 warps, 3 stages, BKEY 64 slower.
+ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 24, "pair_cost": 280,
+                     "gather_cost": 200, "warps": 4, "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 LN2 = math.log(2.0)
 # The weights p = 2^(logit - reference) reach 2^15 (fp16's largest power of two under 65504) and go to the tensor
@@ -231,12 +236,12 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     key = (B, C, H, W, k, json.dumps(cfg, sort_keys=True))
     found = layouts.get(key) if layouts is not None else None
     if found is None:
-        BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"])
+        BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"], cfg["gather_cost"])
         BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
-        found = (BQ, BK, level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"]))
+        found = (BK, level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"], cfg["gather_cost"]))
         if layouts is not None:
             layouts[key] = found
-    BQ, BK, layout = found
+    BK, layout = found
     qs, ns = logit_scales(ab, temperature)
     if max(train.hi.numel(), train.sat.numel()) >= 2**31:
         raise ValueError(f"denoiser.els: {train.hi.shape[0]:,} training images of {C}x{H}x{W} are too many for the "
@@ -246,19 +251,19 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     q_hi = (q * ry).half()
     q_lo = (q * ry - q_hi.float()).half()
     N = train.hi.shape[0]
-    meta, splits = layout.meta_for(N, cfg["programs_per_sm"] * _sm_count(x.device), BKEY)
-    n_blocks = meta.shape[0]
+    launches, splits = layout.meta_for(N, cfg["programs_per_sm"] * _sm_count(x.device), BKEY)
     CP = triton.next_power_of_2(C + 1)  # the C values and the denominator
     NV = max(16, 4 * CP)  # value columns: 4 offsets (tl.dot wants >= 16)
     m = torch.empty(splits, layout.R_pad, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
-    _els_kernel[(n_blocks, splits)](
-        q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
-        m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale,
-        C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
-        GROUPED=int(layout.meta[:, 3].max()) > NV // CP, num_warps=cfg["warps"], num_stages=cfg["stages"],
-    )
+    for BQ, meta in launches:  # each writes its blocks' rows in every slice (programs past a block's slices: empty)
+        _els_kernel[(meta.shape[0], splits)](
+            q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
+            m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale,
+            C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
+            GROUPED=int(layout.meta[:, 3].max()) > NV // CP, num_warps=cfg["warps"], num_stages=cfg["stages"],
+        )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
     out = torch.empty(x.shape, device=x.device)
     layout.scatter(out, mean)
