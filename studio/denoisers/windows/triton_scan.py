@@ -45,7 +45,9 @@ from studio.denoisers.windows.torch_scan import logit_scales
 #   6; BKEY 64 or 256, 3 or 4 stages, pair_cost 100 no better;
 # - tensor-core numerators, one BQ per level: 371; BQ 128 for every shape 459 (but 707 against 838 at k=15);
 # - BQ per shape: 293; with BK 32: 272, with 24 programs per SM: 282, both: 264 (BK 32 slower only at k=5, where
-#   16 pads least); gather_cost 100 or 400: 288, 291; 8 warps, 3 stages, BKEY 64 slower.
+#   16 pads least); gather_cost 100 or 400: 288, 291; 8 warps, 3 stages, BKEY 64 slower;
+# - with those: 261-263; BKEY 64 307, 256 1,143; blocks of 32 rows on 2 warps 281, on 8 warps 328; 16 or 32
+#   programs per SM, gather_cost 300 within 1%.
 ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 24, "pair_cost": 280,
                      "gather_cost": 200, "warps": 4, "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
