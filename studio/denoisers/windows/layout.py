@@ -189,6 +189,9 @@ def divisor_magic(d: int) -> tuple[int, int]:
     return m - (m >> 31 << 32), s
 
 
+BLOCK_ROWS = (16, 32, 64, 128)  # the kernel's choices of BQ
+
+
 def block_cost(BQ: int, positions: int, wpad: int, pair_cost: float, gather_cost: float) -> float:
     """A block's work per training image in tensor-core multiply-adds: its pairs' two products and pair work, and
     the key windows it gathers (wpad coordinates per key, whatever BQ)."""
@@ -210,5 +213,3 @@ def pick_blocks(B: int, C: int, H: int, W: int, k: int, pair_cost: float,
     BK = max(bk for bk, c in costs.items() if c <= 1.1 * min(costs.values()))
     return tuple(min(BLOCK_ROWS, key=lambda bq: shape_cost(g, bq, BK)) for g in groups), BK
 
-
-BLOCK_ROWS = (16, 32, 64, 128)  # the kernel's choices of BQ
