@@ -2,16 +2,17 @@
 clipped windows and whose keys are the training windows of the same shape at every position, read straight
 from the training images (nothing unfolded in memory).
 
-A program takes a block of BQ query rows of one window shape (BQ chosen per shape: a launch per block size) and
-a slice of that shape's N·Q keys. Per block of BKEY keys: the cross terms <q, w> on the tensor cores (fp16
-operands, fp32 accumulation: the query as hi + lo halves, the training pixels exact in fp16 when they are integers over a common scale λ, as 8-bit images are
-(255 x) -- else as hi + lo halves too, a third product), the squared norm |w|² of each key from a float64
-summed-area table of Σ_c x², the logits in base 2 and a running max per row; then, on the tensor cores again,
-the weights (fp16 hi + lo halves) times the keys' value columns: the training pixels at the block's offsets (a
-row's pixel sits at one of up to 4 offsets of its shape) and a column of ones for the denominator. Each row
-keeps its own offset's sums. The slices' partial states are merged on the host (online_softmax.merge_partials).
-A key's image and position come from its index by multiply-high with constants the host made for the shape
-(layout.divisor_magic): a division by a runtime value would cost dozens of instructions per key and thread.
+A program takes a block of BQ query rows of one window shape (BQ chosen per shape: a launch per block size) and a
+slice of that shape's N·Q keys. Per block of BKEY keys: the cross terms <q, w> on the tensor cores (fp16 operands,
+fp32 accumulation: the query as hi + lo halves, the training pixels exact in fp16 when they are integers over a
+common scale λ, as 8-bit images are (255 x) -- else as hi + lo halves too, a third product), the squared norm |w|²
+of each key from a float64 summed-area table of Σ_c x², the logits in base 2 and a running max per row; then, on
+the tensor cores again, the weights (fp16 hi + lo halves) times the keys' value columns: the training pixels at the
+block's offsets (a row's pixel sits at one of up to 4 offsets of its shape) and a column of ones for the
+denominator. Each row keeps its own offset's sums. The slices' partial states are merged on the host
+(online_softmax.merge_partials). A key's image and position come from its index by multiply-high with constants the
+host made for the shape (layout.divisor_magic): a division by a runtime value would cost dozens of instructions per
+key and thread.
 
 Rows of one shape are ordered by offset, so a block holds one group of value columns' offsets, except where
 windows are as tall or as wide as the image (GROUPED: a pass per group). Launch shape: ELS_TRITON_CONFIG
