@@ -260,12 +260,13 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     m = torch.empty(splits, layout.R_pad, device=x.device)
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
+    grouped = int(layout.meta[:, 3].max()) > NV // CP
     for BQ, meta in launches:  # each writes its blocks' rows in every slice (programs past a block's slices: empty)
         _els_kernel[(meta.shape[0], splits)](
             q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
             m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale,
             C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
-            GROUPED=int(layout.meta[:, 3].max()) > NV // CP, num_warps=cfg["warps"], num_stages=cfg["stages"],
+            GROUPED=grouped, num_warps=cfg["warps"], num_stages=cfg["stages"],
         )
     mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
     out = torch.empty(x.shape, device=x.device)
