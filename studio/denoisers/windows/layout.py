@@ -124,11 +124,12 @@ class LevelLayout:
         return self.device_meta[(N, programs)]
 
 
-def level_layout(B: int, C: int, H: int, W: int, k: int, BQ: int | tuple[int, ...], BK: int, device: torch.device,
-                 pair_cost: float = 0.0, gather_cost: float = 0.0) -> LevelLayout:
-    """The layout with BQ rows per block for every shape (an int) or per shape (a tuple in `shape_groups` order)."""
+def level_layout(B: int, C: int, H: int, W: int, k: int, block_rows: int | tuple[int, ...], BK: int,
+                 device: torch.device, pair_cost: float = 0.0, gather_cost: float = 0.0) -> LevelLayout:
+    """The layout with `block_rows` rows per block for every shape (an int) or per shape (a tuple in
+    `shape_groups` order)."""
     groups = shape_groups(H, W, k)
-    sizes = BQ if isinstance(BQ, tuple) else (BQ,) * len(groups)
+    sizes = block_rows if isinstance(block_rows, tuple) else (block_rows,) * len(groups)
     meta, roff, doff, offs, work, tables = [], [], [], [], [], []
     rowbase, rshape, rvalid, dest = [], [], [], []
     row, dpos, WP, CHW = 0, 0, BK, C * H * W

@@ -239,9 +239,9 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     key = (B, C, H, W, k, json.dumps(cfg, sort_keys=True))
     found = layouts.get(key) if layouts is not None else None
     if found is None:
-        BQ, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"], cfg["gather_cost"])
-        BQ, BK = cfg["BQ"] or BQ, cfg["BK"] or BK
-        found = (BK, level_layout(B, C, H, W, k, BQ, BK, x.device, cfg["pair_cost"], cfg["gather_cost"]))
+        sizes, BK = pick_blocks(B, C, H, W, k, cfg["pair_cost"], cfg["gather_cost"])
+        sizes, BK = cfg["BQ"] or sizes, cfg["BK"] or BK
+        found = (BK, level_layout(B, C, H, W, k, sizes, BK, x.device, cfg["pair_cost"], cfg["gather_cost"]))
         if layouts is not None:
             layouts[key] = found
     BK, layout = found
