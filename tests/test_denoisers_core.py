@@ -21,9 +21,11 @@ def digits():
 
 
 @pytest.mark.parametrize("ab", LEVELS)
-def test_optimal_matches_float64_brute_force(digits, ab):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_optimal_matches_float64_brute_force(digits, ab, device):
     x = noisy(digits.x, ab)
-    out = make_denoiser("optimal").fit(digits).denoise(x, 0, ab)
+    out = make_denoiser("optimal", device=device).fit(digits).denoise(x.to(device), 0, ab)
+    out.x0, out.extras = out.x0.cpu(), {k: v.cpu() for k, v in out.extras.items()}
     assert rel(out.x0, optimal_ref(x, digits.x, ab)) < 1e-5
     w = out.extras["weights"]
     assert w.shape == (6, 8) and (w[:, :-1] >= w[:, 1:]).all() and (w.sum(1) <= 1 + 1e-5).all()

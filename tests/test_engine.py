@@ -136,6 +136,28 @@ def test_the_loop_does_not_synchronise_the_host_per_step(sampler):
     assert torch.allclose(stack.ready(9), cpu.trajectory.x0[:9], atol=1e-4)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("denoiser, sampler", [
+    *[(name, "generalized") for name in ("optimal", "nearest", "wiener", "pca_locality", "ls", "els", "scfdm")],
+    ("optimal", "dpmpp_2m"), ("optimal", "euler_ancestral"),
+])
+def test_a_gpu_trajectory_holds_each_step_as_it_was(denoiser, sampler):
+    """A GPU run keeps its steps' tensors on the device until the end: each must still hold what the step
+    produced (no denoiser or sampler may reuse or change them in place), as clones taken during the run show."""
+    seen = []
+
+    def snapshot(step):
+        seen.append([step.x_t.clone(), step.x0.clone(), {k: v.clone() for k, v in step.extras.items()}])
+
+    params = {"sampler__gamma": 2.0} if sampler == "generalized" else {}
+    run = execute(cfg(denoiser__name=denoiser, dataset__size=300, sampler__name=sampler, sampler__steps=5, n=4,
+                      device="cuda", **params), on_step=snapshot)
+    traj = run.trajectory
+    for k, (x_t, x0, extras) in enumerate(seen):
+        assert torch.equal(traj.x_t[k], x_t.cpu()) and torch.equal(traj.x0[k], x0.cpu()), k
+        assert all(torch.equal(traj.extras[key][k], v.cpu()) for key, v in extras.items()), k
+
+
 def test_the_run_analysis_searches_the_data_copy_the_denoiser_holds():
     """Neighbour statistics run on the run's device against the fitted denoiser's bank, not a second copy of
     the data (at 3x64x64, N=30,000 the copy and its norms took 0.6 s)."""

@@ -11,15 +11,17 @@ from studio.diffusion.schedules import Schedule
 
 
 class Flaky(Denoiser):
-    """Wraps `optimal`; fails with a fake allocator error above a batch size, or emits NaN at one call."""
+    """Wraps `optimal`; fails with a fake allocator error above a batch size, or at one call puts `value` into x̂0
+    (into one element, or into all of them with `everywhere`)."""
 
     name = "flaky"
     summary = "test"
 
-    def __init__(self, max_batch=None, nan_at=None):
-        super().__init__()
-        self.inner = make_denoiser("optimal")
+    def __init__(self, max_batch=None, nan_at=None, value=float("nan"), everywhere=True, device="cpu"):
+        super().__init__(device=device)
+        self.inner = make_denoiser("optimal", device=device)
         self.max_batch, self.nan_at, self.calls, self.batches = max_batch, nan_at, 0, []
+        self.value, self.everywhere = value, everywhere
 
     def _fit(self, dataset):
         self.inner.fit(dataset)
@@ -31,7 +33,9 @@ class Flaky(Denoiser):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (fake)")
         out = self.inner.denoise(x_t, t, alpha_bar)
         if self.calls == self.nan_at:
-            out = Denoised(out.x0.clone().fill_(float("nan")), out.extras)
+            x0 = out.x0.clone()
+            (x0 if self.everywhere else x0.view(-1)[5:6]).fill_(self.value)
+            out = Denoised(x0, out.extras)
         return out
 
 
@@ -39,7 +43,7 @@ def run(den, n=16, steps=6, batch_size=None):
     ds = load_dataset("digits")
     den.fit(ds)
     sampler = make_sampler("ddim", Schedule.build(), steps)
-    return loop.collect(loop.steps(den, sampler, NoiseSource(0, n, ds.shape), batch_size=batch_size))
+    return loop.collect(loop.steps(den, sampler, NoiseSource(0, n, ds.shape, den.device), batch_size=batch_size))
 
 
 def test_out_of_memory_retries_once_with_smaller_batches():
@@ -60,3 +64,22 @@ def test_nan_stops_the_run_naming_step_and_denoiser():
     with pytest.raises(loop.NonFiniteError, match=r"step 3/6 \(t=\d+\): denoiser flaky produced NaN"):
         run(den)
     assert den.calls == 3
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_one_non_finite_element_stops_the_run_naming_its_step(device, value):
+    """One bad element of x̂0 is enough; on a GPU the run learns it at the end, and names the step it happened at."""
+    ts = make_sampler("ddim", Schedule.build(), 6).timesteps.tolist()
+    with pytest.raises(loop.NonFiniteError, match=rf"step 3/6 \(t={ts[2]}\): denoiser flaky produced NaN or inf"):
+        run(Flaky(nan_at=3, value=value, everywhere=False, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_finite_x0_is_not_taken_for_inf(device):
+    """x̂0 = 1e38 everywhere is finite, though its float32 sum overflows: the run goes on to the end."""
+    traj = run(Flaky(nan_at=6, value=1e38, device=device))
+    assert traj.x0.shape[0] == 6 and bool((traj.x0[-1] == 1e38).all())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -147,7 +148,7 @@ def steps(
     K = len(sampler)
     denoiser.prepare(sampler.levels())
     timer = StepClock(noise.device, denoiser) if clock is not None else None
-    finite: list[tuple[torch.Tensor, int]] = []  # GPU runs: (device bool: x̂0 of step k was finite, t) per step
+    totals: list[torch.Tensor] = []  # GPU runs: float64 Σ x̂0 of each step, on the device
     for k in range(K):
         t0 = time.perf_counter()
         t, ab, x = sampler.point(k)
@@ -167,19 +168,22 @@ def steps(
                 ) from None
         if done is not None:
             done()
-        if out.x0.is_cuda:
-            finite.append((torch.isfinite(out.x0).all(), t))
-        elif not torch.isfinite(out.x0).all():
+        total = out.x0.sum(dtype=torch.float64)  # one reduction: not finite exactly when x̂0 holds NaN or inf
+        if total.is_cuda:
+            totals.append(total)
+        elif not math.isfinite(total):
             raise _non_finite(denoiser, k, K, t)
         x0 = out.x0.clamp(-1, 1) if clip_x0 else out.x0
         last = k == K - 1
         if last:  # the final update draws no noise before the caller could cancel: do it now and hand it over
             sampler.advance(k, x0, noise.draw)
-            if finite:
-                bad = (~torch.stack([f for f, _ in finite])).nonzero()  # one host synchronisation, at the end
+            if timer is not None:
+                timer.stop()  # the loop's GPU work ends here; what follows waits for it
+            if totals:
+                bad = (~torch.stack(totals).isfinite()).nonzero()  # one host synchronisation, at the end
                 if bad.numel():
                     k_bad = int(bad[0, 0])
-                    raise _non_finite(denoiser, k_bad, K, finite[k_bad][1])
+                    raise _non_finite(denoiser, k_bad, K, sampler.level(k_bad)[0])
         yield Step(k, K, t, ab, x, x0, out.extras, out.shared, time.perf_counter() - t0,
                    final=sampler.x if last else None)
         if not last:
@@ -193,41 +197,65 @@ def _non_finite(denoiser: Denoiser, k: int, K: int, t: int) -> NonFiniteError:
                           "the run was stopped (try another temperature, schedule or denoiser)")
 
 
-PINNED_MAX_BYTES = 512 * 2**20  # a trajectory buffer larger than this is not pinned (page-locked host memory)
+DEVICE_KEEP_BYTES = 256 * 2**20  # a GPU trajectory of at most this size (and 1/64 of the GPU's memory) stays on
+# the device until the run ends
+PINNED_MAX_BYTES = 512 * 2**20  # a larger one is copied step by step through pinned memory up to this size
+
+
+def _total_memory(device: torch.device) -> int:
+    """The GPU's memory in bytes, from torch's cached device properties (asking the driver for the free memory
+    takes ~0.2 ms, a step's worth of GPU work)."""
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 class HostStack:
-    """A [K, *shape] host tensor filled one step at a time. From a GPU the copies go through pinned memory and
-    do not block the host (stream order keeps them correct); `ready()` waits for all of them once."""
+    """Per-step tensors stacked [K, *shape] and handed over on the CPU. From a GPU the steps' tensors are kept on
+    the device while they are small (no work per step: one stack and one copy at the end; per-step copies cost
+    the host more than a step of `optimal` costs the GPU); larger ones are copied step by step, through pinned
+    memory without blocking the host (stream order keeps them correct). On the CPU each step is copied into one
+    buffer. `ready()` waits for the copies once."""
 
     def __init__(self, dtype: torch.dtype | None = None) -> None:
         self.dtype = dtype
-        self.buf: torch.Tensor | None = None
+        self.kept: list[torch.Tensor] | None = None  # device tensors of the steps so far
+        self.buf: torch.Tensor | None = None         # [K, *shape] on the host, when copied step by step
+        self.rows: tuple[torch.Tensor, ...] = ()     # its views [*shape], one per step, made once
         self.pinned = False
-        self.pending = False
 
     def put(self, k: int, K: int, value: torch.Tensor) -> None:
-        value = value.detach()
-        if self.dtype is not None and value.dtype != self.dtype:
-            value = value.to(self.dtype)  # on the value's device
-        if self.buf is None:
+        if value.requires_grad:
+            value = value.detach()
+        if self.kept is None and self.buf is None:
             size = K * value.numel() * value.element_size()
-            self.pinned = value.is_cuda and size <= PINNED_MAX_BYTES  # larger runs copy as before (blocking)
-            self.buf = torch.empty((K, *value.shape), dtype=value.dtype, pin_memory=self.pinned)
-        self.buf[k].copy_(value, non_blocking=self.pinned)
-        self.pending |= self.pinned
+            if value.is_cuda and size <= min(DEVICE_KEEP_BYTES, _total_memory(value.device) // 64):
+                self.kept = []
+            else:
+                self.pinned = value.is_cuda and size <= PINNED_MAX_BYTES  # larger runs copy blocking
+                self.buf = torch.empty((K, *value.shape), dtype=self.dtype or value.dtype, pin_memory=self.pinned)
+                self.rows = self.buf.unbind(0)
+        if self.kept is not None:
+            self.kept.append(value)
+            return
+        if value.dtype != self.buf.dtype:
+            value = value.to(self.buf.dtype)  # on the value's device
+        self.rows[k].copy_(value, non_blocking=self.pinned)
+
+    @property
+    def empty(self) -> bool:
+        return self.kept is None and self.buf is None
 
     def ready(self, n: int) -> torch.Tensor:
-        if self.pending:
-            torch.cuda.synchronize()
+        if self.kept is not None:
+            return torch.stack(self.kept[:n]).to("cpu", self.dtype)
         if self.pinned:  # into ordinary memory: a kept run holds no page-locked memory; the pinned block goes
-            return self.buf[:n].clone()  # back to torch's host allocator for the next run
+            torch.cuda.synchronize()  # back to torch's host allocator for the next run
+            return self.buf[:n].clone()
         return self.buf[:n]
 
 
 def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | None = None) -> Trajectory:
-    """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled). Copies from a GPU are
-    queued without waiting; the host waits once, at the end."""
+    """Stack the records on the CPU; `on_step` returning False cancels (raises Cancelled). From a GPU nothing
+    waits per step (HostStack); the host waits once, at the end."""
     ts, abs_, shared = [], [], []
     xs, x0s, last = HostStack(torch.float32), HostStack(torch.float32), HostStack(torch.float32)
     extras: dict[str, HostStack] = {}
@@ -254,5 +282,5 @@ def collect(records: Iterator[Step], on_step: Callable[[Step], bool | None] | No
         x0=x0s.ready(n),
         extras={k: v.ready(n) for k, v in extras.items()},
         shared=shared,
-        final=None if last.buf is None else last.ready(1)[0],
+        final=None if last.empty else last.ready(1)[0],
     )

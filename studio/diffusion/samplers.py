@@ -40,6 +40,7 @@ class Sampler:
         self.schedule = schedule
         self.p = resolve(self.params, params, "sampler")
         self.timesteps = make_timesteps(spacing, schedule.T, steps)
+        self.t_of_step = self.timesteps.tolist()  # Python ints: the loop asks for them three times a step
         self.x: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -51,7 +52,7 @@ class Sampler:
 
     def level(self, k: int) -> tuple[int, float]:
         """(t, ā) of the denoiser call at step k."""
-        t = int(self.timesteps[k])
+        t = self.t_of_step[k]
         return t, self.schedule.ab(t)
 
     def levels(self) -> list[float]:
@@ -63,7 +64,7 @@ class Sampler:
 
     def next_ab(self, k: int) -> float:
         """ā' of the level after step k; 1 after the last step (clean data)."""
-        return self.schedule.ab(int(self.timesteps[k + 1])) if k + 1 < len(self) else 1.0
+        return self.schedule.ab(self.t_of_step[k + 1]) if k + 1 < len(self) else 1.0
 
     def advance(self, k: int, x0: torch.Tensor, noise: NoiseFn) -> None:
         t, ab, x = self.point(k)
