@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Denoisers that fit any data (no checkpoint, no download): the ones a warm-up can run.
 WARMABLE = ("optimal", "nearest", "wiener", "pca_locality", "scfdm", "ls", "els")
-STEPS = 3  # a DDIM run of 3 steps: the loop's own kernels and pinned copies, and three noise levels
+STEPS = 3  # a DDIM run of 3 steps: the loop's own kernels and end-of-run copies, and three noise levels
 # The masked denoisers send all-ones mask columns (and ELS its whole-image windows) to `optimal`'s kernel.
 ALSO = {"pca_locality": ("optimal",), "ls": ("optimal",), "els": ("optimal",)}
 _WARMED: set[tuple[str, str, bool]] = set()  # (denoiser, device, n a multiple of 16): the channels change no kernel
