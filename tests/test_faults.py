@@ -17,10 +17,10 @@ class Flaky(Denoiser):
     name = "flaky"
     summary = "test"
 
-    def __init__(self, max_batch=None, nan_at=None, value=float("nan"), everywhere=True, device="cpu"):
+    def __init__(self, max_batch=None, poke_at=None, value=float("nan"), everywhere=True, device="cpu"):
         super().__init__(device=device)
         self.inner = make_denoiser("optimal", device=device)
-        self.max_batch, self.nan_at, self.calls, self.batches = max_batch, nan_at, 0, []
+        self.max_batch, self.poke_at, self.calls, self.batches = max_batch, poke_at, 0, []
         self.value, self.everywhere = value, everywhere
 
     def _fit(self, dataset):
@@ -32,7 +32,7 @@ class Flaky(Denoiser):
         if self.max_batch is not None and len(x_t) > self.max_batch:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (fake)")
         out = self.inner.denoise(x_t, t, alpha_bar)
-        if self.calls == self.nan_at:
+        if self.calls == self.poke_at:
             x0 = out.x0.clone()
             (x0 if self.everywhere else x0.view(-1)[5:6]).fill_(self.value)
             out = Denoised(x0, out.extras)
@@ -60,7 +60,7 @@ def test_out_of_memory_twice_gives_a_clear_message():
 
 
 def test_nan_stops_the_run_naming_step_and_denoiser():
-    den = Flaky(nan_at=3)
+    den = Flaky(poke_at=3)
     with pytest.raises(loop.NonFiniteError, match=r"step 3/6 \(t=\d+\): denoiser flaky produced NaN"):
         run(den)
     assert den.calls == 3
@@ -75,11 +75,11 @@ def test_one_non_finite_element_stops_the_run_naming_its_step(device, value):
     """One bad element of x̂0 is enough; on a GPU the run learns it at the end, and names the step it happened at."""
     ts = make_sampler("ddim", Schedule.build(), 6).timesteps.tolist()
     with pytest.raises(loop.NonFiniteError, match=rf"step 3/6 \(t={ts[2]}\): denoiser flaky produced NaN or inf"):
-        run(Flaky(nan_at=3, value=value, everywhere=False, device=device))
+        run(Flaky(poke_at=3, value=value, everywhere=False, device=device))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_large_finite_x0_is_not_taken_for_inf(device):
     """x̂0 = 1e38 everywhere is finite, though its float32 sum overflows: the run goes on to the end."""
-    traj = run(Flaky(nan_at=6, value=1e38, device=device))
+    traj = run(Flaky(poke_at=6, value=1e38, device=device))
     assert traj.x0.shape[0] == 6 and bool((traj.x0[-1] == 1e38).all())
