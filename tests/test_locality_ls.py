@@ -253,6 +253,52 @@ def test_els_triton_at_a_larger_size_matches_float64():
             assert rel(out, els_ref(x, data.x, ab, k)) < 2e-5
 
 
+def test_els_triton_compiles_each_variant_of_a_runs_levels_once(monkeypatch):
+    """compile_levels compiles (warmup: no run) every kernel variant the levels' launches use, each once, from the
+    first patch size that needs it; the block layouts it builds are the ones the calls then reuse."""
+    pytest.importorskip("triton")
+    from studio.denoisers.windows import triton_scan
+
+    compiled = []
+
+    class Recorder:
+        def warmup(self, *args, grid, **options):
+            assert len(grid) == 2 and len(args) == 20
+            compiled.append(tuple(sorted(options.items())))
+
+    monkeypatch.setattr(triton_scan, "_els_kernel", Recorder())
+    train, layouts = triton_scan.Training.build(torch.round(smooth_images(16, (3, 9, 8), seed=6) * 255) / 255), {}
+    ks, x = [3, 5, 7, 5, 15], torch.ones(4, 3, 9, 8)
+    assert triton_scan.compile_levels(tuple(x.shape), train, ks, layouts, threads=3) == len(compiled)
+    wanted = {tuple(sorted(options.items())) for k in ks
+              for _, _, options in triton_scan.level_launches(x, train, k, 0.5, layouts=layouts).calls}
+    assert len(compiled) == len(set(compiled)) and set(compiled) == wanted and len(wanted) >= 4
+    assert len(layouts) == 4  # one per distinct k, built once
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="set TRITON_INTERPRET=1 (CPU interpreter)")
+def test_an_els_run_compiles_its_levels_kernels_at_its_first_call(monkeypatch):
+    """After prepare(levels) the first Triton call compiles the variants of every level's patch size (not the whole
+    window's: optimal serves it) for its batch, once; the results are those of calls without it."""
+    pytest.importorskip("triton")
+    from studio.denoisers.windows import triton_scan
+
+    data = as_dataset(torch.round(smooth_images(12, (3, 5, 6), seed=4) * 255) / 255, "rgb5x6")
+    asked = []
+    real = triton_scan.compile_levels
+    monkeypatch.setattr(triton_scan, "compile_levels", lambda shape, train, ks, layouts: asked.append(
+        (shape, list(ks))) or real(shape, train, ks, layouts))
+    levels = [0.02, 0.3, 0.6, 0.995]
+    den = make_denoiser("els", kernel="triton").fit(data)
+    plain = [den.denoise(noisy(data.x, ab, b=3), 0, ab).x0 for ab in levels]
+    assert not asked
+    den.prepare(levels)
+    ks = [k for k in dict.fromkeys(den.patch_size(ab) for ab in levels) if k != full_window(data.shape)]
+    for ab, want in zip(levels, plain):
+        assert torch.equal(den.denoise(noisy(data.x, ab, b=3), 0, ab).x0, want)
+    assert asked == [((3, 3, 5, 6), ks)] and ks and den.upcoming == []
+
+
 @pytest.mark.parametrize("shape, k, B", [((3, 5, 6), 3, 2), ((1, 8, 8), 5, 3), ((2, 5, 6), 9, 4), ((3, 12, 10), 7, 19)])
 def test_triton_layout_covers_every_row_once(shape, k, B):
     """The kernel's block layout (built without Triton): each (shape, offset) block lists the offsets its rows use,

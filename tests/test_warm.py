@@ -15,7 +15,7 @@ def test_the_synthetic_levels_reach_the_sparse_tiles_the_triton_kernels_serve():
     sampler = warm.warm_sampler()
     levels = [sampler.point(k)[1] for k in range(len(sampler))]
     assert len(levels) == warm.STEPS and all(den.mask(ab).plan.n_tiles for ab in levels)
-    assert warm.ALSO["pca_locality"] == ("optimal",)
+    assert warm.RUNS["pca_locality"] == (("pca_locality", {}), ("optimal", {}))
     assert data.x.min() >= -1 and data.x.max() <= 1 and data.n == 64 and warm.synthetic(1, 65).n % 16
 
 

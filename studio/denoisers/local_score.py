@@ -16,7 +16,7 @@ whole image (k >= 2 max(H, W) - 1) leaves one candidate per image, so both machi
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -109,10 +109,28 @@ class EquivariantLocalScore(PatchSizes, Denoiser):
         self.images = self.bank.x.reshape(dataset.n, *dataset.shape)
         self.windows = Recent(keep=WINDOW_BANKS_KEPT, size=lambda b: b.nbytes(), max_bytes=self._window_budget)
         self.layouts: dict = {}  # Triton block layouts by (batch, shape, k, launch)
+        self.upcoming: list[float] = []  # the levels of a run whose kernel variants are not compiled yet
         use_triton(self.device, self.p["kernel"])  # a clear error now for a kernel that cannot run here
 
     def _window_budget(self) -> int:
         return memory_budget(self.device) // WINDOW_SHARE
+
+    def prepare(self, alpha_bars: Sequence[float]) -> None:
+        """A run's levels: the Triton kernel variants they need are compiled together at its first call."""
+        self._check_fitted()
+        self.upcoming = list(alpha_bars)
+
+    def _compile_levels(self, shape: tuple[int, ...], train: Training) -> None:
+        """Compile at once the kernel variants of every upcoming level's patch size for queries of `shape` (in
+        parallel: about the time of one instead of one per new variant; counted as setup)."""
+        from studio.denoisers.windows import triton_scan
+
+        t0 = time.perf_counter()
+        full = full_window(self.shape)
+        ks = [k for k in dict.fromkeys(self.patch_size(ab) for ab in self.upcoming) if k != full]
+        self.upcoming = []
+        triton_scan.compile_levels(shape, train, ks, self.layouts)
+        self.setup_s += time.perf_counter() - t0
 
     def key_banks(self, k: int) -> KeyBanks:
         """The training windows of patch size k, kept (deduplicated) while they fit the budget."""
@@ -137,6 +155,8 @@ class EquivariantLocalScore(PatchSizes, Denoiser):
             from studio.denoisers.windows import triton_scan  # imports triton: only where it runs
 
             train = self.bank.derive("els-triton", lambda: Training.build(self.images))
+            if self.upcoming:
+                self._compile_levels(tuple(x.shape), train)
             x0 = triton_scan.els_mean(x, train, k, alpha_bar, tau, self.layouts)
         else:
             x0 = torch_scan.els_mean(x, self.key_banks(k), alpha_bar, tau, self.p["chunk_size"])

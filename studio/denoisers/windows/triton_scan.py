@@ -25,13 +25,16 @@ from __future__ import annotations
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import triton
 import triton.language as tl
 
 from studio.denoisers.online_softmax import merge_partials
-from studio.denoisers.windows.layout import Training, level_layout, pick_blocks, pow2_scale
+from studio.denoisers.windows.layout import LevelLayout, Training, level_layout, pick_blocks, pow2_scale
 from studio.denoisers.windows.torch_scan import logit_scales
 
 # BQ: query rows per program (None: per shape, the cheapest of 16/32/64/128 -- a launch per size); BKEY: keys per
@@ -53,6 +56,7 @@ ELS_TRITON_CONFIG = {"BQ": None, "BKEY": 128, "BK": None, "programs_per_sm": 24,
                      "gather_cost": 200, "warps": 4, "stages": 2}
 ELS_TRITON_CONFIG.update(json.loads(os.environ.get("STUDIO_ELS_TRITON_CONFIG", "{}")))
 LN2 = math.log(2.0)
+COMPILE_THREADS = min(8, os.cpu_count() or 1)  # kernel variants compiled at once (compile_levels)
 # The weights p = 2^(logit - reference) reach 2^15 (fp16's largest power of two under 65504) and go to the tensor
 # cores as fp16 hi + lo halves, off by at most 2^-22 p + 2^-25 (half a step of fp16's subnormals), i.e. 2^-40 of the
 # row's largest weight besides the relative 2^-22. The numerator and the denominator see the same weights, so the
@@ -230,9 +234,20 @@ def _sm_count(device: torch.device) -> int:
     return 4
 
 
-def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: float = 1.0,
-             layouts: dict | None = None) -> torch.Tensor:
-    """x̂0 [B, C, H, W] for x [B, C, H, W] (fp32, on the training data's device)."""
+@dataclass
+class LevelLaunches:
+    """One level's kernel launches (grid, arguments, compile-time options) and the arrays they fill."""
+
+    layout: LevelLayout
+    calls: list[tuple[tuple[int, int], tuple, dict]]
+    m: torch.Tensor    # [splits, R_pad]: each slice's running max (base 2)
+    den: torch.Tensor  # [splits, R_pad]
+    num: torch.Tensor  # [splits, R_pad, CP]
+
+
+def level_launches(x: torch.Tensor, train: Training, k: int, ab: float, temperature: float = 1.0,
+                   layouts: dict | None = None) -> LevelLaunches:
+    """The launches of x [B, C, H, W] at patch size k; the block layout is cached in `layouts` by shape and k."""
     cfg = ELS_TRITON_CONFIG
     B, C, H, W = x.shape
     BKEY = cfg["BKEY"]
@@ -261,14 +276,38 @@ def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: f
     den = torch.empty_like(m)
     num = torch.empty(splits, layout.R_pad, CP, device=x.device)
     grouped = int(layout.meta[:, 3].max()) > NV // CP
+    calls = []
     for BQ, meta in launches:  # each writes its blocks' rows in every slice (programs past a block's slices: empty)
-        _els_kernel[(meta.shape[0], splits)](
-            q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
-            m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale,
-            C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
-            GROUPED=grouped, num_warps=cfg["warps"], num_stages=cfg["stages"],
-        )
-    mean = merge_partials((m * LN2).unsqueeze(-1), den.unsqueeze(-1), num)  # [R_pad, CP]
+        args = (q_hi, q_lo, meta, layout.roff, layout.offs, train.hi, train.lo, train.sat, layout.doff,
+                m, den, num, N, H, W, layout.R_pad, layout.WP, qs / (ry * train.scale), ns, train.scale)
+        options = dict(C=C, CP=CP, NV=NV, BQ=BQ, BKEY=BKEY, BK=BK, EXACT=train.exact, ONE_STEP=layout.WP == BK,
+                       GROUPED=grouped, num_warps=cfg["warps"], num_stages=cfg["stages"])
+        calls.append(((meta.shape[0], splits), args, options))
+    return LevelLaunches(layout, calls, m, den, num)
+
+
+def els_mean(x: torch.Tensor, train: Training, k: int, ab: float, temperature: float = 1.0,
+             layouts: dict | None = None) -> torch.Tensor:
+    """x̂0 [B, C, H, W] for x [B, C, H, W] (fp32, on the training data's device)."""
+    level = level_launches(x, train, k, ab, temperature, layouts)
+    for grid, args, options in level.calls:
+        _els_kernel[grid](*args, **options)
+    mean = merge_partials((level.m * LN2).unsqueeze(-1), level.den.unsqueeze(-1), level.num)  # [R_pad, CP]
     out = torch.empty(x.shape, device=x.device)
-    layout.scatter(out, mean)
+    level.layout.scatter(out, mean)
     return out
+
+
+def compile_levels(shape: tuple[int, int, int, int], train: Training, ks: Iterable[int], layouts: dict | None = None,
+                   threads: int = COMPILE_THREADS) -> int:
+    """Compile, without running, the kernel variants that queries of `shape` [B, C, H, W] meet at the patch sizes
+    `ks`, each variant once (the first k that needs it), on up to `threads` threads at once: a variant takes 1-2 s
+    to compile (H200 host), mostly outside the GIL, so a run that meets several pays about one. The number started."""
+    x = torch.ones(shape, device=train.hi.device)  # the queries' values change no variant
+    variants: dict[tuple, tuple] = {}
+    for k in ks:
+        for grid, args, options in level_launches(x, train, k, 0.5, 1.0, layouts).calls:
+            variants.setdefault(tuple(sorted(options.items())), (grid, args, options))
+    with ThreadPoolExecutor(max(1, min(threads, len(variants)))) as pool:
+        list(pool.map(lambda v: _els_kernel.warmup(*v[1], grid=v[0], **v[2]), variants.values()))
+    return len(variants)
