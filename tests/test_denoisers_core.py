@@ -3,6 +3,7 @@ from functools import partial
 import locality_data
 import pytest
 import torch
+from devices import DEVICES
 from locality_data import as_dataset, rel
 
 from studio.data import load_dataset
@@ -21,7 +22,7 @@ def digits():
 
 
 @pytest.mark.parametrize("ab", LEVELS)
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("device", DEVICES)
 def test_optimal_matches_float64_brute_force(digits, ab, device):
     x = noisy(digits.x, ab)
     out = make_denoiser("optimal", device=device).fit(digits).denoise(x.to(device), 0, ab)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from devices import DEVICES
 from studio.data import load_dataset
 from studio.denoisers import make_denoiser
 from studio.denoisers.base import Denoised, Denoiser
@@ -64,9 +65,6 @@ def test_nan_stops_the_run_naming_step_and_denoiser():
     with pytest.raises(loop.NonFiniteError, match=r"step 3/6 \(t=\d+\): denoiser flaky produced NaN"):
         run(den)
     assert den.calls == 3
-
-
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
