@@ -37,3 +37,25 @@ def test_e2e_calls_per_level_and_their_table():
         assert 0 < r["min_ms"] <= r["ms"] and 0 < r["density"] <= 1 and r["threads"] >= 1
     text = bench.calls_table(rows + [{**rows[0], "error": "RuntimeError: exit 1"}])
     assert text.count("pca_locality") == 4 and "RuntimeError" in text
+
+
+def test_cold_rows_start_from_empty_studio_and_triton_caches(monkeypatch):
+    """Cold means a fresh machine: each row's children get their own empty STUDIO_CACHE and TRITON_CACHE_DIR (the
+    warm-cache run then reuses both), and so does the per-call child."""
+    import os
+
+    seen = []
+
+    def child(args, env, cwd, timeout):
+        seen.append({k: env[k] for k in ("STUDIO_CACHE", "TRITON_CACHE_DIR")})
+        raise RuntimeError("not run")
+
+    monkeypatch.setattr(bench, "_run_child", child)
+    cfg = bench.e2e_configs(torch.device("cpu"), [3], [(1, 8, 8, 200)], ["optimal"])[0]
+    rows = bench.e2e_row(cfg, ".", timeout=1)
+    assert [r["error"] for r in rows] == ["RuntimeError: not run"] * 3 and len(seen) == 3
+    assert seen[0] == seen[1] == seen[2] and not any(os.path.exists(p) and os.listdir(p) for p in seen[0].values())
+    bench.e2e_row(cfg, ".", timeout=1)
+    assert seen[3]["TRITON_CACHE_DIR"] != seen[0]["TRITON_CACHE_DIR"]  # a new row: new caches
+    assert "error" in bench.e2e_calls("optimal", torch.device("cpu"), (1, 8, 8, 200), ".", timeout=1)[0]
+    assert seen[-1]["TRITON_CACHE_DIR"] not in {s["TRITON_CACHE_DIR"] for s in seen[:-1]}
