@@ -387,7 +387,8 @@ def _run_child(args: list[str], env: dict[str, str], cwd: str, timeout: float) -
 
 def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, Any]]:
     """Cold (fresh process, empty STUDIO_CACHE and Triton cache: a fresh machine), warm cache (fresh process, same
-    caches) and warm process (a second run in one process) of one config. The first two run `python -m studio sample` and read its metrics.json."""
+    caches) and warm process (a second run in one process) of one config. The first two run `python -m studio
+    sample` and read its metrics.json."""
     import os
     import tempfile
     from pathlib import Path
