@@ -327,7 +327,8 @@ def e2e_calls(name: str, device: torch.device, shape: tuple[int, ...], code: str
     C, H, W, N = shape
     work = tempfile.mkdtemp(prefix="studio-e2e-calls-")
     env = {**os.environ, "STUDIO_CACHE": os.path.join(work, "cache"), "TRITON_CACHE_DIR": os.path.join(work, "triton"),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+           "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
     base = {"denoiser": name, "shape": [C, H, W], "n_data": N, "batch": 8, "device": device.type, "code": code}
     try:
         _, out = _run_child(["-c", _PER_CALL, name, device.type, str(E2E_CALL_REPEATS[device.type]), f"{C},{H},{N}",
@@ -401,7 +402,8 @@ def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, An
     work = Path(tempfile.mkdtemp(prefix="studio-e2e-"))
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))  # only what the row sets: an older --code checkout reads it
     env = {**os.environ, "STUDIO_CACHE": str(work / "cache"), "TRITON_CACHE_DIR": str(work / "triton"),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+           "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
     base = {"denoiser": cfg["denoiser"]["name"], "shape": [cfg["dataset"]["channels"], cfg["dataset"]["resolution"],
             cfg["dataset"]["resolution"]], "n_data": cfg["dataset"]["size"], "steps": cfg["sampler"]["steps"],
             "batch": cfg["n"], "device": cfg["device"], "code": code}
