@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -321,14 +322,10 @@ def e2e_calls(name: str, device: torch.device, shape: tuple[int, ...], code: str
     """ms per denoise call (batch 8, median of E2E_CALL_REPEATS after a first call that sets the level up) at
     E2E_CALL_LEVELS, in a fresh process of `code` with its own empty caches (studio and Triton); torch's default
     thread count."""
-    import os
     import tempfile
 
     C, H, W, N = shape
-    work = tempfile.mkdtemp(prefix="studio-e2e-calls-")
-    env = {**os.environ, "STUDIO_CACHE": os.path.join(work, "cache"), "TRITON_CACHE_DIR": os.path.join(work, "triton"),
-           "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+    env = _child_env(Path(tempfile.mkdtemp(prefix="studio-e2e-calls-")), code)
     base = {"denoiser": name, "shape": [C, H, W], "n_data": N, "batch": 8, "device": device.type, "code": code}
     try:
         _, out = _run_child(["-c", _PER_CALL, name, device.type, str(E2E_CALL_REPEATS[device.type]), f"{C},{H},{N}",
@@ -374,6 +371,16 @@ def e2e_configs(device: torch.device, steps: list[int], shapes: list[tuple[int, 
     return out
 
 
+def _child_env(work: Path, code: str) -> dict[str, str]:
+    """A child's environment: its studio and Triton caches under `work` (empty until it fills them), unbuffered
+    output, and `code`'s studio package first on the path."""
+    import os
+
+    return {**os.environ, "STUDIO_CACHE": str(work / "cache"), "TRITON_CACHE_DIR": str(work / "triton"),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def _run_child(args: list[str], env: dict[str, str], cwd: str, timeout: float) -> tuple[float, str]:
     import subprocess
     import sys
@@ -390,7 +397,6 @@ def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, An
     """Cold (fresh process, empty STUDIO_CACHE and Triton cache: a fresh machine), warm cache (fresh process, same
     caches) and warm process (a second run in one process) of one config. The first two run `python -m studio
     sample` and read its metrics.json."""
-    import os
     import tempfile
     from pathlib import Path
 
@@ -401,9 +407,7 @@ def e2e_row(cfg: dict[str, Any], code: str, timeout: float) -> list[dict[str, An
     RunConfig.from_dict(cfg).validate()  # refused here, not in three child processes
     work = Path(tempfile.mkdtemp(prefix="studio-e2e-"))
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))  # only what the row sets: an older --code checkout reads it
-    env = {**os.environ, "STUDIO_CACHE": str(work / "cache"), "TRITON_CACHE_DIR": str(work / "triton"),
-           "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH", "")) if p)}
+    env = _child_env(work, code)
     base = {"denoiser": cfg["denoiser"]["name"], "shape": [cfg["dataset"]["channels"], cfg["dataset"]["resolution"],
             cfg["dataset"]["resolution"]], "n_data": cfg["dataset"]["size"], "steps": cfg["sampler"]["steps"],
             "batch": cfg["n"], "device": cfg["device"], "code": code}
